@@ -1,0 +1,102 @@
+"""Column names and Arrow schemas of every table fer-ray writes. Nothing else spells a column name.
+
+Output layout under a job's output URI (see README "Data layout"):
+  faces/<video_key>/part-<k>.parquet      one file per decoded chunk, deterministic names (reruns overwrite)
+  faces/_done/<video_key>.json            written last: the video is complete only once this exists
+  failures/<video_key>.json               one JSON object per failed work item (FAILURE_SCHEMA fields)
+  predictions/<video_key>.parquet, submission/<video_id>.txt, predictions/_done/<video_key>.json
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+# Work items (inputs.py)
+VIDEO_ID = "video_id"
+URI = "uri"
+LABEL_URI = "label_uri"
+KIND = "kind"  # "video" | "image" | "face_crop"
+SUBJECT = "subject"
+
+# Faces table (preprocessing output)
+FRAME_INDEX = "frame_index"
+TIMESTAMP = "timestamp"
+FACE = "face"  # encoded image bytes (JPEG/PNG), empty when no face
+BBOX = "bbox"  # [x1, y1, x2, y2] in source-frame pixels
+LANDMARKS = "landmarks"  # [x0, y0, ..., x4, y4]: eyes, nose, mouth corners, source-frame pixels
+DET_SCORE = "det_score"
+LABEL = "label"  # ABAW index, -1 unannotated
+REASON = "reason"  # null when a face was found, else why not ("no_face", ...)
+NUM_FRAMES = "num_frames"  # frames the source video has (same on every row of a video)
+
+# Failures table
+STAGE = "stage"
+ERROR = "error"
+
+# Logits / predictions
+MODEL = "model"
+SCORES = "scores"
+LABEL_NAME = "label_name"
+PROBS = "probs"
+COARSE_PROBS = "coarse_probs"
+NEGATIVE_PROBS = "negative_probs"
+FACE_FOUND = "face_found"
+FILLED = "filled"
+SYSTEM = "system"
+MODEL_VERSION = "model_version"
+
+WORK_ITEM_SCHEMA = pa.schema([
+    (VIDEO_ID, pa.string()),
+    (URI, pa.string()),
+    (LABEL_URI, pa.string()),
+    (KIND, pa.string()),
+    (SUBJECT, pa.string()),
+    (LABEL, pa.int64()),
+])
+
+FACES_SCHEMA = pa.schema([
+    (VIDEO_ID, pa.string()),
+    (FRAME_INDEX, pa.int64()),
+    (TIMESTAMP, pa.float64()),
+    (FACE, pa.binary()),
+    (BBOX, pa.list_(pa.float32(), 4)),
+    (LANDMARKS, pa.list_(pa.float32(), 10)),
+    (DET_SCORE, pa.float32()),
+    (LABEL, pa.int64()),
+    (REASON, pa.string()),
+    (SUBJECT, pa.string()),
+    (NUM_FRAMES, pa.int64()),
+])
+
+FAILURE_SCHEMA = pa.schema([
+    (VIDEO_ID, pa.string()),
+    (URI, pa.string()),
+    (STAGE, pa.string()),
+    (ERROR, pa.string()),
+])
+
+LOGITS_SCHEMA = pa.schema([
+    (VIDEO_ID, pa.string()),
+    (FRAME_INDEX, pa.int64()),
+    (MODEL, pa.string()),
+    (SCORES, pa.list_(pa.float32())),
+])
+
+PREDICTIONS_SCHEMA = pa.schema([
+    (VIDEO_ID, pa.string()),
+    (FRAME_INDEX, pa.int64()),
+    (TIMESTAMP, pa.float64()),
+    (LABEL, pa.int64()),
+    (LABEL_NAME, pa.string()),
+    (PROBS, pa.list_(pa.float32(), 8)),
+    (COARSE_PROBS, pa.list_(pa.float32())),
+    (NEGATIVE_PROBS, pa.list_(pa.float32())),
+    (FACE_FOUND, pa.bool_()),
+    (FILLED, pa.bool_()),
+    (SYSTEM, pa.string()),
+    (MODEL_VERSION, pa.string()),
+])
+
+# Reasons a frame or video yields no face / no row; stable strings, users filter on them.
+REASON_NO_FACE = "no_face"
+REASON_LOW_SCORE = "low_score"

@@ -1,0 +1,204 @@
+"""One way to open any URI: local paths, file:// and s3://bucket/prefix, through pyarrow filesystems.
+
+S3 endpoint, region and credentials come from the standard AWS environment variables
+(AWS_ENDPOINT_URL[_S3], AWS_REGION / AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID, ...) or the instance role,
+so the same code talks to AWS or to a local S3 server. Credentials are never logged or written.
+
+Writes are atomic: locally a temp file in the target directory is renamed over the target; on S3 the
+whole object is sent in one request from memory, so a reader sees the old object or the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import threading
+import uuid
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+_FS_CACHE: dict[tuple, pafs.FileSystem] = {}
+_LOCK = threading.Lock()
+S3_MAX_ATTEMPTS = int(os.environ.get("FER_RAY_S3_MAX_ATTEMPTS", "8"))
+
+
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def _s3_filesystem() -> pafs.FileSystem:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    key = ("s3", endpoint, region)
+    with _LOCK:
+        if key not in _FS_CACHE:
+            kwargs = {
+                "region": region,
+                "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=S3_MAX_ATTEMPTS),
+            }
+            if endpoint:
+                parsed = urlparse(endpoint)
+                kwargs["endpoint_override"] = parsed.netloc or parsed.path
+                kwargs["scheme"] = parsed.scheme or "https"
+                kwargs["force_virtual_addressing"] = False
+            _FS_CACHE[key] = pafs.S3FileSystem(**kwargs)
+        return _FS_CACHE[key]
+
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem for a URI and the path inside it."""
+    uri = str(uri)
+    if is_s3(uri):
+        return _s3_filesystem(), uri[len("s3://"):].rstrip("/")
+    if uri.startswith("file://"):
+        uri = uri[len("file://"):]
+    if "://" in uri:
+        raise ValueError(f"unsupported URI scheme in {uri!r}; use a local path, file:// or s3://")
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def join(uri: str, *parts: str) -> str:
+    out = str(uri).rstrip("/")
+    for part in parts:
+        out = f"{out}/{str(part).strip('/')}"
+    return out
+
+
+def basename(uri: str) -> str:
+    return str(uri).rstrip("/").rsplit("/", 1)[-1]
+
+
+def stem(uri: str) -> str:
+    name = basename(uri)
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def is_dir(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).type == pafs.FileType.Directory
+
+
+def size(uri: str) -> int:
+    fs, path = filesystem(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(uri)
+    return int(info.size or 0)
+
+
+def _to_uri(uri: str, path: str) -> str:
+    return f"s3://{path}" if is_s3(uri) else path
+
+
+def list_files(uri: str, suffix: str | tuple[str, ...] = "", recursive: bool = True) -> list[str]:
+    """Sorted URIs of the files under a prefix (empty when it does not exist), hidden temp files excluded."""
+    fs, path = filesystem(uri)
+    selector = pafs.FileSelector(path, recursive=recursive, allow_not_found=True)
+    found = []
+    for info in fs.get_file_info(selector):
+        if info.type != pafs.FileType.File or info.base_name.startswith(".tmp-"):
+            continue
+        if suffix and not info.path.lower().endswith(suffix):
+            continue
+        found.append(_to_uri(uri, info.path))
+    return sorted(found)
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = filesystem(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"no such file: {uri}")
+    if info.type == pafs.FileType.Directory:
+        raise IsADirectoryError(f"is a directory, not a file: {uri}")
+    with fs.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Atomically create or replace one object."""
+    fs, path = filesystem(uri)
+    parent = path.rsplit("/", 1)[0]
+    if is_s3(uri):
+        with fs.open_output_stream(path) as out:
+            out.write(data)
+        return
+    fs.create_dir(parent, recursive=True)
+    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{basename(path)}"
+    try:
+        with open(tmp, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def delete(uri: str) -> None:
+    fs, path = filesystem(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.Directory:
+        fs.delete_dir(path)
+    elif info.type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
+def write_json(uri: str, obj) -> None:
+    write_bytes(uri, json.dumps(obj, indent=2, sort_keys=True, default=str).encode("utf-8"))
+
+
+def read_json(uri: str):
+    return json.loads(read_bytes(uri).decode("utf-8"))
+
+
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def write_parquet(uri: str, table: pa.Table) -> None:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    write_bytes(uri, buffer.getvalue())
+
+
+def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
+    return pq.read_table(io.BytesIO(read_bytes(uri)), columns=columns)
+
+
+def read_parquet_many(uris: list[str], columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:
+    tables = [read_parquet(u, columns) for u in uris]
+    if not tables:
+        if schema is None:
+            raise ValueError("no files to read and no schema to build an empty table from")
+        return schema.empty_table() if columns is None else schema.empty_table().select(columns)
+    return pa.concat_tables(tables, promote_options="default")
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_key(video_id: str) -> str:
+    """A video id made safe as one object-key / file-name component.
+
+    Anything outside [A-Za-z0-9._-] (slashes, '..', spaces, unicode) is replaced, and a short hash of
+    the original id is appended whenever the id changed, so two distinct ids never share a key.
+    """
+    text = str(video_id)
+    cleaned = _UNSAFE.sub("_", text).strip("._") or "video"
+    cleaned = re.sub(r"\.{2,}", "_", cleaned)[:120]
+    if cleaned == text:
+        return cleaned
+    return f"{cleaned}-{hashlib.sha1(text.encode('utf-8')).hexdigest()[:8]}"
