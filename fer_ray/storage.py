@@ -98,7 +98,10 @@ def size(uri: str) -> int:
 
 
 def _to_uri(uri: str, path: str) -> str:
-    return f"s3://{path}" if is_s3(uri) else path
+    """A path inside the filesystem back to a URI of the same scheme as `uri`."""
+    if is_s3(uri):
+        return f"s3://{path}"
+    return f"file://{path}" if str(uri).startswith("file://") else path
 
 
 def list_files(uri: str, suffix: str | tuple[str, ...] = "", recursive: bool = True) -> list[str]:
