@@ -1,0 +1,147 @@
+"""Ensembles and the CFC-SP coarse-to-fine cascade, on per-frame score arrays (rows = frames).
+
+- Coarse net (CFC-SP): the sum of per-backbone softmax probabilities over the 5 coarse classes
+  (labels.COARSE_CLASSES), optionally weighted.
+- Cascade routing: a frame whose coarse argmax is Negative (labels.COARSE_NEGATIVE) takes the negative
+  net's argmax mapped through labels.ABAW_OF_NEGATIVE; any other coarse class maps through
+  labels.ABAW_OF_COARSE.
+- Every system outputs an 8-class ABAW probability vector: coarse non-negative mass goes to its ABAW
+  class, the Negative mass is split by the negative net's probabilities. The routed label is the
+  cascade's decision and need not equal argmax of that vector (Negative may win the coarse vote while
+  its split parts are each smaller than, say, Neutral).
+- Mao et al. (ABAW2): a weighted sum of per-model softmax probabilities, weights per model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from fer_ray import labels
+
+__all__ = [
+    "softmax", "ensemble_probs", "weighted_ensemble", "route", "abaw_probs", "normalize_rows",
+]
+
+_ABAW_OF_COARSE = np.asarray(labels.ABAW_OF_COARSE, dtype=np.int64)
+_ABAW_OF_NEGATIVE = np.asarray(labels.ABAW_OF_NEGATIVE, dtype=np.int64)
+
+
+def softmax(scores: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax in float64 (the max is subtracted so large logits do not overflow)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    shifted = scores - scores.max(axis=axis, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=axis, keepdims=True)
+
+
+def ensemble_probs(scores: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:
+    """Sum of per-model softmax probabilities (CFC-SP coarse net), each model weighted if weights are given.
+
+    The result is not renormalized: the coarse net's argmax is all the cascade needs, and
+    `abaw_probs` normalizes rows when it builds the 8-class vector.
+    """
+    if len(scores) == 0:
+        raise ValueError("ensemble of zero models")
+    if weights is None:
+        weights = [1.0] * len(scores)
+    if len(weights) != len(scores):
+        raise ValueError(f"{len(weights)} weights for {len(scores)} models")
+    total = np.zeros(np.shape(scores[0]), dtype=np.float64)
+    for model_scores, weight in zip(scores, weights):
+        if np.shape(model_scores) != total.shape:
+            raise ValueError(f"score shapes differ: {np.shape(model_scores)} vs {total.shape}")
+        total += float(weight) * softmax(model_scores)
+    return total
+
+
+def weighted_ensemble(scores: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
+    """Mao et al. weighted-sum ensemble: sum_m weights[m] * softmax(scores[m]) / sum(weights).
+
+    Dividing by the weight total keeps rows summing to 1, so the output is itself a probability vector.
+    Every model needs a weight; a weight for an absent model is an error, not silently ignored.
+    """
+    missing = sorted(set(scores) - set(weights))
+    extra = sorted(set(weights) - set(scores))
+    if missing or extra:
+        raise ValueError(f"weights and models differ: no weight for {missing}, no scores for {extra}")
+    names = sorted(scores)
+    total = float(sum(weights[name] for name in names))
+    if total <= 0:
+        raise ValueError("ensemble weights must sum to a positive number")
+    return ensemble_probs([scores[n] for n in names], [weights[n] for n in names]) / total
+
+
+def normalize_rows(values: np.ndarray) -> np.ndarray:
+    """Rows scaled to sum 1 (an all-zero row becomes uniform). Values must be non-negative."""
+    values = np.asarray(values, dtype=np.float64)
+    if np.any(values < 0):
+        raise ValueError("probability rows must be non-negative (smooth probabilities, not logits)")
+    sums = values.sum(axis=-1, keepdims=True)
+    uniform = np.full_like(values, 1.0 / values.shape[-1])
+    return np.divide(values, sums, out=uniform, where=sums > 0)
+
+
+def route(coarse: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    """ABAW label per frame from coarse (n, 5) and negative (n, 4) scores of any monotone kind."""
+    coarse = np.asarray(coarse)
+    negative = np.asarray(negative)
+    if coarse.shape[0] != negative.shape[0]:
+        raise ValueError(f"coarse has {coarse.shape[0]} frames, negative {negative.shape[0]}")
+    coarse_label = coarse.argmax(axis=1)
+    is_negative = coarse_label == labels.COARSE_NEGATIVE
+    safe_coarse = np.where(is_negative, 0, coarse_label)  # Negative has no ABAW class of its own
+    return np.where(is_negative, _ABAW_OF_NEGATIVE[negative.argmax(axis=1)], _ABAW_OF_COARSE[safe_coarse])
+
+
+def abaw_probs(coarse: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    """(n, 8) ABAW probabilities from coarse (n, 5) and negative (n, 4) non-negative scores.
+
+    Both inputs are normalized per row first (the coarse ensemble is a sum of softmaxes, and SP adds
+    a window mean), then P(abaw of coarse c) = p_c and P(abaw of negative k) = p_Negative * q_k.
+    """
+    coarse = normalize_rows(coarse)
+    negative = normalize_rows(negative)
+    if coarse.shape[1] != len(labels.COARSE_CLASSES) or negative.shape[1] != len(labels.NEGATIVE_CLASSES):
+        raise ValueError(f"expected (n, {len(labels.COARSE_CLASSES)}) and (n, {len(labels.NEGATIVE_CLASSES)}), "
+                         f"got {coarse.shape} and {negative.shape}")
+    out = np.zeros((coarse.shape[0], labels.NUM_CLASSES), dtype=np.float64)
+    for c, abaw in enumerate(labels.ABAW_OF_COARSE):
+        if c != labels.COARSE_NEGATIVE:
+            out[:, abaw] = coarse[:, c]
+    out[:, _ABAW_OF_NEGATIVE] = coarse[:, [labels.COARSE_NEGATIVE]] * negative
+    return out
+
+
+# ---- model names in logits tables ----
+# A model is named "<task>/<backbone>", task one of labels.TASK_CLASSES ("expr": 8 ABAW scores,
+# "coarse": 5 coarse scores, "negative": 4 negative scores), e.g. "coarse/iresnet", "coarse/swin",
+# "coarse/hrnet", "negative/repvgg", "expr/baseline". The task prefix is what tells a system how to use
+# the scores, so the same backbone may appear under two tasks ("coarse/swin" and "negative/swin").
+
+MODEL_NAME_SEP = "/"
+
+
+def model_name(task: str, backbone: str) -> str:
+    if task not in labels.TASK_CLASSES:
+        raise ValueError(f"unknown task {task!r}; valid: {', '.join(labels.TASK_CLASSES)}")
+    if not backbone or MODEL_NAME_SEP in backbone:
+        raise ValueError(f"backbone name must be non-empty and contain no {MODEL_NAME_SEP!r}: {backbone!r}")
+    return f"{task}{MODEL_NAME_SEP}{backbone}"
+
+
+def split_model_name(name: str) -> tuple[str, str]:
+    """(task, backbone) of a model name; fails with the convention when the name does not follow it."""
+    task, sep, backbone = str(name).partition(MODEL_NAME_SEP)
+    if not sep or task not in labels.TASK_CLASSES or not backbone:
+        raise ValueError(f"model name {name!r} is not '<task>{MODEL_NAME_SEP}<backbone>' with task in "
+                         f"{', '.join(labels.TASK_CLASSES)}")
+    return task, backbone
+
+
+def num_scores(task: str) -> int:
+    return len(labels.TASK_CLASSES[task])
+
+
+__all__ += ["MODEL_NAME_SEP", "model_name", "split_model_name", "num_scores"]
