@@ -1,0 +1,294 @@
+"""CFC-SP ablation tables computed from stored per-model logits, without re-running any model.
+
+Input: a logits table (pandas or Arrow) with columns schema.VIDEO_ID, schema.FRAME_INDEX, schema.MODEL,
+schema.SCORES, model names "<task>/<backbone>" (see fer_ray.infer.cascade.model_name), and ground truth
+per video (ABAW label per frame, index = frame index, -1 unannotated).
+
+A `System` says which models it combines:
+- expr models only: the sum of their softmax probabilities, argmax over the 8 ABAW classes;
+- coarse + negative models: the CFC-SP cascade (coarse ensemble, negative ensemble, routing).
+Smooth Predicting is applied to each ensemble's probabilities (rows = frames with that system's logits,
+in frame order) before the argmax/routing; frames where any of the system's models has no logits count as
+"no face" and are filled from the nearest frames (fer_ray.infer.fill), as the submission would be.
+Metrics are frame-level over all videos that have both logits and ground truth.
+
+Tables (pandas DataFrames):
+- table1: baseline / + coarse-to-fine / + SP / both (CFC-SP Table 1)
+- table2: every non-empty subset of the coarse backbones x every non-empty subset of the negative ones
+- table3: each backbone alone on its own task, coarse 5-class and negative 4-class F1, no SP
+- table4: SP window sweep of the full system
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fer_ray import labels, schema
+from fer_ray.evaluate import metrics
+from fer_ray.infer import cascade, fill, smoothing
+
+__all__ = [
+    "DEFAULT_WINDOW", "DEFAULT_WINDOWS", "System", "VideoScores", "group_logits", "models_by_task",
+    "full_system", "predict_video", "predict", "evaluate", "table1", "table2", "table3", "table4",
+    "all_tables",
+]
+
+DEFAULT_WINDOW = 256  # best window in CFC-SP Table 4 (about 8 s at 30 fps)
+DEFAULT_WINDOWS = (0, 32, 64, 128, 256, 512)
+
+
+@dataclass(frozen=True)
+class System:
+    """Which models a prediction combines; weights (model -> weight) default to 1 each."""
+
+    expr: tuple[str, ...] = ()
+    coarse: tuple[str, ...] = ()
+    negative: tuple[str, ...] = ()
+    weights: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if bool(self.coarse) != bool(self.negative):
+            raise ValueError("a cascade needs both coarse and negative models")
+        if bool(self.expr) == bool(self.coarse):
+            raise ValueError("a system is either expr models or a coarse+negative cascade")
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return self.expr + self.coarse + self.negative
+
+    @property
+    def name(self) -> str:
+        def part(names):
+            return "+".join(cascade.split_model_name(n)[1] for n in names)
+        if self.expr:
+            return f"expr[{part(self.expr)}]"
+        return f"coarse[{part(self.coarse)}]>negative[{part(self.negative)}]"
+
+    def ensemble(self, video: VideoScores, names: Sequence[str], rows: np.ndarray) -> np.ndarray:
+        return cascade.ensemble_probs([video.probs[n][rows] for n in names],
+                                      [float(self.weights.get(n, 1.0)) for n in names])
+
+
+@dataclass
+class VideoScores:
+    """One video's softmax probabilities per model over the union of its frames (NaN rows: no logits)."""
+
+    frames: np.ndarray
+    probs: dict[str, np.ndarray]
+
+
+def _to_arrow(table) -> pa.Table:
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    return table.select([schema.VIDEO_ID, schema.FRAME_INDEX, schema.MODEL, schema.SCORES])
+
+
+def _score_rows(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Flat score values and each row's start offset into them (one pass, no per-row Python objects)."""
+    scores = table.column(schema.SCORES).combine_chunks()
+    lengths = pc.list_value_length(scores).to_numpy(zero_copy_only=False)
+    flat = pc.list_flatten(scores).to_numpy(zero_copy_only=False).astype(np.float64)
+    starts = np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64)
+    return flat, starts
+
+
+def group_logits(table) -> dict[str, VideoScores]:
+    """video_id -> VideoScores. Each model's scores must have its task's width; duplicates: last row wins."""
+    table = _to_arrow(table)
+    videos = table.column(schema.VIDEO_ID).to_numpy(zero_copy_only=False)
+    frames = table.column(schema.FRAME_INDEX).to_numpy(zero_copy_only=False).astype(np.int64)
+    models = table.column(schema.MODEL).to_numpy(zero_copy_only=False)
+    flat, starts = _score_rows(table)
+    width = {m: cascade.num_scores(cascade.split_model_name(m)[0]) for m in pd.unique(models)}
+    _check_widths(table, width)
+    keys = pd.DataFrame({"v": videos, "m": models})
+    out: dict[str, VideoScores] = {}
+    for video, rows in keys.groupby("v", sort=True).indices.items():
+        video_frames = np.unique(frames[rows])
+        probs = {}
+        for model, model_rows in keys.iloc[rows].groupby("m", sort=True).indices.items():
+            picked = rows[model_rows]
+            values = flat[starts[picked][:, None] + np.arange(width[model])]
+            dense = np.full((video_frames.size, width[model]), np.nan)
+            dense[np.searchsorted(video_frames, frames[picked])] = cascade.softmax(values)
+            probs[model] = dense
+        out[str(video)] = VideoScores(video_frames, probs)
+    return out
+
+
+def _check_widths(table: pa.Table, width: Mapping[str, int]) -> None:
+    lengths = pc.list_value_length(table.column(schema.SCORES)).to_numpy(zero_copy_only=False)
+    models = table.column(schema.MODEL).to_numpy(zero_copy_only=False)
+    for model, expected in width.items():
+        found = np.unique(lengths[models == model])
+        if found.size and (found.size > 1 or found[0] != expected):
+            raise ValueError(f"model {model!r} has score lengths {found.tolist()}, expected {expected}")
+
+
+def models_by_task(videos: Mapping[str, VideoScores]) -> dict[str, list[str]]:
+    """task -> sorted model names seen in any video."""
+    names = sorted({m for v in videos.values() for m in v.probs})
+    out: dict[str, list[str]] = {task: [] for task in labels.TASK_CLASSES}
+    for name in names:
+        out[cascade.split_model_name(name)[0]].append(name)
+    return out
+
+
+def full_system(videos: Mapping[str, VideoScores]) -> System:
+    """The cascade of every coarse and negative model if there are both, else the ensemble of expr models."""
+    tasks = models_by_task(videos)
+    if tasks["coarse"] and tasks["negative"]:
+        return System(coarse=tuple(tasks["coarse"]), negative=tuple(tasks["negative"]))
+    if tasks["expr"]:
+        return System(expr=tuple(tasks["expr"]))
+    raise ValueError("logits hold no expr models and no coarse+negative pair")
+
+
+def _system_rows(video: VideoScores, system: System) -> np.ndarray:
+    """Rows where every model of the system has logits."""
+    ok = np.ones(video.frames.size, dtype=bool)
+    for name in system.models:
+        if name not in video.probs:
+            return np.zeros(video.frames.size, dtype=bool)
+        ok &= ~np.isnan(video.probs[name]).any(axis=1)
+    return ok
+
+
+def predict_video(video: VideoScores, system: System, window: int, num_frames: int) -> dict[str, np.ndarray]:
+    """Labels (num_frames,), probs (num_frames, 8) and the filled mask of one system on one video."""
+    rows = _system_rows(video, system)
+    if system.expr:
+        expr = smoothing.smooth(system.ensemble(video, system.expr, rows), window)
+        face_labels, face_probs = expr.argmax(axis=1), cascade.normalize_rows(expr)
+    else:
+        coarse = smoothing.smooth(system.ensemble(video, system.coarse, rows), window)
+        negative = smoothing.smooth(system.ensemble(video, system.negative, rows), window)
+        face_labels, face_probs = cascade.route(coarse, negative), cascade.abaw_probs(coarse, negative)
+    frames = video.frames[rows]
+    label_full, found = fill.expand(frames, face_labels, num_frames)
+    probs_full, _ = fill.expand(frames, face_probs, num_frames)
+    label_full, filled = fill.fill_gaps(label_full, found)
+    probs_full, _ = fill.fill_gaps(probs_full, found)
+    return {"label": label_full, "probs": probs_full, "filled": filled}
+
+
+def predict(videos: Mapping[str, VideoScores], truth: Mapping[str, np.ndarray], system: System,
+            window: int) -> dict[str, np.ndarray]:
+    """video_id -> full-range labels for every video with both logits and ground truth."""
+    return {v: predict_video(videos[v], system, window, len(truth[v]))["label"]
+            for v in sorted(set(videos) & set(truth))}
+
+
+def _concat(truth: Mapping[str, np.ndarray], predicted: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    if not predicted:
+        raise ValueError("no video has both logits and ground truth")
+    names = sorted(predicted)
+    return (np.concatenate([np.asarray(truth[v], dtype=np.int64) for v in names]),
+            np.concatenate([predicted[v] for v in names]))
+
+
+def _scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    f1 = metrics.macro_f1(y_true, y_pred)
+    acc = metrics.accuracy(y_true, y_pred)
+    return {"f1": f1, "accuracy": acc, "abaw2_score": metrics.abaw2_score(f1, acc)}
+
+
+def evaluate(videos: Mapping[str, VideoScores], truth: Mapping[str, np.ndarray], system: System,
+             window: int) -> dict[str, float]:
+    """Frame-level f1 (8-class macro), accuracy and ABAW2 score of one system at one SP window."""
+    return _scores(*_concat(truth, predict(videos, truth, system, window)))
+
+
+def table1(videos, truth, window: int = DEFAULT_WINDOW, baseline: Sequence[str] | None = None) -> pd.DataFrame:
+    """Baseline (expr models) vs + C-F (the cascade) vs + SP vs both; rows a family lacks are left out."""
+    tasks = models_by_task(videos)
+    base = tuple(baseline) if baseline else tuple(tasks["expr"])
+    rows = []
+    for cf, system in ((False, System(expr=base) if base else None),
+                       (True, full_system(videos) if tasks["coarse"] and tasks["negative"] else None)):
+        if system is None:
+            continue
+        for sp in (False, True):
+            name = "baseline" + (" + C-F" if cf else "") + (" + SP" if sp else "")
+            rows.append({"method": name, "coarse_to_fine": cf, "smooth": sp, "window": window if sp else 0,
+                         "system": system.name, **evaluate(videos, truth, system, window if sp else 0)})
+    return pd.DataFrame(rows)
+
+
+def _subsets(names: Sequence[str]) -> Iterable[tuple[str, ...]]:
+    for size in range(1, len(names) + 1):
+        yield from itertools.combinations(names, size)
+
+
+def table2(videos, truth, window: int = DEFAULT_WINDOW) -> pd.DataFrame:
+    """Every non-empty coarse subset x every non-empty negative subset; one bool column per model."""
+    tasks = models_by_task(videos)
+    rows = []
+    for coarse in _subsets(tasks["coarse"]):
+        for negative in _subsets(tasks["negative"]):
+            system = System(coarse=coarse, negative=negative)
+            used = {m: m in system.models for m in tasks["coarse"] + tasks["negative"]}
+            rows.append({**used, "system": system.name, "window": window,
+                         **evaluate(videos, truth, system, window)})
+    return pd.DataFrame(rows)
+
+
+def _single_model_f1(videos, truth, model: str) -> float:
+    """One model's own-task macro F1 (argmax, no SP, gaps filled in the task's label space)."""
+    task, _ = cascade.split_model_name(model)
+    y_true, y_pred = [], []
+    for v in sorted(set(videos) & set(truth)):
+        video = videos[v]
+        if model not in video.probs:
+            continue
+        rows = ~np.isnan(video.probs[model]).any(axis=1)
+        pred, found = fill.expand(video.frames[rows], video.probs[model][rows].argmax(axis=1), len(truth[v]))
+        y_true.append(labels.task_labels(truth[v], task))
+        y_pred.append(fill.fill_gaps(pred, found)[0])
+    if not y_true:
+        return float("nan")
+    # task_labels maps ground truth outside the task to -1, which the metric excludes: the negative F1
+    # is over frames whose ground truth is a negative class, as in CFC-SP Table 3.
+    return metrics.macro_f1(np.concatenate(y_true), np.concatenate(y_pred), cascade.num_scores(task))
+
+
+def table3(videos, truth) -> pd.DataFrame:
+    """Per backbone: coarse 5-class F1 of "coarse/<b>" and negative 4-class F1 of "negative/<b>" (NaN if absent)."""
+    tasks = models_by_task(videos)
+    backbones = sorted({cascade.split_model_name(m)[1] for m in tasks["coarse"] + tasks["negative"]})
+    rows = []
+    for backbone in backbones:
+        row = {"backbone": backbone}
+        for task in ("coarse", "negative"):
+            name = cascade.model_name(task, backbone)
+            row[f"{task}_f1"] = _single_model_f1(videos, truth, name) if name in tasks[task] else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["backbone", "coarse_f1", "negative_f1"])
+
+
+def table4(videos, truth, windows: Sequence[int] = DEFAULT_WINDOWS, system: System | None = None) -> pd.DataFrame:
+    """SP window sweep of one system (default: the full system)."""
+    system = system or full_system(videos)
+    return pd.DataFrame([{"window": int(w), "system": system.name, **evaluate(videos, truth, system, int(w))}
+                         for w in windows])
+
+
+def all_tables(logits, truth: Mapping[str, np.ndarray], window: int = DEFAULT_WINDOW,
+               windows: Sequence[int] = DEFAULT_WINDOWS) -> dict[str, pd.DataFrame]:
+    """Every table the logits allow, keyed table1..table4 (a table with no possible row is left out)."""
+    videos = group_logits(logits)
+    tasks = models_by_task(videos)
+    out = {"table1": table1(videos, truth, window)}
+    if tasks["coarse"] and tasks["negative"]:
+        out["table2"] = table2(videos, truth, window)
+    if tasks["coarse"] or tasks["negative"]:
+        out["table3"] = table3(videos, truth)
+    out["table4"] = table4(videos, truth, windows)
+    return out
