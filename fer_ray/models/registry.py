@@ -12,8 +12,10 @@ least ``name``, ``task``, ``num_classes``, ``input_size``, ``kind``, ``config``,
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
+import os
 from dataclasses import dataclass
 
 import timm
@@ -274,7 +276,7 @@ def save_checkpoint(uri: str, model: nn.Module, meta: dict) -> None:
     for key in ("name", "num_classes"):
         if key not in meta:
             raise ValueError(f"checkpoint meta needs {key!r}; got keys {sorted(meta)}")
-    meta = dict(meta)
+    meta = _plain(dict(meta), "meta")
     meta.setdefault("input_size", input_size(meta["name"]))
     meta.setdefault("kind", model_kind(meta["name"]))
     meta.setdefault("model_kwargs", {})
@@ -282,6 +284,25 @@ def save_checkpoint(uri: str, model: nn.Module, meta: dict) -> None:
     buffer = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, "version": 1, "state_dict": state, "meta": meta}, buffer)
     storage.write_bytes(uri, buffer.getvalue())
+
+
+def _plain(value, where: str):
+    """Checkpoint meta as plain Python (dict/list/str/int/float/bool/None), loadable with weights_only=True."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:
+        return value.item()  # numpy / torch scalars
+    if hasattr(value, "tolist") and callable(value.tolist):
+        return value.tolist()
+    raise TypeError(f"checkpoint {where}: {type(value).__name__} is not plain data (dict/list/str/number/bool/None)")
 
 
 _REBUILD_DROP = ("backbone_pretrained",)  # weights come from the checkpoint itself
