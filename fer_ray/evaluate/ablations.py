@@ -282,8 +282,11 @@ def table4(videos, truth, windows: Sequence[int] = DEFAULT_WINDOWS, system: Syst
 
 def all_tables(logits, truth: Mapping[str, np.ndarray], window: int = DEFAULT_WINDOW,
                windows: Sequence[int] = DEFAULT_WINDOWS) -> dict[str, pd.DataFrame]:
-    """Every table the logits allow, keyed table1..table4 (a table with no possible row is left out)."""
-    videos = group_logits(logits)
+    """Every table the logits allow, keyed table1..table4 (a table with no possible row is left out).
+
+    logits: a logits table, or its `group_logits` result when the caller already has one.
+    """
+    videos = logits if isinstance(logits, Mapping) else group_logits(logits)
     tasks = models_by_task(videos)
     out = {"table1": table1(videos, truth, window)}
     if tasks["coarse"] and tasks["negative"]:

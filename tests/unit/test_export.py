@@ -95,3 +95,19 @@ def test_reads_plain_parquet_without_markers(tmp_path):
 def test_unknown_format(run, tmp_path):
     with pytest.raises(ValueError, match="csv"):
         writers.export_predictions(run, "xlsx", str(tmp_path / "x"))
+
+
+def test_export_job_cli(run, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "jobs" / "export.py"
+    spec = importlib.util.spec_from_file_location("job_export", path)
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    out = str(tmp_path / "cli")
+    assert job.main(["--predictions", run, "--format", "abaw", "--output", out]) == 0
+    text = storage.read_bytes(storage.join(out, "10-60-1280x720_right.txt")).decode()
+    assert labels.parse_expr(text).tolist() == [0, 0, 4, 4, 4, 6, 1]
+    with pytest.raises(SystemExit):
+        job.main(["--predictions", run, "--format", "xlsx", "--output", out])
