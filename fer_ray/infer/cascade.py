@@ -22,6 +22,7 @@ from fer_ray import labels
 
 __all__ = [
     "softmax", "ensemble_probs", "weighted_ensemble", "route", "abaw_probs", "normalize_rows",
+    "MODEL_NAME_SEP", "model_name", "split_model_name", "num_scores",
 ]
 
 _ABAW_OF_COARSE = np.asarray(labels.ABAW_OF_COARSE, dtype=np.int64)
@@ -142,6 +143,3 @@ def split_model_name(name: str) -> tuple[str, str]:
 
 def num_scores(task: str) -> int:
     return len(labels.TASK_CLASSES[task])
-
-
-__all__ += ["MODEL_NAME_SEP", "model_name", "split_model_name", "num_scores"]

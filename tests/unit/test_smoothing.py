@@ -69,7 +69,7 @@ def test_float64_accumulation_keeps_precision():
                                rtol=1e-6)
 
 
-def _best_time(n, window, repeats=3):
+def _best_time(n, window, repeats=5):
     scores = np.random.default_rng(n).random((n, 8), dtype=np.float32)
     best = float("inf")
     for _ in range(repeats):
