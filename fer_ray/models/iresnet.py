@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 from timm.models import register_model
 
 __all__ = ["IBasicBlock", "IResNet"]  # model entrypoints are appended by @register_model
@@ -178,6 +179,11 @@ class IResNet(nn.Module):
         return self.bn2(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        side = self.img_size // 16
+        if x.shape[-2:] != (side, side):
+            raise ValueError(f"IResNet built for {self.img_size}px input (a {side}x{side} feature map) got a "
+                             f"{tuple(x.shape[-2:])} map; resize faces to {self.img_size} or create it with "
+                             f"img_size={x.shape[-1] * 16}")
         x = torch.flatten(x, 1)
         x = self.dropout(x)
         x = self.features(self.fc(x))

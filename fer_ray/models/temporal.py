@@ -134,6 +134,12 @@ class TemporalModel(nn.Module):
             self.backbone.eval()
         return self
 
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing in the frame backbone (where the backbone supports it)."""
+        if hasattr(self.backbone, "set_grad_checkpointing"):
+            self.backbone.set_grad_checkpointing(enable)
+
     # -- frames ------------------------------------------------------------------------------------------
     def frame_features(self, images: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` face crops -> ``(N, D)`` backbone features (computed once per frame at inference)."""

@@ -452,3 +452,18 @@ def test_repvgg_reparameterize_keeps_logits(name):
     with torch.no_grad():
         after = fused(x)
     assert torch.allclose(before, after, atol=1e-4), (before - after).abs().max()
+
+
+def test_iresnet_grad_checkpointing_and_size_check():
+    torch.manual_seed(0)
+    model = create_model("iresnet_tiny", 8).eval()
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        plain = model(x)
+    model.set_grad_checkpointing(True)
+    out = model(x.requires_grad_())
+    out.sum().backward()
+    assert torch.allclose(out, plain, atol=1e-5) and x.grad is not None
+    with pytest.raises(ValueError, match="img_size=128"):
+        model(torch.randn(1, 3, 128, 128))
+    assert create_model("iresnet_tiny", 8, img_size=128).eval()(torch.randn(1, 3, 128, 128)).shape == (1, 8)
