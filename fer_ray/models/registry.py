@@ -226,6 +226,17 @@ def _align_prefix(model_keys: set[str], state: dict[str, torch.Tensor]) -> dict[
     return best
 
 
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DataParallel / DistributedDataParallel / torch.compile wrappers."""
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
 def load_pretrained(model: nn.Module, uri: str, strict: bool = False) -> list[str]:
     """Load weights from a timm/insightface state dict or a fer-ray checkpoint (local path or s3://).
 
@@ -234,6 +245,7 @@ def load_pretrained(model: nn.Module, uri: str, strict: bool = False) -> list[st
     the model's keys that were not loaded. With ``strict=True`` any missing key outside the classifier, any
     unexpected key or any other shape mismatch raises ``ValueError``.
     """
+    model = _unwrap(model)
     state = _strip_prefixes(_read_state_dict(uri))
     own = model.state_dict()
     state = _align_prefix(set(own), state)
@@ -270,7 +282,9 @@ def load_pretrained(model: nn.Module, uri: str, strict: bool = False) -> list[st
 def save_checkpoint(uri: str, model: nn.Module, meta: dict) -> None:
     """Write ``{"state_dict", "meta"}`` atomically to a local path or s3:// URI.
 
-    ``meta`` must have ``name`` and ``num_classes``; ``input_size`` and ``kind`` default from the name.
+    ``meta`` must have ``name`` and ``num_classes``; ``input_size`` and ``kind`` default from the name; it is
+    stored as plain data (dataclasses become dicts, tuples lists, numpy scalars numbers). DDP / DataParallel /
+    torch.compile wrappers are unwrapped, so the keys are those of the bare model.
     Put extra ``create_model`` arguments (e.g. ``backbone`` of a temporal model) in ``meta["model_kwargs"]``.
     """
     for key in ("name", "num_classes"):
@@ -280,7 +294,7 @@ def save_checkpoint(uri: str, model: nn.Module, meta: dict) -> None:
     meta.setdefault("input_size", input_size(meta["name"]))
     meta.setdefault("kind", model_kind(meta["name"]))
     meta.setdefault("model_kwargs", {})
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
     buffer = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, "version": 1, "state_dict": state, "meta": meta}, buffer)
     storage.write_bytes(uri, buffer.getvalue())

@@ -467,3 +467,13 @@ def test_iresnet_grad_checkpointing_and_size_check():
     with pytest.raises(ValueError, match="img_size=128"):
         model(torch.randn(1, 3, 128, 128))
     assert create_model("iresnet_tiny", 8, img_size=128).eval()(torch.randn(1, 3, 128, 128)).shape == (1, 8)
+
+
+def test_wrapped_models_save_and_load_bare_keys(tmp_path):
+    model = create_model("resnet_smoke", 8).eval()
+    uri = str(tmp_path / "wrapped.pt")
+    save_checkpoint(uri, nn.DataParallel(model), _meta("resnet_smoke"))
+    assert all(not k.startswith("module.") for k in torch.load(uri, weights_only=True)["state_dict"])
+    target = nn.DataParallel(create_model("resnet_smoke", 8))
+    assert load_pretrained(target, uri) == []
+    assert torch.equal(target.module.conv1.weight, model.conv1.weight)
