@@ -1,0 +1,402 @@
+"""Preprocessing: videos and labelled image sets -> aligned face crops, one row per decoded frame.
+
+`PreprocessConfig` is the job's typed config; `PreprocessStage` is the Ray Data callable class
+(`__call__(batch) -> batch`, one work item per batch) that pipelines.run_preprocess runs in an actor pool.
+It is plain Python and runs without Ray too (tests, benchmarks):
+
+    stage = PreprocessStage(PreprocessConfig(output="/tmp/out"))
+    summary = stage({"video_id": ["clip"], "uri": ["clip.mp4"], ...})   # work items from fer_ray.inputs
+
+For each work item the stage writes `faces/<key>/part-<k>.parquet` (schema.FACES_SCHEMA, one part per
+decoded chunk for videos, one part per image batch) and then `faces/_done/<key>.json`. Every decoded
+frame is a row: frames without a face have empty face bytes, null bbox/landmarks/det_score and reason
+"no_face". Any error (unreadable video, bad label file, label count != frame count) becomes a failure
+record (`failures/<key>.json`) and a "failed" summary row; the stage never raises.
+
+Reruns are safe and resumable: part names are deterministic and the done marker is written last, so a
+retried or crashed item is simply redone; an item whose done marker carries the same fingerprint (same
+input files, same frame-selection and face settings) is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from fer_ray import labels, schema, shards, storage
+from fer_ray.inputs import MEMBERS, item_fingerprint
+from fer_ray.video import MAX_PIXELS, VideoError, open_video
+
+__all__ = [
+    "DetectorConfig",
+    "FACES",
+    "PreprocessConfig",
+    "PreprocessStage",
+    "STATUS_DONE",
+    "STATUS_FAILED",
+    "STATUS_SKIPPED",
+    "SUMMARY_COLUMNS",
+]
+
+log = logging.getLogger(__name__)
+
+FACES = "faces"  # table name under the output
+STAGE_NAME = "preprocess"
+STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED = "done", "skipped", "failed"
+SUMMARY_COLUMNS = ("video_id", "kind", "status", "frames", "faces", "seconds", "error")
+
+
+@dataclass
+class DetectorConfig:
+    """fer_ray.faces.FaceDetector options."""
+
+    device: str = "cpu"
+    min_face_size: int = 40
+    detect_size: int | None = 320
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    min_score: float = 0.9
+
+    def validate(self) -> None:
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"detector.device must be 'cpu' or 'cuda[:n]', got {self.device!r}")
+        if self.min_face_size < 8:
+            raise ValueError(f"detector.min_face_size must be >= 8, got {self.min_face_size}")
+        if self.detect_size is not None and self.detect_size < 32:
+            raise ValueError(f"detector.detect_size must be >= 32 or null, got {self.detect_size}")
+        if len(self.thresholds) != 3 or not all(0.0 < t < 1.0 for t in self.thresholds):
+            raise ValueError(f"detector.thresholds must be 3 values in (0, 1), got {self.thresholds}")
+        if not 0.0 <= self.min_score < 1.0:
+            raise ValueError(f"detector.min_score must be in [0, 1), got {self.min_score}")
+
+
+@dataclass
+class PreprocessConfig:
+    """Everything jobs/preprocess.py needs; saved as `<output>/preprocess.yaml`."""
+
+    input: str = ""  # manifest (.csv/.parquet), labels.csv, folder or s3:// prefix, or one video
+    output: str = ""  # folder or s3:// prefix; faces/, failures/, summary.json go under it
+    stride: int = 1  # decode every stride-th frame
+    max_frames: int | None = None  # at most this many decoded frames per video (after stride)
+    face_size: int = 112  # aligned crop side, pixels
+    track_every: int = 1  # full detection every k decoded frames, O-net tracking in between
+    limit: int | None = None  # at most this many images per labelled image set (seeded sample)
+    seed: int = 0
+    chunk_size: int = 32  # frames decoded, detected and written at a time (one part each)
+    image_batch_size: int = 256  # images per work item / shard
+    jpeg_quality: int = 95
+    max_pixels: int = MAX_PIXELS  # videos with larger frames fail instead of exhausting memory
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    num_workers: int = 2  # actor pool max size
+    worker_cpus: float = 1.0  # CPUs reserved per actor (fractions allowed); torch threads = max(1, int())
+    worker_gpus: float = 0.0
+    strict: bool = False  # job exits 1 when anything failed
+
+    def validate(self) -> None:
+        if not self.output:
+            raise ValueError("output is required (a folder or s3:// prefix)")
+        for name in ("stride", "face_size", "track_every", "chunk_size", "image_batch_size", "num_workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_frames", "limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or null, got {value}")
+        if not 16 <= self.face_size <= 1024:
+            raise ValueError(f"face_size must be in 16..1024, got {self.face_size}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if self.worker_cpus <= 0 or self.worker_gpus < 0:
+            raise ValueError("worker_cpus must be > 0 and worker_gpus >= 0")
+        if self.detector.device.startswith("cuda") and self.worker_gpus <= 0:
+            raise ValueError("detector.device is CUDA but worker_gpus is 0: set worker_gpus (e.g. 0.5)")
+        self.detector.validate()
+
+    def fingerprint(self) -> str:
+        """Hash of the settings that change a shard's rows (not where or how fast it runs)."""
+        keys = ("stride", "max_frames", "face_size", "track_every", "jpeg_quality")
+        data = {k: getattr(self, k) for k in keys} | {"detector": asdict(self.detector)}
+        return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class LabelMismatchError(ValueError):
+    """A label file whose frame count differs from the video's."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _items(batch) -> list[dict]:
+    """Work items of a Ray Data batch (dict of columns or a pandas DataFrame) as plain dicts."""
+    if hasattr(batch, "to_dict") and hasattr(batch, "columns"):  # pandas
+        rows = batch.to_dict("records")
+    else:
+        columns = {k: list(v) for k, v in batch.items()}
+        count = len(next(iter(columns.values()))) if columns else 0
+        rows = [{k: v[i] for k, v in columns.items()} for i in range(count)]
+    out = []
+    for row in rows:
+        item = {k: _plain(v) for k, v in row.items()}
+        members = item.get(MEMBERS)
+        if isinstance(members, str):
+            members = json.loads(members)
+        item[MEMBERS] = [dict(m) for m in (members or [])]
+        out.append(item)
+    return out
+
+
+def _plain(value):
+    """numpy scalars / NaN (from pandas) to plain Python; None stays None."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    return value
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, (VideoError, labels.LabelFormatError, LabelMismatchError, FileNotFoundError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _faces_table(rows: dict[str, list]) -> pa.Table:
+    return pa.Table.from_pydict(rows, schema=schema.FACES_SCHEMA)
+
+
+def _empty_columns() -> dict[str, list]:
+    return {name: [] for name in schema.FACES_SCHEMA.names}
+
+
+def _load_image(uri: str) -> np.ndarray:
+    """RGB uint8 (H,W,3) of a still image; grey images come back with 3 equal channels."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(storage.read_bytes(uri))) as image:
+            return np.asarray(image.convert("RGB"))
+    except UnidentifiedImageError:
+        raise ValueError(f"{uri}: not an image") from None
+    except OSError as exc:
+        raise ValueError(f"{uri}: unreadable image ({exc})") from None
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+class PreprocessStage:
+    """Ray Data callable class: work items in, summary rows out. The detector is loaded once per actor."""
+
+    def __init__(self, config: PreprocessConfig | dict):
+        import torch
+
+        from fer_ray import config as config_module
+        from fer_ray.faces import FaceDetector
+
+        if isinstance(config, dict):
+            config = config_module.from_dict(PreprocessConfig, config)
+        config.validate()
+        self.config = config
+        torch.set_num_threads(max(1, int(config.worker_cpus)))
+        det = config.detector
+        self.detector = FaceDetector(device=det.device, min_face_size=det.min_face_size,
+                                     detect_size=det.detect_size, thresholds=det.thresholds,
+                                     min_score=det.min_score)
+        self.settings = config.fingerprint()
+
+    # -- Ray Data entry point ------------------------------------------------------------------
+    def __call__(self, batch) -> dict[str, list]:
+        import torch
+
+        out: dict[str, list] = {name: [] for name in SUMMARY_COLUMNS}
+        with torch.inference_mode():
+            for item in _items(batch):
+                row = self.run_item(item)
+                for name in SUMMARY_COLUMNS:
+                    out[name].append(row[name])
+        return out
+
+    def run_item(self, item: dict) -> dict:
+        """Process one work item; returns its summary row. Never raises."""
+        video_id = str(item.get(schema.VIDEO_ID) or "")
+        kind = item.get(schema.KIND) or "video"
+        start = time.perf_counter()
+        row = {"video_id": video_id, "kind": kind, "status": STATUS_FAILED, "frames": 0, "faces": 0,
+               "seconds": 0.0, "error": None}
+        output = self.config.output
+        try:
+            fingerprint = f"{item_fingerprint(item)}-{self.settings}"
+            previous = self._done_marker(video_id)
+            if previous is not None and previous.get("fingerprint") == fingerprint:
+                row.update(status=STATUS_SKIPPED, frames=int(previous.get("frames", 0)),
+                           faces=int(previous.get("faces", 0)))
+                return row
+            if kind == "video":
+                parts, info = self._video(item)
+            else:
+                parts, info = self._images(item, previous)
+            info.update(fingerprint=fingerprint, kind=kind, seconds=round(time.perf_counter() - start, 3))
+            shards.mark_done(output, FACES, video_id, parts, **info)
+            row.update(status=STATUS_DONE, frames=info["frames"], faces=info["faces"],
+                       error=info.get("error"))
+        except Exception as exc:  # noqa: BLE001 - every error becomes a failure record, never a crash
+            message = _error_text(exc)
+            if not isinstance(exc, (VideoError, labels.LabelFormatError, LabelMismatchError, FileNotFoundError)):
+                log.error("%s: unexpected error\n%s", video_id, traceback.format_exc())
+            else:
+                log.warning("%s: failed: %s", video_id, message)
+            row["error"] = message
+            try:
+                shards.write_failure(output, video_id, str(item.get(schema.URI) or ""), STAGE_NAME, message)
+            except Exception as write_exc:  # noqa: BLE001 - the summary row still reports it
+                row["error"] = f"{message} (and the failure record could not be written: {write_exc})"
+        finally:
+            row["seconds"] = round(time.perf_counter() - start, 3)
+        return row
+
+    def _done_marker(self, video_id: str) -> dict | None:
+        uri = shards.done_uri(self.config.output, FACES, video_id)
+        try:
+            return storage.read_json(uri)
+        except FileNotFoundError:
+            return None
+        except (ValueError, OSError):  # unreadable marker: redo the item
+            return None
+
+    # -- videos --------------------------------------------------------------------------------
+    def _video(self, item: dict) -> tuple[list[str], dict]:
+        from fer_ray.faces import FaceTracker
+
+        cfg = self.config
+        video_id, uri = item[schema.VIDEO_ID], item[schema.URI]
+        label_uri = item.get(schema.LABEL_URI)
+        frame_labels = labels.read_expr(label_uri) if label_uri else None
+        item_label = labels.UNANNOTATED if item.get(schema.LABEL) is None else int(item[schema.LABEL])
+        parts: list[str] = []
+        frames = faces = 0
+        with open_video(uri, max_pixels=cfg.max_pixels) as video:
+            if frame_labels is not None and len(frame_labels) != video.num_frames:
+                raise LabelMismatchError(
+                    f"{label_uri}: {len(frame_labels)} labels for {video.num_frames} frames of {uri}; "
+                    "label count must equal the frame count")
+            tracker = FaceTracker(self.detector, every=cfg.track_every)
+            for number, chunk in enumerate(video.chunks(cfg.chunk_size, cfg.stride, cfg.max_frames)):
+                detections = tracker.process(chunk.frames)
+                if frame_labels is not None:
+                    chunk_labels = frame_labels[chunk.indices]
+                else:
+                    chunk_labels = np.full(len(chunk), item_label, dtype=np.int64)
+                rows = self._rows([video_id] * len(chunk), chunk.indices, chunk.timestamps, chunk.frames,
+                                  detections, chunk_labels, [item.get(schema.SUBJECT)] * len(chunk),
+                                  video.num_frames)
+                parts.append(shards.write_part(cfg.output, FACES, video_id, number, rows))
+                frames += len(chunk)
+                faces += sum(d is not None for d in detections)
+            num_frames = video.num_frames
+        return parts, {"frames": frames, "faces": faces, "num_frames": num_frames, "uri": uri}
+
+    def _rows(self, video_ids, indices, timestamps, frames, detections, frame_labels, subjects,
+              num_frames) -> pa.Table:
+        """FACES_SCHEMA rows for equally sized frames and their detections (None: no face)."""
+        import torch
+
+        from fer_ray.faces import align_batch, encode_face
+
+        n = len(video_ids)
+        have = [i for i, d in enumerate(detections) if d is not None]
+        encoded = [b""] * n
+        if have:
+            device = self.detector.device
+            landmarks = torch.from_numpy(np.stack([detections[i].landmarks for i in have]).astype(np.float32))
+            crops = align_batch(torch.from_numpy(frames[have]).to(device), landmarks.to(device),
+                                self.config.face_size).cpu().numpy()
+            for crop, i in zip(crops, have):
+                encoded[i] = encode_face(crop, quality=self.config.jpeg_quality)
+        return _faces_table({
+            schema.VIDEO_ID: list(video_ids),
+            schema.FRAME_INDEX: [int(i) for i in indices],
+            schema.TIMESTAMP: [float(t) for t in timestamps],
+            schema.FACE: encoded,
+            schema.BBOX: [None if d is None else d.bbox.astype(np.float32).tolist() for d in detections],
+            schema.LANDMARKS: [None if d is None else d.landmarks.astype(np.float32).reshape(-1).tolist()
+                               for d in detections],
+            schema.DET_SCORE: [None if d is None else float(d.score) for d in detections],
+            schema.LABEL: [int(v) for v in frame_labels],
+            schema.REASON: [None if d is not None else schema.REASON_NO_FACE for d in detections],
+            schema.SUBJECT: [s or None for s in subjects],
+            schema.NUM_FRAMES: [int(num_frames)] * n,
+        })
+
+    # -- image batches -------------------------------------------------------------------------
+    def _images(self, item: dict, previous: dict | None) -> tuple[list[str], dict]:
+        """One part for a batch of still images; unreadable images become their own failure records."""
+        from fer_ray.faces import choose_face, encode_face, resize_crop
+
+        cfg = self.config
+        members = item[MEMBERS] or [{schema.VIDEO_ID: item[schema.VIDEO_ID], schema.URI: item[schema.URI],
+                                     schema.LABEL: item.get(schema.LABEL, -1),
+                                     schema.SUBJECT: item.get(schema.SUBJECT)}]
+        failed: list[str] = []
+        loaded: list[tuple[dict, np.ndarray]] = []
+        for m in members:
+            try:
+                loaded.append((m, _load_image(m[schema.URI])))
+            except (ValueError, FileNotFoundError, OSError) as exc:
+                failed.append(m[schema.VIDEO_ID])
+                shards.write_failure(cfg.output, m[schema.VIDEO_ID], m[schema.URI], STAGE_NAME, str(exc))
+        columns = _empty_columns()
+        if item[schema.KIND] == "face_crop":
+            for m, image in loaded:
+                h, w = image.shape[:2]
+                self._append_image(columns, m, encode_face(resize_crop(image, cfg.face_size),
+                                                           quality=cfg.jpeg_quality),
+                                   [0.0, 0.0, float(w), float(h)], None, None, None)
+        else:
+            by_shape: dict[tuple, list[int]] = {}
+            for index, (_, image) in enumerate(loaded):
+                by_shape.setdefault(image.shape, []).append(index)
+            for indices in by_shape.values():
+                for start in range(0, len(indices), cfg.chunk_size):
+                    group = indices[start:start + cfg.chunk_size]
+                    frames = np.stack([loaded[i][1] for i in group])
+                    found = [choose_face(faces, None) for faces in self.detector.detect(frames)]
+                    table = self._rows([loaded[i][0][schema.VIDEO_ID] for i in group], [0] * len(group),
+                                       [0.0] * len(group), frames, found,
+                                       [loaded[i][0][schema.LABEL] for i in group],
+                                       [loaded[i][0][schema.SUBJECT] for i in group], 1)
+                    for name in columns:
+                        columns[name].extend(table.column(name).to_pylist())
+        # images that failed in an earlier run of this batch and read fine now: drop their stale records
+        for stale in set((previous or {}).get("failed_images", [])) - set(failed):
+            storage.delete(shards.failure_uri(cfg.output, stale))
+        table = _faces_table(columns)
+        parts = [shards.write_part(cfg.output, FACES, item[schema.VIDEO_ID], 0, table)]
+        faces = sum(1 for r in columns[schema.REASON] if r is None)
+        info = {"frames": table.num_rows, "faces": faces, "images": len(members), "failed_images": failed}
+        if failed:
+            info["error"] = f"{len(failed)} of {len(members)} images unreadable (see failures/)"
+        return parts, info
+
+    @staticmethod
+    def _append_image(columns, m, face, bbox, landmarks, score, reason) -> None:
+        columns[schema.VIDEO_ID].append(m[schema.VIDEO_ID])
+        columns[schema.FRAME_INDEX].append(0)
+        columns[schema.TIMESTAMP].append(0.0)
+        columns[schema.FACE].append(face)
+        columns[schema.BBOX].append(bbox)
+        columns[schema.LANDMARKS].append(landmarks)
+        columns[schema.DET_SCORE].append(score)
+        columns[schema.LABEL].append(int(m[schema.LABEL]))
+        columns[schema.REASON].append(reason)
+        columns[schema.SUBJECT].append(m.get(schema.SUBJECT) or None)
+        columns[schema.NUM_FRAMES].append(1)

@@ -1,0 +1,203 @@
+"""Chunked video decoding with decord: bounded memory, optional stride, per-frame timestamps.
+
+    with open_video("s3://bucket/clip.mp4") as video:          # S3 objects go to a temp file first
+        for chunk in video.chunks(chunk_size=32, stride=2, max_frames=300):
+            chunk.indices, chunk.timestamps, chunk.frames       # int64 (n,), float64 (n,) s, uint8 (n,H,W,3)
+
+A long video is never held whole: each chunk is one `get_batch` over an index range, and a chunk
+holds at most `chunk_size` frames and at most `max_chunk_bytes` of pixels. Timestamps come from the
+stream (`get_frame_timestamp`, so variable-frame-rate videos are right); index / fps is the fallback.
+
+Every problem opening or decoding a file raises `VideoError` with a message naming the file and what is
+wrong (missing, empty, not a video, truncated, too large); decord's own exceptions never escape.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from fer_ray import storage
+
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "Chunk",
+    "Video",
+    "VideoError",
+    "frame_indices",
+    "open_video",
+    "read_frames",
+]
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+MAX_PIXELS = 8192 * 8192  # refuse frames larger than this before decoding a chunk of them
+MAX_CHUNK_BYTES = 256 * 1024 * 1024
+
+
+class VideoError(RuntimeError):
+    """A video that cannot be opened or decoded; the message says which file and why."""
+
+
+@dataclass
+class Chunk:
+    """Consecutive decoded frames (after stride) of one video."""
+
+    indices: np.ndarray  # int64 (n,) frame numbers in the source video
+    timestamps: np.ndarray  # float64 (n,) seconds from the start of the stream
+    frames: np.ndarray  # uint8 (n, H, W, 3) RGB
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def frame_indices(num_frames: int, stride: int = 1, max_frames: int | None = None) -> np.ndarray:
+    """The frames a job decodes: every `stride`-th frame from 0, at most `max_frames` of them."""
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
+    indices = np.arange(0, max(0, int(num_frames)), int(stride), dtype=np.int64)
+    return indices if max_frames is None else indices[:max_frames]
+
+
+def _decord_errors() -> tuple[type[BaseException], ...]:
+    import decord
+
+    return (decord.DECORDError, RuntimeError, ValueError, IndexError)
+
+
+class Video:
+    """An open video file. Use `open_video(uri)` (a context manager) rather than this class directly."""
+
+    def __init__(self, uri: str, max_pixels: int = MAX_PIXELS):
+        self.uri = str(uri)
+        self.max_pixels = int(max_pixels)
+        self._tmpdir: str | None = None
+        self._reader = None
+        try:
+            self.path = self._local_path()
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- opening ---------------------------------------------------------------------------------
+    def _local_path(self) -> str:
+        try:
+            nbytes = storage.size(self.uri)
+        except FileNotFoundError:
+            raise VideoError(f"{self.uri}: no such file") from None
+        if storage.is_dir(self.uri):
+            raise VideoError(f"{self.uri}: is a directory, not a video file")
+        if nbytes == 0:
+            raise VideoError(f"{self.uri}: empty file (0 bytes), not a video")
+        if not storage.is_s3(self.uri):
+            return storage.filesystem(self.uri)[1]
+        # decord reads local files only: copy the object to a temp file (streamed, not held in memory).
+        fs, path = storage.filesystem(self.uri)
+        self._tmpdir = tempfile.mkdtemp(prefix="fer-ray-video-")
+        local = os.path.join(self._tmpdir, "video" + os.path.splitext(path)[1].lower())
+        with fs.open_input_stream(path) as src, open(local, "wb") as dst:
+            shutil.copyfileobj(src, dst, length=8 * 1024 * 1024)
+        log.debug("downloaded %s (%d bytes) to %s", self.uri, nbytes, local)
+        return local
+
+    def _open(self) -> None:
+        import decord
+
+        try:
+            self._reader = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=1)
+        except _decord_errors() as exc:
+            raise VideoError(f"{self.uri}: cannot open as a video: not a video, truncated or corrupt "
+                             f"(decord: {_short(exc)})") from None
+        self.num_frames = len(self._reader)
+        if self.num_frames <= 0:
+            raise VideoError(f"{self.uri}: video has no frames")
+        try:
+            first = self._reader[0].asnumpy()
+        except _decord_errors() as exc:
+            raise VideoError(f"{self.uri}: cannot decode the first frame ({_short(exc)})") from None
+        self.height, self.width = int(first.shape[0]), int(first.shape[1])
+        if self.height * self.width > self.max_pixels or self.height == 0 or self.width == 0:
+            raise VideoError(f"{self.uri}: frame size {self.width}x{self.height} is over the limit "
+                             f"({self.max_pixels} pixels)")
+        fps = float(self._reader.get_avg_fps() or 0.0)
+        self.fps = fps if np.isfinite(fps) and fps > 0 else 0.0
+
+    def close(self) -> None:
+        self._reader = None
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    def __enter__(self) -> Video:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- decoding --------------------------------------------------------------------------------
+    def timestamps(self, indices: np.ndarray) -> np.ndarray:
+        """Start time (s) of each frame, from the stream; index / fps where the stream has none."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) == 0:
+            return np.zeros(0, dtype=np.float64)
+        try:
+            stamps = np.asarray(self._reader.get_frame_timestamp(indices.tolist()), dtype=np.float64)
+            stamps = stamps.reshape(len(indices), -1)[:, 0]
+            if np.all(np.isfinite(stamps)):
+                return stamps
+        except _decord_errors():
+            pass
+        return indices / self.fps if self.fps > 0 else indices.astype(np.float64)
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        """Decode the given frames: uint8 (n, H, W, 3)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        try:
+            frames = self._reader.get_batch(indices.tolist()).asnumpy()
+        except _decord_errors() as exc:
+            raise VideoError(f"{self.uri}: decoding frames {indices[0]}..{indices[-1]} of "
+                             f"{self.num_frames} failed ({_short(exc)}); truncated or corrupt video") from None
+        if frames.shape[0] != len(indices) or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise VideoError(f"{self.uri}: decoder returned {frames.shape} for {len(indices)} frames")
+        return np.ascontiguousarray(frames, dtype=np.uint8)
+
+    def chunks(self, chunk_size: int = 32, stride: int = 1, max_frames: int | None = None,
+               max_chunk_bytes: int = MAX_CHUNK_BYTES) -> Iterator[Chunk]:
+        """Decoded frames in order, `chunk_size` (or fewer, to stay under `max_chunk_bytes`) at a time."""
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        frame_bytes = self.height * self.width * 3
+        step = max(1, min(int(chunk_size), int(max_chunk_bytes) // max(1, frame_bytes)))
+        wanted = frame_indices(self.num_frames, stride, max_frames)
+        for start in range(0, len(wanted), step):
+            indices = wanted[start:start + step]
+            yield Chunk(indices=indices, timestamps=self.timestamps(indices), frames=self.read(indices))
+
+
+def open_video(uri: str, max_pixels: int = MAX_PIXELS) -> Video:
+    """Open a local/file:// or s3:// video; raises VideoError with a clear reason when it cannot be read."""
+    return Video(uri, max_pixels=max_pixels)
+
+
+def read_frames(uri: str, stride: int = 1, max_frames: int | None = None) -> Chunk:
+    """Every wanted frame of a (short) video in one array: for tests and small clips only."""
+    with open_video(uri) as video:
+        indices = frame_indices(video.num_frames, stride, max_frames)
+        if len(indices) == 0:
+            return Chunk(indices, np.zeros(0), np.zeros((0, video.height, video.width, 3), np.uint8))
+        return Chunk(indices=indices, timestamps=video.timestamps(indices), frames=video.read(indices))
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."

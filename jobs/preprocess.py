@@ -1,0 +1,120 @@
+"""Preprocess videos and labelled image sets into aligned face crops (one Parquet row per decoded frame).
+
+    python jobs/preprocess.py --input <manifest.csv|.parquet | labels.csv | dir | s3://prefix> --output <uri> \
+        [--stride N] [--face-size 112] [--max-frames N] [--track-every K] [--limit N] [--config preprocess.yaml] \
+        [--strict]
+
+Writes <output>/faces/ (schema.FACES_SCHEMA shards + done markers), <output>/failures/, the resolved
+config <output>/preprocess.yaml and <output>/summary.json. Rerunning on the same output resumes: finished
+videos are skipped, unfinished ones redone. Exit status 1 with --strict when anything failed, else 0.
+On a cluster: `ray job submit -- python jobs/preprocess.py ...` (connects to it through RAY_ADDRESS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+from fer_ray import config, shards, storage
+from fer_ray.inputs import discover
+from fer_ray.preprocess import STATUS_DONE, STATUS_FAILED, STATUS_SKIPPED, PreprocessConfig
+
+log = logging.getLogger("fer_ray.jobs.preprocess")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="YAML with PreprocessConfig fields; flags override it")
+    parser.add_argument("--input", help="manifest (.csv/.parquet), labels.csv, folder or s3:// prefix, or a video")
+    parser.add_argument("--output", help="folder or s3:// prefix for faces/, failures/, summary.json")
+    parser.add_argument("--stride", type=int, help="decode every N-th frame")
+    parser.add_argument("--face-size", dest="face_size", type=int, help="aligned crop side in pixels")
+    parser.add_argument("--max-frames", dest="max_frames", type=int, help="at most N decoded frames per video")
+    parser.add_argument("--track-every", dest="track_every", type=int,
+                        help="full face detection every K frames, tracking in between")
+    parser.add_argument("--limit", type=int, help="at most N images per labelled image set (seeded sample)")
+    parser.add_argument("--num-workers", dest="num_workers", type=int, help="detector actors at most")
+    parser.add_argument("--worker-cpus", dest="worker_cpus", type=float, help="CPUs per actor")
+    parser.add_argument("--strict", action="store_true", default=None, help="exit 1 if anything failed")
+    return parser.parse_args(argv)
+
+
+def init_ray() -> None:
+    """Join the cluster named by RAY_ADDRESS or running on this machine; else start a local instance."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address="auto")
+        return
+    try:
+        ray.init(address="auto")
+        log.info("joined the running Ray cluster")
+    except ConnectionError:
+        ray.init(include_dashboard=False, dashboard_host="127.0.0.1")
+        log.info("started a local Ray instance")
+
+
+def summarise(rows: list[dict], rejected: list[dict], seconds: float) -> dict:
+    by_status = {s: [r for r in rows if r["status"] == s] for s in (STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED)}
+    processed = sum(int(r["frames"]) for r in by_status[STATUS_DONE])
+    return {
+        "items": len(rows) + len(rejected),
+        "done": len(by_status[STATUS_DONE]),
+        "skipped": len(by_status[STATUS_SKIPPED]),
+        "failed": len(by_status[STATUS_FAILED]) + len(rejected),
+        "frames": sum(int(r["frames"]) for r in rows if r["status"] != STATUS_FAILED),
+        "faces": sum(int(r["faces"]) for r in rows if r["status"] != STATUS_FAILED),
+        "frames_processed": processed,
+        "seconds": round(seconds, 2),
+        "frames_per_second": round(processed / seconds, 2) if seconds > 0 else 0.0,
+        "failures": [{"video_id": r["video_id"], "error": r["error"]} for r in by_status[STATUS_FAILED]]
+        + [{"video_id": r["video_id"], "error": r["error"]} for r in rejected],
+        "warnings": [{"video_id": r["video_id"], "error": r["error"]} for r in by_status[STATUS_DONE] if r["error"]],
+    }
+
+
+def print_table(rows: list[dict], summary: dict) -> None:
+    print(f"{'video_id':<48} {'kind':<9} {'status':<8} {'frames':>7} {'faces':>7} {'seconds':>8}")
+    for r in sorted(rows, key=lambda r: r["video_id"]):
+        print(f"{r['video_id'][:48]:<48} {r['kind']:<9} {r['status']:<8} {r['frames']:>7} {r['faces']:>7} "
+              f"{r['seconds']:>8.2f}")
+    print(f"{summary['items']} items: {summary['done']} done, {summary['skipped']} skipped, "
+          f"{summary['failed']} failed; {summary['frames']} frames, {summary['faces']} faces; "
+          f"{summary['frames_per_second']} frames/s")
+    for failure in summary["failures"]:
+        print(f"FAILED {failure['video_id']}: {failure['error']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = vars(parse_args(argv))
+    source = args.pop("config")
+    cfg = config.load(PreprocessConfig, source, overrides=args)
+    if not cfg.input:
+        raise SystemExit("--input (or input: in --config) is required")
+    start = time.perf_counter()
+    found = discover(cfg.input, limit=cfg.limit, image_batch_size=cfg.image_batch_size, seed=cfg.seed)
+    log.info("%s: %d work items (%d videos/images), %d rejected", cfg.input, len(found.items),
+             found.num_units, len(found.rejected))
+    for reject in found.rejected:
+        log.warning("rejected %s: %s", reject["video_id"], reject["error"])
+        shards.write_failure(cfg.output, reject["video_id"], reject["uri"], reject["stage"], reject["error"])
+    config.save(cfg, storage.join(cfg.output, "preprocess.yaml"))
+    init_ray()
+    from fer_ray.pipelines import run_preprocess
+
+    rows = run_preprocess(found.items, cfg)
+    summary = summarise(rows, found.rejected, time.perf_counter() - start)
+    storage.write_json(storage.join(cfg.output, "summary.json"), summary | {"input": cfg.input, "items_rows": rows})
+    print_table(rows, summary)
+    log.info("wrote %s", storage.join(cfg.output, "summary.json"))
+    return 1 if cfg.strict and summary["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
