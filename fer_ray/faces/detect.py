@@ -2,8 +2,13 @@
 
 ``FaceDetector.detect`` runs the three-stage MTCNN on a batch of equally sized frames, optionally
 downscaled first (``detect_size``), and maps boxes and landmarks back to source-frame pixels.
-``FaceDetector.refine`` runs only the O-net on a crop around a known box: the cheap per-frame step the
+``FaceDetector.refine`` runs only the O-net on crops around known boxes: the cheap per-frame step the
 tracker (track.py) uses between full detections.
+
+Same weights, thresholds, pyramid and NMS as facenet-pytorch's ``detect_face``, but faster on CPU:
+the nets run channels-last (4x faster R-/O-net pooling on CPU) and the R-/O-net crops of all
+candidates are cut in one ``roi_align`` call (same clipped regions, averaged bilinear samples)
+instead of one area-resize per candidate.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from facenet_pytorch.models.mtcnn import MTCNN
-from facenet_pytorch.models.utils.detect_face import detect_face
+from facenet_pytorch.models.utils.detect_face import batched_nms_numpy, bbreg, generateBoundingBox, rerec
+from torchvision.ops import batched_nms, roi_align
 
 __all__ = ["Detection", "FaceDetector", "choose_face", "iou"]
 
@@ -91,6 +97,8 @@ class FaceDetector:
         ).eval()
         for p in self.mtcnn.parameters():
             p.requires_grad_(False)
+        self.mtcnn.to(memory_format=torch.channels_last)
+        self.pnet, self.rnet, self.onet = self.mtcnn.pnet, self.mtcnn.rnet, self.mtcnn.onet
 
     # -- helpers -------------------------------------------------------------------------------------
     def _scale_for(self, h: int, w: int) -> float:
@@ -126,12 +134,8 @@ class FaceDetector:
         else:
             imgs = imgs.float()
             sx = sy = 1.0
-        batch_boxes, batch_points = detect_face(
-            imgs, self.min_face_size, self.mtcnn.pnet, self.mtcnn.rnet, self.mtcnn.onet,
-            list(self.thresholds), self.factor, self.device,
-        )
         out: list[list[Detection]] = []
-        for boxes, points in zip(batch_boxes, batch_points):
+        for boxes, points in self._mtcnn(imgs.permute(0, 3, 1, 2).contiguous()):
             faces = []
             boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 5)
             points = np.asarray(points, dtype=np.float64).reshape(-1, 5, 2)
@@ -148,46 +152,105 @@ class FaceDetector:
             out.append(faces)
         return out
 
+    # -- the three stages -----------------------------------------------------------------------------
+    def _crops(self, imgs: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor, size: int) -> torch.Tensor:
+        """Normalised size x size crops of the MTCNN boxes: as detect_face, pixels trunc(x1)-1 .. trunc(x2)-1
+        with the box clipped to the frame (so edge crops are stretched, as the reference does)."""
+        _, _, h, w = imgs.shape
+        b = boxes[:, :4].trunc()
+        x1, y1 = b[:, 0:1].clamp(min=1) - 1, b[:, 1:2].clamp(min=1) - 1
+        x2, y2 = b[:, 2:3].clamp(max=w), b[:, 3:4].clamp(max=h)
+        x2, y2 = torch.maximum(x2, x1 + 1), torch.maximum(y2, y1 + 1)
+        rois = torch.cat([inds.to(boxes.dtype)[:, None], x1, y1, x2, y2], dim=1)
+        crops = roi_align(imgs, rois.to(imgs.dtype), (size, size), 1.0, -1, True)
+        return ((crops - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
+
+    def _mtcnn(self, imgs: torch.Tensor):
+        """imgs float (N,3,h,w) 0..255 -> per image: boxes (K,5) [x1,y1,x2,y2,score], points (K,5,2)."""
+        n, _, h, w = imgs.shape
+        thr = self.thresholds
+        empty = [(np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)) for _ in range(n)]
+        m = 12.0 / self.min_face_size
+        minl = min(h, w) * m
+        scale, scales = m, []
+        while minl >= 12:
+            scales.append(scale)
+            scale *= self.factor
+            minl *= self.factor
+        boxes, inds = [], []
+        for scale in scales:
+            data = F.interpolate(imgs, size=(int(h * scale + 1), int(w * scale + 1)), mode="area")
+            data = ((data - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
+            reg, probs = self.pnet(data)
+            b, i = generateBoundingBox(reg, probs[:, 1], scale, thr[0])
+            pick = batched_nms(b[:, :4], b[:, 4], i, 0.5)
+            boxes.append(b[pick])
+            inds.append(i[pick])
+        if not boxes:
+            return empty
+        boxes, inds = torch.cat(boxes), torch.cat(inds)
+        pick = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
+        boxes, inds = boxes[pick], inds[pick]
+        if len(boxes) == 0:
+            return empty
+        regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        boxes = torch.stack([boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
+                             boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh,
+                             boxes[:, 4]], dim=1)
+        boxes = rerec(boxes)
+        # R-net
+        reg, prob = self.rnet(self._crops(imgs, boxes, inds, 24))
+        keep = prob[:, 1] > thr[1]
+        boxes = torch.cat([boxes[keep, :4], prob[keep, 1:2]], dim=1)
+        inds, reg = inds[keep], reg[keep]
+        pick = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
+        boxes, inds, reg = boxes[pick], inds[pick], reg[pick]
+        if len(boxes) == 0:
+            return empty
+        boxes = rerec(bbreg(boxes, reg))
+        # O-net
+        reg, pts, prob = self.onet(self._crops(imgs, boxes, inds, 48))
+        keep = prob[:, 1] > thr[2]
+        boxes = torch.cat([boxes[keep, :4], prob[keep, 1:2]], dim=1)
+        inds, reg, pts = inds[keep], reg[keep], pts[keep]
+        if len(boxes) == 0:
+            return empty
+        bw = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
+        bh = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
+        points = torch.stack([bw * pts[:, :5] + boxes[:, 0:1] - 1, bh * pts[:, 5:] + boxes[:, 1:2] - 1], dim=2)
+        boxes = bbreg(boxes, reg)
+        pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], inds, 0.7, "Min")
+        boxes = boxes[pick].cpu().numpy()
+        points = points[pick].cpu().numpy()
+        inds = inds[pick].cpu().numpy()
+        return [(boxes[inds == b], points[inds == b]) for b in range(n)]
+
     # -- O-net refinement ----------------------------------------------------------------------------
     @torch.inference_mode()
-    def refine(self, frame: np.ndarray, box: np.ndarray, passes: int = 2) -> Detection | None:
-        """Re-locate a face near ``box`` (source pixels) in ``frame`` with the O-net only.
+    def refine(self, frames: np.ndarray, boxes: np.ndarray, passes: int = 2) -> list[Detection | None]:
+        """Re-locate faces near ``boxes`` (K,4 source pixels, one per frame of ``frames`` (K,H,W,3)) with the
+        O-net only, on the full-resolution frames.
 
-        The box is made square, cropped, resized to 48x48 and scored; the O-net's box regression gives
-        the next crop, ``passes`` times. Returns None when the O-net score falls below ``min_score``.
+        Each box is made square, cropped to 48x48 and scored; the O-net's box regression gives the next
+        crop, ``passes`` times. A face whose O-net score falls below ``min_score`` comes back as None.
         """
-        img = self._to_tensor(frame)
-        h, w = img.shape[:2]
-        chw = img.permute(2, 0, 1).float()
-        box = np.asarray(box, dtype=np.float64)[:4].copy()
-        det = None
+        frames = frames[None] if frames.ndim == 3 else frames
+        k = len(frames)
+        if k == 0:
+            return []
+        imgs = self._to_tensor(frames).permute(0, 3, 1, 2).float()
+        boxes = torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(k, 4)[:, :4], device=self.device)
+        inds = torch.arange(k, device=self.device)
         for _ in range(max(1, passes)):
-            box = _square(box)
-            x1, y1, x2, y2 = (int(np.trunc(v)) for v in box)
-            cx1, cy1, cx2, cy2 = max(x1, 1), max(y1, 1), min(x2, w), min(y2, h)
-            if cx2 <= cx1 - 1 or cy2 <= cy1 - 1 or cx2 - cx1 < 4 or cy2 - cy1 < 4:
-                return None
-            crop = chw[:, cy1 - 1:cy2, cx1 - 1:cx2].unsqueeze(0)
-            crop = F.interpolate(crop, size=(48, 48), mode="area")
-            reg, pts, prob = self.mtcnn.onet((crop - 127.5) * 0.0078125)
-            score = float(prob[0, 1])
-            if score < self.min_score:
-                return None
-            bw, bh = box[2] - box[0] + 1, box[3] - box[1] + 1
-            pts = pts[0].double().cpu().numpy()
-            lm = np.stack([bw * pts[:5] + box[0] - 1, bh * pts[5:] + box[1] - 1], axis=1)
-            r = reg[0].double().cpu().numpy()
-            new_box = np.array([box[0] + r[0] * bw, box[1] + r[1] * bh, box[2] + r[2] * bw, box[3] + r[3] * bh])
-            det = Detection(bbox=new_box.astype(np.float32), landmarks=lm.astype(np.float32), score=score)
-            box = new_box
-        return det
-
-
-def _square(box: np.ndarray) -> np.ndarray:
-    """MTCNN's ``rerec``: the square with the box's centre and longer side."""
-    x1, y1, x2, y2 = box[:4]
-    bw, bh = x2 - x1, y2 - y1
-    side = max(bw, bh)
-    nx1 = x1 + bw * 0.5 - side * 0.5
-    ny1 = y1 + bh * 0.5 - side * 0.5
-    return np.array([nx1, ny1, nx1 + side, ny1 + side])
+            boxes = rerec(boxes.clone())
+            reg, pts, prob = self.onet(self._crops(imgs, boxes, inds, 48))
+            bw = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
+            bh = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
+            points = torch.stack([bw * pts[:, :5] + boxes[:, 0:1] - 1, bh * pts[:, 5:] + boxes[:, 1:2] - 1], dim=2)
+            boxes = bbreg(torch.cat([boxes, prob[:, 1:2]], dim=1), reg)[:, :4]
+        boxes_np, points_np, scores = boxes.cpu().numpy(), points.cpu().numpy(), prob[:, 1].cpu().numpy()
+        return [
+            Detection(bbox=boxes_np[j].astype(np.float32), landmarks=points_np[j].astype(np.float32),
+                      score=float(scores[j])) if scores[j] >= self.min_score else None
+            for j in range(k)
+        ]

@@ -42,18 +42,29 @@ class FaceTracker:
         keys = [i for i in range(n) if (self.index + i) % self.every == 0]
         key_faces = dict(zip(keys, self.detector.detect(frames[keys]))) if keys else {}
         self.full_detections += len(keys)
-        out: list[Detection | None] = []
-        for i in range(n):
+        out: list[Detection | None] = [None] * n
+        i = 0
+        while i < n:
             if i in key_faces:
-                face = choose_face(key_faces[i], self.previous)
-            elif self.previous is None:
-                face = None
-            else:
-                face = self.detector.refine(frames[i], self.previous.bbox)
+                out[i] = self.previous = choose_face(key_faces[i], self.previous)
+                i += 1
+                continue
+            stop = next((j for j in range(i, n) if j in key_faces), n)  # frames i..stop-1: between key frames
+            if self.previous is None:
+                i = stop  # no face to follow: None until the next key frame
+                continue
+            # all frames up to the next key frame refined at once, seeded with the last face's box
+            # (two O-net passes: the second starts from each frame's own regressed box)
+            refined = self.detector.refine(frames[i:stop], np.repeat(self.previous.bbox[None], stop - i, 0))
+            for j, face in enumerate(refined, start=i):
                 if face is None or iou(face.bbox, self.previous.bbox) < self.iou_keep:
+                    # lost: full detection on this frame, then continue from what it found
                     self.full_detections += 1
-                    face = choose_face(self.detector.detect(frames[i:i + 1])[0], self.previous)
-            out.append(face)
-            self.previous = face
+                    out[j] = self.previous = choose_face(self.detector.detect(frames[j:j + 1])[0], self.previous)
+                    i = j + 1
+                    break
+                out[j] = self.previous = face
+            else:
+                i = stop
         self.index += n
         return out
