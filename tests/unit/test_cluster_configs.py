@@ -246,6 +246,30 @@ def test_referenced_repo_files_exist(source):
     assert not missing, "referenced but not in the repository:\n" + "\n".join(missing)
 
 
+JOB_CALL = re.compile(r"python (jobs/\w+\.py)([^\n'`]*)")
+
+
+def job_calls() -> list[tuple[str, str, str]]:
+    """(source, job path, flag) for every --flag passed to a jobs/*.py in manifests and README."""
+    texts = all_commands() + [("README.md", (CLUSTER / "README.md").read_text(encoding="utf-8"))]
+    calls = []
+    for source, text in texts:
+        for job, rest in JOB_CALL.findall(text.replace("\\\n", " ")):
+            calls += [(source, job, flag) for flag in re.findall(r"(?<!\S)(--[\w-]+)", rest)]
+    return calls
+
+
+def test_job_flags_exist():
+    # A flag the job does not define makes argparse exit 2 on the cluster, after the nodes came up.
+    unknown = []
+    for source, job, flag in job_calls():
+        path = ROOT / job
+        if path.is_file() and f'"{flag}"' not in path.read_text(encoding="utf-8"):
+            unknown.append(f"{source}: {job} {flag}")
+    assert not unknown, "flags the job does not define:\n" + "\n".join(sorted(set(unknown)))
+    assert len({job for _, job, _ in job_calls()}) >= 5
+
+
 def test_no_credentials_in_cluster_files():
     for path in sorted(CLUSTER.rglob("*")):
         if path.is_file():
