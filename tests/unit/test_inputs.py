@@ -1,0 +1,158 @@
+"""fer_ray.inputs: work items from manifests, directories / S3 prefixes and labelled image sets."""
+
+from __future__ import annotations
+
+import csv
+
+import pandas as pd
+import pytest
+
+from fer_ray import inputs, labels, schema, storage
+from tests.conftest import need_shared
+
+
+def write_manifest(path, rows, header=("video_id", "uri", "label_uri")):
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(path)
+
+
+def by_id(result):
+    return {item[schema.VIDEO_ID]: item for item in result.items}
+
+
+def test_manifest_relative_uris_duplicates_and_empty_fields(tmp_path):
+    (tmp_path / "sub").mkdir()
+    manifest = write_manifest(tmp_path / "sub" / "manifest.csv", [
+        ("a", "a.mp4", "a.txt"),
+        ("b", "../videos/b.mov", ""),
+        ("c", "/abs/c.mp4", "s3://bucket/labels/c.txt"),
+        ("dup", "x.mp4", ""),
+        ("", "nameless.mp4", ""),
+        ("nouri", "", ""),
+        ("dup", "y.mp4", ""),
+        ("../escape", "e.mp4", ""),
+    ])
+    result = inputs.from_manifest(manifest)
+    items = by_id(result)
+    assert set(items) == {"a", "b", "c", "../escape"}
+    assert items["a"][schema.URI] == str(tmp_path / "sub" / "a.mp4")
+    assert items["a"][schema.LABEL_URI] == str(tmp_path / "sub" / "a.txt")
+    assert items["b"][schema.URI] == str(tmp_path / "videos" / "b.mov") and items["b"][schema.LABEL_URI] is None
+    assert items["c"][schema.URI] == "/abs/c.mp4" and items["c"][schema.LABEL_URI] == "s3://bucket/labels/c.txt"
+    assert all(item[schema.KIND] == "video" and item[inputs.MEMBERS] == [] for item in result.items)
+    errors = {r[schema.VIDEO_ID]: r[schema.ERROR] for r in result.rejected}
+    assert "duplicate video_id 'dup'" in errors["dup"] and "rows 5, 8" in errors["dup"]
+    assert "empty uri" in errors["nouri"]
+    assert any("empty video_id" in e for e in errors.values())
+    assert all(r[schema.STAGE] == "inputs" for r in result.rejected)
+
+
+def test_manifest_parquet_with_images_and_s3_base(tmp_path):
+    frame = pd.DataFrame({"video_id": ["v", "img"], "uri": ["v.mp4", "faces/1.png"],
+                          "label_uri": [None, None], "kind": ["video", "face_crop"],
+                          "label": ["", "happy"], "subject": ["S1", "S2"]})
+    path = tmp_path / "m.parquet"
+    frame.to_parquet(path)
+    items = by_id(inputs.from_manifest(str(path)))
+    assert items["v"][schema.SUBJECT] == "S1" and items["v"][schema.LABEL] == labels.UNANNOTATED
+    image = items["img"]
+    assert image[schema.KIND] == "face_crop" and image[schema.LABEL] == labels.class_index("Happiness")
+    assert image[inputs.MEMBERS] == [{schema.VIDEO_ID: "img", schema.URI: str(tmp_path / "faces" / "1.png"),
+                                      schema.LABEL: 4, schema.SUBJECT: "S2"}]
+    assert inputs.resolve("v.mp4", "s3://bucket/a/b") == "s3://bucket/a/b/v.mp4"
+    assert inputs.resolve("../v.mp4", "s3://bucket/a/b") == "s3://bucket/a/v.mp4"
+
+
+def test_manifest_without_required_columns(tmp_path):
+    path = write_manifest(tmp_path / "m.csv", [("a.mp4",)], header=("path",))
+    with pytest.raises(ValueError, match="lacks column"):
+        inputs.from_manifest(path)
+
+
+def test_directory_of_videos_with_label_files():
+    root = need_shared("videos")
+    result = inputs.discover(str(root))
+    items = by_id(result)
+    assert len(items) == 13 and not result.rejected
+    tw = items["labeled/tw_TW01"]
+    assert tw[schema.URI] == str(root / "labeled" / "tw_TW01.mp4")
+    assert tw[schema.LABEL_URI] == str(root / "labeled" / "tw_TW01.txt")
+    face_noface = items["unlabeled/pyfeat_face_noface"]
+    assert face_noface[schema.URI].endswith(".mov") and face_noface[schema.LABEL_URI] is None
+    assert inputs.discover(str(root / "labeled")).items[0][schema.VIDEO_ID] == "tw_TW01"
+
+
+def test_labels_csv_image_sets_batches_and_limit():
+    taiwanese = need_shared("images", "taiwanese_dev", "labels.csv")
+    result = inputs.discover(str(taiwanese), limit=10, image_batch_size=4)
+    assert [i[schema.VIDEO_ID] for i in result.items] == [f"taiwanese_dev/batch-0000{k}" for k in range(3)]
+    members = [m for item in result.items for m in item[inputs.MEMBERS]]
+    assert [len(i[inputs.MEMBERS]) for i in result.items] == [4, 4, 2]
+    assert all(i[schema.KIND] == "image" and i[schema.URI] == str(taiwanese) for i in result.items)
+    table = pd.read_csv(taiwanese).set_index("path")
+    for m in members:
+        path = m[schema.VIDEO_ID].removeprefix("taiwanese_dev/") + ".jpg"
+        assert m[schema.URI] == str(taiwanese.parent / path)
+        assert m[schema.LABEL] == labels.class_index(table.loc[path, "label"])
+        assert m[schema.SUBJECT] == table.loc[path, "subject"]
+    again = inputs.discover(str(taiwanese), limit=10, image_batch_size=4)
+    assert again.items == result.items  # the sample is seeded
+    other = inputs.discover(str(taiwanese), limit=10, image_batch_size=4, seed=1)
+    assert other.items != result.items
+
+
+def test_small_pre_cropped_sets_are_face_crops():
+    root = need_shared("images")
+    result = inputs.discover(str(root), limit=3)
+    kinds = {i[schema.VIDEO_ID].split("/")[0]: i[schema.KIND] for i in result.items}
+    assert kinds == {"ckplus48": "face_crop", "fer2013": "face_crop", "taiwanese_dev": "image"}
+    assert result.num_units == 9
+    fer = next(i for i in result.items if i[schema.VIDEO_ID].startswith("fer2013"))
+    assert all(m[schema.SUBJECT] is None and 0 <= m[schema.LABEL] < 8 for m in fer[inputs.MEMBERS])
+
+
+def test_unknown_label_names_are_rejected_per_image(tmp_path):
+    image = need_shared("images", "ckplus48")
+    first = pd.read_csv(image / "labels.csv").iloc[0]
+    (tmp_path / "set").mkdir()
+    write_manifest(tmp_path / "set" / "labels.csv", [(str(image / first["path"]), "Anger", "S1"),
+                                                      (str(image / first["path"]), "bored", "S1")],
+                   header=("path", "label", "subject"))
+    result = inputs.discover(str(tmp_path / "set" / "labels.csv"))
+    assert len(result.items) == 1 and len(result.items[0][inputs.MEMBERS]) == 1
+    assert "unknown expression label 'bored'" in result.rejected[0][schema.ERROR]
+
+
+def test_s3_prefix(s3_bucket, tmp_path):
+    clip = need_shared("videos", "unlabeled", "pyfeat_no_face.mp4")
+    storage.write_bytes(f"{s3_bucket}/in/a/clip.mp4", clip.read_bytes())
+    storage.write_text(f"{s3_bucket}/in/a/clip.txt", labels.EXPR_HEADER + "\n")
+    storage.write_bytes(f"{s3_bucket}/in/b.webm", b"x")
+    storage.write_text(f"{s3_bucket}/in/notes.md", "ignored")
+    items = by_id(inputs.discover(f"{s3_bucket}/in"))
+    assert set(items) == {"a/clip", "b"}
+    assert items["a/clip"][schema.URI] == f"{s3_bucket}/in/a/clip.mp4"
+    assert items["a/clip"][schema.LABEL_URI] == f"{s3_bucket}/in/a/clip.txt"
+    assert items["b"][schema.LABEL_URI] is None
+    manifest = tmp_path / "m.csv"
+    write_manifest(manifest, [("clip", "a/clip.mp4", "a/clip.txt")])
+    storage.write_bytes(f"{s3_bucket}/in/m.csv", manifest.read_bytes())
+    item = inputs.discover(f"{s3_bucket}/in/m.csv").items[0]
+    assert item[schema.URI] == f"{s3_bucket}/in/a/clip.mp4"
+
+
+def test_same_stem_in_one_folder_is_rejected(tmp_path):
+    (tmp_path / "a.mp4").write_bytes(b"1")
+    (tmp_path / "a.avi").write_bytes(b"2")
+    (tmp_path / "b.mkv").write_bytes(b"3")
+    result = inputs.discover(str(tmp_path))
+    assert [i[schema.VIDEO_ID] for i in result.items] == ["b"]
+    assert "duplicate video_id 'a'" in result.rejected[0][schema.ERROR]
+
+
+def test_missing_input_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a manifest"):
+        inputs.discover(str(tmp_path / "nothing"))
