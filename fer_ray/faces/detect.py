@@ -7,7 +7,8 @@ tracker (track.py) uses between full detections.
 
 Same weights, thresholds, pyramid and NMS as facenet-pytorch's ``detect_face``, but faster on CPU:
 the nets run channels-last (4x faster R-/O-net pooling on CPU) and the R-/O-net crops of all
-candidates are cut in one ``roi_align`` call (same clipped regions, averaged bilinear samples)
+candidates are cut in one ``roi_align`` call (same clipped regions, 2x2 bilinear samples per output
+pixel: cheaper than an area resize, ~1 px of 112-px landmark difference at most frames)
 instead of one area-resize per candidate.
 """
 
@@ -162,7 +163,7 @@ class FaceDetector:
         x2, y2 = b[:, 2:3].clamp(max=w), b[:, 3:4].clamp(max=h)
         x2, y2 = torch.maximum(x2, x1 + 1), torch.maximum(y2, y1 + 1)
         rois = torch.cat([inds.to(boxes.dtype)[:, None], x1, y1, x2, y2], dim=1)
-        crops = roi_align(imgs, rois.to(imgs.dtype), (size, size), 1.0, -1, True)
+        crops = roi_align(imgs, rois.to(imgs.dtype), (size, size), 1.0, 2, True)
         return ((crops - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
 
     def _mtcnn(self, imgs: torch.Tensor):
