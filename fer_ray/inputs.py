@@ -242,10 +242,14 @@ def from_image_set(labels_uri: str, limit: int | None = None, batch_size: int = 
         records = [records[i] for i in chosen]
     out = Inputs()
     members = []
-    for record in records:
-        path = _text(record["path"])
-        video_id = f"{name}/{_without_ext(path)}"
-        image_uri = resolve(path, base)
+    uris = [resolve(_text(record["path"]), base) for record in records]
+    outside = [u for u in uris if not u.startswith(base.rstrip("/") + "/")]
+    common = posixpath.commonpath([_parent(u) for u in outside]) if outside else ""
+    for record, image_uri in zip(records, uris):
+        # id: <set>/<path relative to labels.csv>, or relative to the images' common folder when they
+        # live elsewhere (absolute paths), so ids never carry a machine's directory layout
+        inside = image_uri.startswith(base.rstrip("/") + "/")
+        video_id = f"{name}/{_without_ext(_relative(image_uri, base if inside else common))}"
         try:
             label = labels.class_index(_text(record["label"]) or labels.UNANNOTATED)
         except labels.LabelFormatError as exc:

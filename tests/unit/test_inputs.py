@@ -156,3 +156,15 @@ def test_same_stem_in_one_folder_is_rejected(tmp_path):
 def test_missing_input_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a manifest"):
         inputs.discover(str(tmp_path / "nothing"))
+
+
+def test_image_ids_never_carry_absolute_folders(tmp_path):
+    image = need_shared("images", "ckplus48")
+    paths = pd.read_csv(image / "labels.csv")["path"].iloc[[0, -1]].tolist()
+    (tmp_path / "set").mkdir()
+    write_manifest(tmp_path / "set" / "labels.csv", [(str(image / p), "Anger", "S1") for p in paths],
+                   header=("path", "label", "subject"))
+    members = inputs.discover(str(tmp_path / "set" / "labels.csv")).items[0][inputs.MEMBERS]
+    assert [m[schema.VIDEO_ID] for m in members] == ["set/" + p.removeprefix("images/").rsplit(".", 1)[0]
+                                                     for p in paths]
+    assert [m[schema.URI] for m in members] == [str(image / p) for p in paths]

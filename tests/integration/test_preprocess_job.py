@@ -1,0 +1,224 @@
+"""jobs/preprocess.py end to end on the session Ray cluster: real videos and image sets, local and S3 outputs,
+bad inputs as failure records, resume after a crash mid-video.
+
+Kept fast with stride 4 and at most 45 decoded frames per video (frames 0..176: the labelled dev
+videos change expression in that span, and the face leaves pyfeat_face_noface within it).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fer_ray import labels, schema, shards, storage
+from fer_ray.faces import decode_face
+from fer_ray.video import frame_indices, open_video
+from tests.conftest import ROOT, need_shared
+
+pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
+
+STRIDE, MAX_FRAMES = 4, 45
+ARGS = ["--stride", str(STRIDE), "--max-frames", str(MAX_FRAMES), "--num-workers", "2", "--worker-cpus", "0.5"]
+VIDEOS = {  # video_id -> file under shared/data/videos
+    "tw_TW01": "labeled/tw_TW01.mp4",
+    "tw_TW07": "labeled/tw_TW07.mp4",
+    "pyfeat_no_face": "unlabeled/pyfeat_no_face.mp4",
+    "pyfeat_face_noface": "unlabeled/pyfeat_face_noface.mov",
+}
+IMAGES = {"taiwanese_dev": 6, "ckplus48": 5}  # set -> images taken
+
+
+def load_job():
+    spec = importlib.util.spec_from_file_location("preprocess_job", ROOT / "jobs" / "preprocess.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+JOB = load_job()
+
+
+def image_rows(name: str) -> pd.DataFrame:
+    table = pd.read_csv(need_shared("images", name, "labels.csv"), dtype=str, keep_default_na=False)
+    return table.iloc[np.linspace(0, len(table) - 1, IMAGES[name]).astype(int)]
+
+
+def write_image_set(folder: Path, name: str) -> None:
+    """A small copy of a shared image set: labels.csv and the images it names, paths relative to it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    source = need_shared("images", name)
+    with open(folder / "labels.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "subject"])
+        for row in image_rows(name).itertuples():
+            target = folder / row.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / row.path, target)
+            writer.writerow([row.path, row.label, row.subject])
+
+
+@pytest.fixture(scope="module")
+def good_inputs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("inputs")
+    for video_id, name in VIDEOS.items():
+        source = need_shared("videos", name)
+        os.symlink(source, root / source.name)
+        if source.with_suffix(".txt").exists():
+            os.symlink(source.with_suffix(".txt"), root / f"{video_id}.txt")
+    for name in IMAGES:
+        write_image_set(root / name, name)
+    return root
+
+
+def run_job(*argv: str) -> tuple[int, dict]:
+    code = JOB.main(list(argv))
+    output = argv[list(argv).index("--output") + 1]
+    return code, storage.read_json(storage.join(output, "summary.json"))
+
+
+def check_output(output: str) -> pd.DataFrame:
+    """Every decoded frame is a row with the right label; faces where there are faces."""
+    table = shards.read_table(output, "faces", schema.FACES_SCHEMA).to_pandas()
+    assert not table.duplicated([schema.VIDEO_ID, schema.FRAME_INDEX]).any()
+    for video_id, name in VIDEOS.items():
+        rows = table[table[schema.VIDEO_ID] == video_id].sort_values(schema.FRAME_INDEX)
+        source = need_shared("videos", name)
+        with open_video(str(source)) as video:
+            num_frames = video.num_frames
+        expected = frame_indices(num_frames, STRIDE, MAX_FRAMES)
+        assert rows[schema.FRAME_INDEX].tolist() == expected.tolist(), video_id
+        assert (rows[schema.NUM_FRAMES] == num_frames).all()
+        assert np.all(np.diff(rows[schema.TIMESTAMP].to_numpy()) > 0)
+        found = rows[schema.REASON].isna()
+        assert (rows.loc[~found, schema.REASON] == schema.REASON_NO_FACE).all()
+        assert (rows.loc[~found, schema.FACE].map(len) == 0).all() and rows.loc[~found, schema.BBOX].isna().all()
+        if source.with_suffix(".txt").exists():
+            truth = labels.read_expr(str(source.with_suffix(".txt")))
+            assert rows[schema.LABEL].tolist() == truth[expected].tolist(), video_id
+            assert len(set(truth[expected].tolist())) > 1  # the span covers an expression change
+            assert found.all(), f"{video_id}: faces missing on {(~found).sum()} frames"
+        else:
+            assert (rows[schema.LABEL] == labels.UNANNOTATED).all()
+        if video_id == "pyfeat_no_face":
+            assert not found.any()
+        if video_id == "pyfeat_face_noface":  # the face is there, then leaves for good
+            flags = found.to_numpy()
+            assert flags[0] and not flags[-1] and 5 < flags.sum() < len(flags) - 5
+            assert not flags[np.argmin(flags):].any()
+        for face in rows.loc[found, schema.FACE].head(3):
+            assert decode_face(face).shape == (112, 112, 3)
+    for name, count in IMAGES.items():
+        rows = table[table[schema.VIDEO_ID].str.startswith(name + "/")]
+        truth = image_rows(name)
+        assert len(rows) == count
+        expected = {f"{name}/{p.rsplit('.', 1)[0]}": labels.class_index(v) for p, v in zip(truth.path, truth.label)}
+        assert dict(zip(rows[schema.VIDEO_ID], rows[schema.LABEL])) == expected
+        assert (rows[schema.FRAME_INDEX] == 0).all() and (rows[schema.NUM_FRAMES] == 1).all()
+        assert rows[schema.REASON].isna().sum() >= count - 1  # a face in (almost) every image
+        assert decode_face(rows[schema.FACE].iloc[0]).shape == (112, 112, 3)
+    return table
+
+
+@pytest.fixture(scope="module")
+def local_run(ray_local, good_inputs, tmp_path_factory):
+    output = tmp_path_factory.mktemp("local") / "out"
+    code, summary = run_job("--input", str(good_inputs), "--output", str(output), *ARGS)
+    return output, code, summary
+
+
+def test_job_local(local_run):
+    output, code, summary = local_run
+    assert code == 0
+    assert summary["failed"] == 0 and summary["done"] == len(VIDEOS) + len(IMAGES), summary
+    table = check_output(str(output))
+    assert summary["frames"] == len(table) and summary["faces"] == int(table[schema.REASON].isna().sum())
+    assert storage.exists(str(output / "preprocess.yaml"))
+    assert "stride: 4" in (output / "preprocess.yaml").read_text()
+
+
+def test_job_s3(ray_local, s3_bucket, tmp_path):
+    for video_id, name in VIDEOS.items():
+        source = need_shared("videos", name)
+        storage.write_bytes(f"{s3_bucket}/in/{source.name}", source.read_bytes())
+        if source.with_suffix(".txt").exists():
+            storage.write_bytes(f"{s3_bucket}/in/{video_id}.txt", source.with_suffix(".txt").read_bytes())
+    for name in IMAGES:  # labels.csv with paths relative to it, images beside it
+        write_image_set(tmp_path / name, name)
+    for file in tmp_path.rglob("*"):
+        if file.is_file():
+            storage.write_bytes(f"{s3_bucket}/in/{file.relative_to(tmp_path)}", file.read_bytes())
+    output = f"{s3_bucket}/out"
+    code, summary = run_job("--input", f"{s3_bucket}/in", "--output", output, *ARGS)
+    assert code == 0 and summary["failed"] == 0, summary
+    check_output(output)
+    assert storage.exists(f"{output}/preprocess.yaml")
+
+
+def test_bad_inputs_become_failures(ray_local, tmp_path):
+    good = need_shared("videos", "unlabeled", "pyfeat_single_face.mp4")
+    dev = need_shared("videos", "labeled", "tw_TW07.mp4")
+    (tmp_path / "zero.mp4").write_bytes(b"")
+    (tmp_path / "truncated.mp4").write_bytes(dev.read_bytes()[: dev.stat().st_size // 2])
+    (tmp_path / "text.mp4").write_text("this is a text file, not a video\n" * 10)
+    (tmp_path / "bad_header.txt").write_text("Neutral,Happy,Sad\n" + "0\n" * 72)
+    (tmp_path / "short.txt").write_text(labels.EXPR_HEADER + "\n" + "1\n" * 70)
+    rows = [("good", str(good), ""), ("zero", "zero.mp4", ""), ("truncated", "truncated.mp4", ""),
+            ("text", "text.mp4", ""), ("missing", "nowhere/missing.mp4", ""),
+            ("bad_header", str(good), "bad_header.txt"), ("short_labels", str(good), "short.txt"),
+            ("dup", str(good), ""), ("dup", str(dev), "")]
+    with open(tmp_path / "manifest.csv", "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("video_id", "uri", "label_uri"), *rows])
+    output = tmp_path / "out"
+    code, summary = run_job("--input", str(tmp_path / "manifest.csv"), "--output", str(output),
+                            "--max-frames", "8", "--strict", "--worker-cpus", "0.5")
+    assert code == 1
+    failures = {r[schema.VIDEO_ID]: r[schema.ERROR] for r in shards.read_failures(str(output)).to_pylist()}
+    expected = {
+        "zero": "empty file (0 bytes)",
+        "truncated": "truncated or corrupt",
+        "text": "cannot open as a video",
+        "missing": "no such file",
+        "bad_header": "wrong header",
+        "short_labels": "70 labels for 72 frames",
+        "dup": "duplicate video_id 'dup'",
+    }
+    assert set(failures) == set(expected)
+    for video_id, message in expected.items():
+        assert message in failures[video_id], (video_id, failures[video_id])
+    assert summary["failed"] == len(expected) and summary["done"] == 1
+    table = shards.read_table(str(output), "faces", schema.FACES_SCHEMA)
+    assert set(table.column(schema.VIDEO_ID).to_pylist()) == {"good"} and table.num_rows == 8
+    assert not any(shards.is_done(str(output), "faces", v) for v in expected)
+
+
+def test_resume_after_a_crash_mid_video(local_run, tmp_path):
+    original, _, _ = local_run
+    output = tmp_path / "out"
+    shutil.copytree(original, output)
+    before = shards.read_table(str(output), "faces", schema.FACES_SCHEMA).to_pandas()
+    # crash mid-video: the done marker was never written and the second part is missing
+    storage.delete(shards.done_uri(str(output), "faces", "tw_TW01"))
+    storage.delete(shards.part_uri(str(output), "faces", "tw_TW01", 1))
+    storage.delete(str(output / "summary.json"))
+    code, summary = run_job("--input", str(local_run_inputs(original)), "--output", str(output), *ARGS)
+    assert code == 0
+    status = {r["video_id"]: r["status"] for r in summary["items_rows"]}
+    assert status.pop("tw_TW01") == "done"
+    assert set(status.values()) == {"skipped"}, status
+    after = check_output(str(output))
+    key = [schema.VIDEO_ID, schema.FRAME_INDEX]
+    assert len(after) == len(before)
+    merged = before.merge(after, on=key, suffixes=("", "_after"))
+    assert len(merged) == len(before)
+    assert (merged[schema.LABEL] == merged[schema.LABEL + "_after"]).all()
+
+
+def local_run_inputs(output: Path) -> str:
+    return storage.read_json(str(output / "summary.json"))["input"]
