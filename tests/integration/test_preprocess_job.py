@@ -222,3 +222,45 @@ def test_resume_after_a_crash_mid_video(local_run, tmp_path):
 
 def local_run_inputs(output: Path) -> str:
     return storage.read_json(str(output / "summary.json"))["input"]
+
+
+def test_config_yaml_flags_and_validation(tmp_path):
+    from fer_ray import config
+    from fer_ray.preprocess import PreprocessConfig
+
+    path = tmp_path / "preprocess.yaml"
+    path.write_text("output: out\nstride: 2\ndetector:\n  detect_size: 160\n  min_score: 0.95\n")
+    cfg = config.load(PreprocessConfig, str(path), overrides={"stride": 3, "max_frames": None})
+    assert (cfg.stride, cfg.detector.detect_size, cfg.detector.min_score, cfg.max_frames) == (3, 160, 0.95, None)
+    for bad, message in [({"stride": 0}, "stride"), ({"face_size": 8}, "face_size"),
+                         ({"detector": {"device": "tpu"}}, "device"), ({"strides": 2}, "unknown key")]:
+        with pytest.raises(ValueError, match=message):
+            config.load(PreprocessConfig, {"output": "out", **bad})
+    with pytest.raises(ValueError, match="output is required"):
+        config.load(PreprocessConfig, {})
+
+
+def test_stage_resumes_and_redoes_when_settings_change(tmp_path):
+    """Without Ray: same settings -> skipped; other frame selection -> redone; a failure is cleared."""
+    from fer_ray import inputs
+    from fer_ray.preprocess import PreprocessConfig, PreprocessStage
+
+    clip = need_shared("videos", "unlabeled", "pyfeat_single_face.mp4")
+    output = str(tmp_path / "out")
+    item = inputs.work_item("clip", str(tmp_path / "clip.mp4"))
+    stage = PreprocessStage(PreprocessConfig(output=output, max_frames=6, chunk_size=4))
+    assert stage.run_item(item)["status"] == "failed"  # not there yet
+    assert storage.exists(shards.failure_uri(output, "clip"))
+    shutil.copyfile(clip, tmp_path / "clip.mp4")
+    first = stage.run_item(item)
+    assert (first["status"], first["frames"], first["faces"]) == ("done", 6, 6)
+    assert not storage.exists(shards.failure_uri(output, "clip"))
+    assert stage.run_item(item)["status"] == "skipped"
+    wider = PreprocessStage(PreprocessConfig(output=output, max_frames=6, stride=2, chunk_size=4))
+    again = wider.run_item(item)
+    assert again["status"] == "done"
+    rows = shards.read_table(output, "faces", schema.FACES_SCHEMA)
+    assert rows.column(schema.FRAME_INDEX).to_pylist() == [0, 2, 4, 6, 8, 10]
+    batch = {k: [v] for k, v in item.items()}
+    summary = wider(batch)
+    assert summary["status"] == ["skipped"] and summary["video_id"] == ["clip"]
