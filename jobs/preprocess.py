@@ -7,7 +7,7 @@
 Writes <output>/faces/ (schema.FACES_SCHEMA shards + done markers), <output>/failures/, the resolved
 config <output>/preprocess.yaml and <output>/summary.json. Rerunning on the same output resumes: finished
 videos are skipped, unfinished ones redone. Exit status 1 with --strict when anything failed, else 0.
-On a cluster: `ray job submit -- python jobs/preprocess.py ...` (connects to it through RAY_ADDRESS).
+On a cluster: `ray job submit -- python jobs/preprocess.py ...` (joins it through RAY_ADDRESS), or --address.
 """
 
 from __future__ import annotations
@@ -17,10 +17,14 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
-from fer_ray import config, shards, storage
-from fer_ray.inputs import discover
-from fer_ray.preprocess import STATUS_DONE, STATUS_FAILED, STATUS_SKIPPED, PreprocessConfig
+if __package__ in (None, "") and str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python jobs/preprocess.py` from a checkout
+
+from fer_ray import config, shards, storage  # noqa: E402
+from fer_ray.inputs import discover  # noqa: E402
+from fer_ray.preprocess import STATUS_DONE, STATUS_FAILED, STATUS_SKIPPED, PreprocessConfig  # noqa: E402
 
 log = logging.getLogger("fer_ray.jobs.preprocess")
 
@@ -39,22 +43,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-workers", dest="num_workers", type=int, help="detector actors at most")
     parser.add_argument("--worker-cpus", dest="worker_cpus", type=float, help="CPUs per actor")
     parser.add_argument("--strict", action="store_true", default=None, help="exit 1 if anything failed")
+    parser.add_argument("--address", help="Ray cluster to join ('auto' = the one `ray start` runs here); "
+                        "default: RAY_ADDRESS, else a private local instance")
     return parser.parse_args(argv)
 
 
-def init_ray() -> None:
-    """Join the cluster named by RAY_ADDRESS or running on this machine; else start a local instance."""
+def init_ray(address: str | None = None) -> None:
+    """Join the cluster named by --address or RAY_ADDRESS (as `ray job submit` sets it); else start a
+    private local instance. A cluster merely running on this machine is not joined implicitly: on a
+    shared machine that may be another driver's local instance, which can go away mid-job."""
     import ray
 
     if ray.is_initialized():
         return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address="auto")
-        return
-    try:
-        ray.init(address="auto")
-        log.info("joined the running Ray cluster")
-    except ConnectionError:
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+        log.info("joined the Ray cluster at %s", address)
+    else:
         ray.init(include_dashboard=False, dashboard_host="127.0.0.1")
         log.info("started a local Ray instance")
 
@@ -93,7 +99,7 @@ def print_table(rows: list[dict], summary: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = vars(parse_args(argv))
-    source = args.pop("config")
+    source, address = args.pop("config"), args.pop("address")
     cfg = config.load(PreprocessConfig, source, overrides=args)
     if not cfg.input:
         raise SystemExit("--input (or input: in --config) is required")
@@ -105,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("rejected %s: %s", reject["video_id"], reject["error"])
         shards.write_failure(cfg.output, reject["video_id"], reject["uri"], reject["stage"], reject["error"])
     config.save(cfg, storage.join(cfg.output, "preprocess.yaml"))
-    init_ray()
+    init_ray(address)
     from fer_ray.pipelines import run_preprocess
 
     rows = run_preprocess(found.items, cfg)
