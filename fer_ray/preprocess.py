@@ -347,41 +347,38 @@ class PreprocessStage:
                                      schema.LABEL: item.get(schema.LABEL, -1),
                                      schema.SUBJECT: item.get(schema.SUBJECT)}]
         failed: list[str] = []
-        loaded: list[tuple[dict, np.ndarray]] = []
-        for m in members:
-            try:
-                loaded.append((m, _load_image(m[schema.URI])))
-            except (ValueError, FileNotFoundError, OSError) as exc:
-                failed.append(m[schema.VIDEO_ID])
-                shards.write_failure(cfg.output, m[schema.VIDEO_ID], m[schema.URI], STAGE_NAME, str(exc))
-        columns = _empty_columns()
-        if item[schema.KIND] == "face_crop":
-            for m, image in loaded:
-                h, w = image.shape[:2]
-                self._append_image(columns, m, encode_face(resize_crop(image, cfg.face_size),
-                                                           quality=cfg.jpeg_quality),
-                                   [0.0, 0.0, float(w), float(h)], None, None, None)
-        else:
-            by_shape: dict[tuple, list[int]] = {}
-            for index, (_, image) in enumerate(loaded):
-                by_shape.setdefault(image.shape, []).append(index)
-            for indices in by_shape.values():
-                for start in range(0, len(indices), cfg.chunk_size):
-                    group = indices[start:start + cfg.chunk_size]
-                    frames = np.stack([loaded[i][1] for i in group])
-                    found = [choose_face(faces, None) for faces in self.detector.detect(frames)]
-                    table = self._rows([loaded[i][0][schema.VIDEO_ID] for i in group], [0] * len(group),
-                                       [0.0] * len(group), frames, found,
-                                       [loaded[i][0][schema.LABEL] for i in group],
-                                       [loaded[i][0][schema.SUBJECT] for i in group], 1)
-                    for name in columns:
-                        columns[name].extend(table.column(name).to_pylist())
+        tables: list[pa.Table] = []
+        for start in range(0, len(members), cfg.chunk_size):  # at most chunk_size decoded images in memory
+            loaded: list[tuple[dict, np.ndarray]] = []
+            for m in members[start:start + cfg.chunk_size]:
+                try:
+                    loaded.append((m, _load_image(m[schema.URI])))
+                except (ValueError, FileNotFoundError, OSError) as exc:
+                    failed.append(m[schema.VIDEO_ID])
+                    shards.write_failure(cfg.output, m[schema.VIDEO_ID], m[schema.URI], STAGE_NAME, str(exc))
+            if item[schema.KIND] == "face_crop":
+                columns = _empty_columns()
+                for m, image in loaded:
+                    h, w = image.shape[:2]
+                    face = encode_face(resize_crop(image, cfg.face_size), quality=cfg.jpeg_quality)
+                    self._append_image(columns, m, face, [0.0, 0.0, float(w), float(h)], None, None, None)
+                tables.append(_faces_table(columns))
+                continue
+            by_shape: dict[tuple, list[tuple[dict, np.ndarray]]] = {}
+            for m, image in loaded:  # the detector takes equally sized frames
+                by_shape.setdefault(image.shape, []).append((m, image))
+            for group in by_shape.values():
+                frames = np.stack([image for _, image in group])
+                found = [choose_face(faces, None) for faces in self.detector.detect(frames)]
+                tables.append(self._rows([m[schema.VIDEO_ID] for m, _ in group], [0] * len(group),
+                                         [0.0] * len(group), frames, found, [m[schema.LABEL] for m, _ in group],
+                                         [m[schema.SUBJECT] for m, _ in group], 1))
         # images that failed in an earlier run of this batch and read fine now: drop their stale records
         for stale in set((previous or {}).get("failed_images", [])) - set(failed):
             storage.delete(shards.failure_uri(cfg.output, stale))
-        table = _faces_table(columns)
+        table = pa.concat_tables(tables) if tables else schema.FACES_SCHEMA.empty_table()
         parts = [shards.write_part(cfg.output, FACES, item[schema.VIDEO_ID], 0, table)]
-        faces = sum(1 for r in columns[schema.REASON] if r is None)
+        faces = table.column(schema.REASON).null_count  # reason is null exactly where a face was found
         info = {"frames": table.num_rows, "faces": faces, "images": len(members), "failed_images": failed}
         if failed:
             info["error"] = f"{len(failed)} of {len(members)} images unreadable (see failures/)"

@@ -264,3 +264,23 @@ def test_stage_resumes_and_redoes_when_settings_change(tmp_path):
     batch = {k: [v] for k, v in item.items()}
     summary = wider(batch)
     assert summary["status"] == ["skipped"] and summary["video_id"] == ["clip"]
+
+
+def test_unreadable_image_fails_alone(tmp_path):
+    """Without Ray: a broken image in a batch is its own failure record; the rest of the batch is done."""
+    from fer_ray import inputs
+    from fer_ray.preprocess import PreprocessConfig, PreprocessStage
+
+    write_image_set(tmp_path / "ckplus48", "ckplus48")
+    item = inputs.discover(str(tmp_path / "ckplus48" / "labels.csv")).items[0]
+    (tmp_path / "broken.png").write_text("not an image")
+    item[inputs.MEMBERS].insert(2, {schema.VIDEO_ID: "ckplus48/broken", schema.URI: str(tmp_path / "broken.png"),
+                                    schema.LABEL: 1, schema.SUBJECT: None})
+    output = str(tmp_path / "out")
+    row = PreprocessStage(PreprocessConfig(output=output, chunk_size=2)).run_item(item)
+    assert (row["status"], row["frames"], row["faces"]) == ("done", 5, 5)
+    assert "1 of 6 images unreadable" in row["error"]
+    failures = shards.read_failures(output).to_pylist()
+    assert [f[schema.VIDEO_ID] for f in failures] == ["ckplus48/broken"] and "not an image" in failures[0][schema.ERROR]
+    table = shards.read_table(output, "faces", schema.FACES_SCHEMA)
+    assert table.num_rows == 5 and table.column(schema.REASON).null_count == 5
