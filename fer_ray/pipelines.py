@@ -47,4 +47,51 @@ def run_preprocess(items: list[dict], config) -> list[dict]:
 # ---------------------------------------------------------------- training datasets (jobs/train_all.py)
 
 
+def faces_dataset(faces_output_uris, video_ids=None, read_cpus: float = 0.1):
+    """The face rows (fer_ray.train.data.TRAIN_COLUMNS) of the complete videos under one or more preprocess
+    outputs, optionally only some videos, as a lazy ray.data.Dataset (S3 through fer_ray.storage)."""
+    import ray
+
+    from fer_ray import shards, storage
+    from fer_ray.train.data import TRAIN_COLUMNS
+
+    uris = [faces_output_uris] if isinstance(faces_output_uris, str) else list(faces_output_uris)
+    parts = [p for uri in uris for p in shards.complete_parts(uri, "faces", video_ids)]
+    if not parts:
+        raise FileNotFoundError(f"no complete face shards under {', '.join(uris)}"
+                                + (f" for {len(video_ids)} requested videos" if video_ids is not None else ""))
+    filesystems = {type(storage.filesystem(p)[0]).__name__ for p in parts}
+    if len(filesystems) > 1:
+        raise ValueError(f"face shards on several filesystems ({', '.join(sorted(filesystems))}); use one")
+    fs = storage.filesystem(parts[0])[0]
+    paths = [storage.filesystem(p)[1] for p in parts]
+    # Ray 2.60's file-listing operator (datasource v2) asks 1 CPU per listing task, which never schedules when
+    # trainers hold most CPUs of a small node; the v1 parquet reader runs with our fractional `read_cpus`
+    # (we list the files ourselves, from the done markers).
+    context = ray.data.DataContext.get_current()
+    saved = getattr(context, "use_datasource_v2", None)
+    if saved is not None:
+        context.use_datasource_v2 = False
+    try:
+        return ray.data.read_parquet(paths, filesystem=fs, columns=TRAIN_COLUMNS, num_cpus=read_cpus)
+    finally:
+        if saved is not None:
+            context.use_datasource_v2 = saved
+
+
+def train_val_datasets(faces_output_uris, by: str = "subject", val_fraction: float = 0.2, seed: int = 0,
+                       read_cpus: float = 0.1):
+    """{"train": Dataset, "val": Dataset} split by subject (or video): no subject is on both sides.
+
+    Returns (datasets, info) where info has the video id lists and the label summary table.
+    """
+    from fer_ray.train.data import label_summary, split_videos
+
+    uris = [faces_output_uris] if isinstance(faces_output_uris, str) else list(faces_output_uris)
+    summary = label_summary(uris)
+    train_ids, val_ids = split_videos(summary, by, val_fraction, seed)
+    datasets = {"train": faces_dataset(uris, train_ids, read_cpus), "val": faces_dataset(uris, val_ids, read_cpus)}
+    return datasets, {"train_videos": train_ids, "val_videos": val_ids, "summary": summary}
+
+
 # ---------------------------------------------------------------- annotation (jobs/annotate.py)

@@ -1,0 +1,183 @@
+"""Typed training config: one `TrainConfig` with a list of `ModelSpec`s, loaded with `fer_ray.config.load`.
+
+Example (configs/smoke.yaml):
+
+    output: s3://bucket/models/smoke
+    faces: [s3://bucket/preprocess/ckplus]     # preprocess output URI(s): <uri>/faces/ shards
+    max_concurrent_trials: 2
+    models:
+      - {name: coarse_swin, arch: swin_tiny_smoke, task: coarse, epochs: 2, max_steps_per_epoch: 4}
+
+`validate()` resolves defaults that depend on the model registry (input size, kind, clip length), so the
+config saved beside a checkpoint is the fully resolved one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fer_ray import labels
+from fer_ray.config import ConfigError
+
+TASKS = ("expr", "coarse", "negative")
+
+
+@dataclass
+class LossConfig:
+    name: Literal["ce", "focal"] = "ce"
+    label_smoothing: float = 0.0
+    alpha: float | None = None          # focal: scalar weight (PRL: 0.9); None = 1
+    gamma: float = 2.0                  # focal: focusing parameter (PRL: 2)
+    class_weights: list[float] | None = None  # one per task class
+
+    def validate(self) -> None:
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"loss.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.gamma < 0:
+            raise ConfigError(f"loss.gamma must be >= 0, got {self.gamma}")
+
+
+@dataclass
+class OversampleConfig:
+    """LVIS class-balanced repeat factors (CFC-SP): r_c = max(1, sqrt(threshold / f_c))."""
+
+    enabled: bool = False
+    threshold: float = 0.15
+
+
+@dataclass
+class AugmentConfig:
+    """CFC-SP augmentations; set a probability / magnitude to 0 (or enabled: false) to switch one off."""
+
+    enabled: bool = True
+    rotation: float = 6.0                 # degrees
+    crop_scale: list[float] = field(default_factory=lambda: [0.8, 1.0])  # RandomResizedCrop area range
+    flip: float = 0.5                     # horizontal flip probability
+    grayscale: float = 0.2
+    color_jitter: float = 0.4             # brightness/contrast/saturation strength
+    color_jitter_p: float = 0.8
+    blur: float = 0.5                     # Gaussian blur probability
+    erasing: float = 0.25                 # random erasing probability
+
+    def validate(self) -> None:
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ConfigError(f"augment.crop_scale must be [lo, hi] with 0 < lo <= hi <= 1, got {self.crop_scale}")
+        for name in ("flip", "grayscale", "color_jitter_p", "blur", "erasing"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"augment.{name} is a probability, got {value}")
+
+
+@dataclass
+class ModelSpec:
+    """One model to train. `name` is the run name (unique, used in output paths); `arch` a registry name."""
+
+    name: str
+    arch: str
+    task: Literal["expr", "coarse", "negative"] = "expr"
+    input_size: int | None = None         # default: the registry's input size for `arch`
+    epochs: int = 1
+    max_steps_per_epoch: int | None = None
+    max_val_steps: int | None = None
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = 0.9                 # sgd only
+    scheduler: Literal["cosine", "multistep", "none"] = "cosine"  # stepped once per epoch
+    milestones: list[int] = field(default_factory=lambda: [2, 4, 8])  # multistep epochs (Mao: 2, 4, 8)
+    lr_gamma: float = 0.1                 # multistep factor
+    loss: LossConfig = field(default_factory=LossConfig)
+    oversample: OversampleConfig = field(default_factory=OversampleConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    pretrained: str | None = None         # timm state dict or fer-ray checkpoint (local or s3)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    num_workers: int = 1                  # Ray Train workers for this model
+    cpus_per_worker: float = 1.0
+    use_gpu: bool | None = None           # None: use a GPU when the cluster has one
+    clip_length: int | None = None        # frames per input; default from the registry (1, 9 or 64)
+    kind: str | None = None               # resolved from the registry: frame | clip | sequence
+
+    @property
+    def num_classes(self) -> int:
+        return len(labels.TASK_CLASSES[self.task])
+
+    def validate(self) -> None:
+        from fer_ray import models
+
+        known = set(models.list_models())
+        if self.arch not in known and not _is_timm_model(self.arch):
+            raise ConfigError(f"model {self.name!r}: unknown arch {self.arch!r}; valid: {', '.join(sorted(known))} "
+                              "(or any timm model name)")
+        if not self.name or any(c in self.name for c in "/\\ ") or self.name.startswith(("_", ".")):
+            raise ConfigError(f"model name {self.name!r} must be a non-empty path-safe word")
+        if self.input_size is None:
+            self.input_size = int(models.input_size(self.arch))
+        if self.kind is None:
+            self.kind = models.model_kind(self.arch)
+        if self.clip_length is None:
+            self.clip_length = int(models.clip_length(self.arch)) if hasattr(models, "clip_length") else (
+                {"frame": 1, "clip": 9, "sequence": 64}[self.kind])
+        for name in ("epochs", "batch_size", "num_workers", "input_size", "clip_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model {self.name!r}: {name} must be >= 1")
+        if self.cpus_per_worker <= 0:
+            raise ConfigError(f"model {self.name!r}: cpus_per_worker must be > 0")
+        if self.loss.class_weights is not None and len(self.loss.class_weights) != self.num_classes:
+            raise ConfigError(f"model {self.name!r}: loss.class_weights needs {self.num_classes} values "
+                              f"for task {self.task}")
+
+
+def _is_timm_model(name: str) -> bool:
+    import timm
+
+    return bool(timm.list_models(name))
+
+
+@dataclass
+class TrainConfig:
+    output: str                           # models/<name>/..., models.json go here
+    faces: list[str] | str                # preprocess output URI(s) holding faces/ shards
+    models: list[ModelSpec]
+    max_concurrent_trials: int = 2
+    val_split: Literal["subject", "video"] = "subject"
+    val_fraction: float = 0.2
+    seed: int = 0
+    max_failures: int = 2                 # Ray Train restarts of a failed trial from its last checkpoint
+    read_cpus: float = 0.1                # CPUs per Ray Data read task (small: trainers hold the rest)
+    experiment_name: str = "train_all"
+
+    def validate(self) -> None:
+        if isinstance(self.faces, str):
+            self.faces = [self.faces]
+        if not self.faces:
+            raise ConfigError("faces: at least one preprocess output URI is needed")
+        if not self.models:
+            raise ConfigError("models: the list is empty")
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"models: duplicate name(s) {', '.join(dupes)}; names must be unique")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.max_concurrent_trials < 1:
+            raise ConfigError("max_concurrent_trials must be >= 1")
+
+    def spec(self, name: str) -> ModelSpec:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(f"no model named {name!r}; models: {', '.join(m.name for m in self.models)}")
+
+
+def spec_from_dict(data: dict) -> ModelSpec:
+    """A resolved ModelSpec back from `dataclasses.asdict` (used inside trials and workers)."""
+    from fer_ray.config import from_dict
+
+    return from_dict(ModelSpec, data, where=f"models[{data.get('name')}]")
+
+
+def spec_to_dict(spec: ModelSpec) -> dict:
+    return dataclasses.asdict(spec)

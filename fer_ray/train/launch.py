@@ -1,0 +1,289 @@
+"""`train_all(config)`: every model of a TrainConfig as one Ray Tune trial, each trial a Ray Train run.
+
+Ray Train V2 + Tune: the Tune trial function (0 CPU) builds a `TorchTrainer` with the model's own
+`ScalingConfig`, a `TuneReportCallback` (epoch metrics flow to Tune) and `FailureConfig(max_failures)` (a
+crashed worker group restarts from the last reported checkpoint), then calls `fit()`. `TuneConfig
+(max_concurrent_trials)` lets several models train at the same time. Ray state lives under `<output>/_ray/`.
+
+Outputs (URIs: local or s3://):
+  <output>/<model>/checkpoint.pt   best epoch by val macro-F1 (fer_ray.models.save_checkpoint, meta inside)
+  <output>/<model>/config.yaml     the resolved TrainConfig with just this model (fer_ray.config.load-able)
+  <output>/<model>/metrics.csv     one row per epoch, wall-clock epoch_start / epoch_end (unix seconds)
+  <output>/<model>/summary.json    written last: the model's models.json entry (its "done" marker)
+  <output>/models.json             {"version", "models": {name: {arch, task, input_size, kind, num_classes,
+                                    clip_length, checkpoint (relative), metrics (best), started_at, finished_at}}}
+Rerunning: a model whose summary.json exists for the same spec and data is skipped; an interrupted model
+resumes from its latest Ray Train checkpoint (same run name and storage); an interrupted Tune experiment is
+restored with `Tuner.restore` (errored trials resumed).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+from typing import Any
+
+from fer_ray import config as config_mod
+from fer_ray import labels, storage
+from fer_ray.train.config import TrainConfig, spec_from_dict, spec_to_dict
+
+__all__ = ["train_all", "load_config", "data_version", "model_dir", "SUMMARY_FILE", "MODELS_INDEX"]
+
+_LOG = logging.getLogger(__name__)
+SUMMARY_FILE = "summary.json"
+MODELS_INDEX = "models.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+METRIC = "val_macro_f1"
+
+
+def load_config(source, overrides: dict | None = None) -> TrainConfig:
+    return config_mod.load(TrainConfig, source, overrides)
+
+
+def model_dir(output: str, name: str) -> str:
+    return storage.join(output, name)
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def data_version(config: TrainConfig, train_ids: list[str], val_ids: list[str], parts: list[str]) -> str:
+    """Hash of the configs and the data (the complete face parts and the split)."""
+    run = {k: v for k, v in config_mod.to_dict(config).items() if k not in ("output", "max_concurrent_trials")}
+    return _hash({"config": run, "parts": [storage.basename(storage.join(p, "..")) + "/" + storage.basename(p)
+                                           for p in parts], "train": train_ids, "val": val_ids})[:16]
+
+
+def _spec_hash(spec_dict: dict, data_hash: str) -> str:
+    relevant = {k: v for k, v in spec_dict.items() if k not in ("num_workers", "cpus_per_worker", "use_gpu")}
+    return _hash({"spec": relevant, "data": data_hash})[:16]
+
+
+def _ray_storage(output: str) -> tuple[str, Any]:
+    """(storage_path, storage_filesystem) for Ray Train/Tune state under <output>/_ray."""
+    fs, path = storage.filesystem(storage.join(output, "_ray"))
+    if storage.is_s3(output):
+        return path, fs
+    os.makedirs(path, exist_ok=True)
+    return path, None
+
+
+# ------------------------------------------------------------------------------------------ trial
+
+
+def _write_outputs(run: dict, spec_dict: dict, result, started_at: float) -> dict:
+    """Best weights, config, per-epoch metrics and the summary (last) of one finished model."""
+    import torch
+
+    from fer_ray.models import create_model, save_checkpoint
+    from fer_ray.train.loop import STATE_FILE
+
+    spec = spec_from_dict(spec_dict)
+    out = model_dir(run["output"], spec.name)
+    best_ckpt = result.get_best_checkpoint(METRIC, "max") if result.best_checkpoints else None
+    best_ckpt = best_ckpt or result.checkpoint
+    if best_ckpt is None:
+        raise RuntimeError(f"{spec.name}: training reported no checkpoint")
+    with best_ckpt.as_directory() as directory:
+        best_state = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=False)
+    with result.checkpoint.as_directory() as directory:
+        last_state = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=False)
+    history = last_state["history"]
+    best = {k: v for k, v in best_state["history"][-1].items() if k != "confusion"}
+    model = create_model(spec.arch, spec.num_classes, **spec.model_kwargs)
+    model.load_state_dict(best_state["model"])
+    meta = {
+        # load_checkpoint rebuilds the model from meta["name"]: the registry name; run_name is ours
+        "name": spec.arch, "run_name": spec.name, "arch": spec.arch, "task": spec.task,
+        "num_classes": spec.num_classes,
+        "classes": list(labels.TASK_CLASSES[spec.task]), "input_size": spec.input_size, "kind": spec.kind,
+        "clip_length": spec.clip_length, "config": spec_dict, "metrics": best,
+        "model_kwargs": spec.model_kwargs, "version": run["version"], "epoch": best_state["epoch"],
+    }
+    save_checkpoint(storage.join(out, CHECKPOINT_FILE), model, meta)
+    model_config = TrainConfig(**{**run["train_config"], "models": [spec]})
+    config_mod.save(model_config, storage.join(out, "config.yaml"))
+    storage.write_text(storage.join(out, "metrics.csv"), _metrics_csv(history))
+    entry = {
+        "arch": spec.arch, "task": spec.task, "input_size": spec.input_size, "kind": spec.kind,
+        "num_classes": spec.num_classes, "clip_length": spec.clip_length,
+        "checkpoint": f"{spec.name}/{CHECKPOINT_FILE}", "metrics": best,
+        "confusion": best_state["history"][-1].get("confusion"),
+        "started_at": started_at, "finished_at": time.time(), "epochs": len(history),
+        "spec_hash": run["spec_hashes"][spec.name], "version": run["version"],
+    }
+    storage.write_json(storage.join(out, SUMMARY_FILE), entry)
+    return entry
+
+
+def _metrics_csv(history: list[dict]) -> str:
+    rows = [{k: v for k, v in row.items() if k != "confusion"} for row in history]
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _finished(run: dict, name: str) -> dict | None:
+    uri = storage.join(model_dir(run["output"], name), SUMMARY_FILE)
+    if not storage.exists(uri):
+        return None
+    entry = storage.read_json(uri)
+    return entry if entry.get("spec_hash") == run["spec_hashes"][name] else None
+
+
+def _trial(tune_config: dict, run: dict) -> None:
+    """One Tune trial: train one model with its own TorchTrainer, then write its outputs."""
+    import ray
+    import ray.train
+    import ray.tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from fer_ray import pipelines
+    from fer_ray.train.loop import train_func
+
+    name = tune_config["model"]
+    spec_dict = run["specs"][name]
+    done = _finished(run, name)
+    if done is not None:  # finished by an earlier run
+        ray.tune.report({**_scalars(done["metrics"]), "status": "skipped", "done_model": True})
+        return
+    started_at = time.time()
+    temporal = spec_dict["kind"] in ("clip", "sequence")
+    datasets = {
+        "train": pipelines.faces_dataset(run["faces"], run["train_videos"], run["read_cpus"]),
+        "val": pipelines.faces_dataset(run["faces"], run["val_videos"], run["read_cpus"]),
+    }
+    use_gpu = spec_dict["use_gpu"]
+    if use_gpu is None:
+        use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    resources = {"CPU": spec_dict["cpus_per_worker"], **({"GPU": 1} if use_gpu else {})}
+    storage_path, filesystem = _ray_storage(run["output"])
+    trainer = TorchTrainer(
+        train_func,
+        train_loop_config={"spec": spec_dict, "class_counts": run["class_counts"][name], "seed": run["seed"]},
+        scaling_config=ray.train.ScalingConfig(num_workers=spec_dict["num_workers"], use_gpu=use_gpu,
+                                               resources_per_worker=resources),
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=[] if temporal else "all"),
+        run_config=ray.train.RunConfig(
+            name=f"train-{run['spec_hashes'][name]}-{name}",
+            storage_path=storage_path, storage_filesystem=filesystem,
+            failure_config=ray.train.FailureConfig(max_failures=run["max_failures"]),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=METRIC,
+                                                         checkpoint_score_order="max"),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    result = trainer.fit()
+    entry = _write_outputs(run, spec_dict, result, started_at)
+    ray.tune.report({**_scalars(entry["metrics"]), "status": "trained", "done_model": True})
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+# ------------------------------------------------------------------------------------------ driver
+
+
+def _prepare(config: TrainConfig) -> dict:
+    """Split, class counts and hashes: everything a trial needs, computed once on the driver."""
+    from fer_ray import shards
+    from fer_ray.train import data
+
+    summary = data.label_summary(config.faces)
+    train_ids, val_ids = data.split_videos(summary, config.val_split, config.val_fraction, config.seed)
+    if not train_ids or not val_ids:
+        raise ValueError(f"cannot split {len(train_ids) + len(val_ids)} video(s) by {config.val_split} into "
+                         "train and validation: need at least two subjects/videos")
+    parts = [p for uri in config.faces for p in shards.complete_parts(uri, "faces")]
+    version = data_version(config, train_ids, val_ids, parts)
+    specs = {m.name: spec_to_dict(m) for m in config.models}
+    train_config = {k: v for k, v in config_mod.to_dict(config).items() if k != "models"}
+    return {
+        "output": config.output, "faces": list(config.faces), "train_videos": train_ids, "val_videos": val_ids,
+        "version": version, "specs": specs, "seed": config.seed, "max_failures": config.max_failures,
+        "read_cpus": config.read_cpus, "train_config": train_config,
+        "spec_hashes": {n: _spec_hash(s, version) for n, s in specs.items()},
+        "class_counts": {m.name: data.class_counts(summary, m.task, train_ids).tolist() for m in config.models},
+    }
+
+
+def _write_index(config: TrainConfig, run: dict) -> dict:
+    index_uri = storage.join(config.output, MODELS_INDEX)
+    index = storage.read_json(index_uri) if storage.exists(index_uri) else {"models": {}}
+    models = dict(index.get("models", {}))
+    for spec in config.models:
+        entry = _finished(run, spec.name)
+        if entry is not None:
+            models[spec.name] = {k: v for k, v in entry.items() if k not in ("confusion", "spec_hash")}
+    index = {"version": run["version"], "models": models, "updated_at": time.time()}
+    storage.write_json(index_uri, index)
+    return index
+
+
+def train_all(config: TrainConfig | str | dict, overrides: dict | None = None) -> dict:
+    """Train every model of the config (Tune trials, several at once); returns the run summary.
+
+    {"version", "output", "index" (models.json URI), "models": {name: {..models.json entry.., "status":
+    trained|skipped|failed, "error"}}}. Needs `ray.init()` done (or starts a local Ray).
+    """
+    import ray
+    import ray.tune as tune
+
+    if not isinstance(config, TrainConfig):
+        config = load_config(config, overrides)
+    if not ray.is_initialized():
+        ray.init()
+    run = _prepare(config)
+    finished = {m.name for m in config.models if _finished(run, m.name) is not None}
+    pending = [m.name for m in config.models if m.name not in finished]
+    errors: dict[str, str] = {}
+    if pending:
+        storage_path, filesystem = _ray_storage(config.output)
+        experiment = f"{config.experiment_name}-{run['version'][:12]}"
+        trainable = tune.with_resources(tune.with_parameters(_trial, run=run), {"cpu": 0.01})  # the trial only drives its trainer
+        exp_path = f"{storage_path}/{experiment}"
+        if tune.Tuner.can_restore(exp_path, storage_filesystem=filesystem):
+            _LOG.info("restoring Tune experiment %s", exp_path)
+            tuner = tune.Tuner.restore(exp_path, trainable, resume_errored=True, storage_filesystem=filesystem)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space={"model": tune.grid_search(pending)},
+                tune_config=tune.TuneConfig(max_concurrent_trials=config.max_concurrent_trials),
+                run_config=tune.RunConfig(name=experiment, storage_path=storage_path,
+                                          storage_filesystem=filesystem, verbose=0),
+            )
+        grid = tuner.fit()
+        for result in grid:
+            if result.error is not None:
+                errors[result.config["model"]] = f"{type(result.error).__name__}: {result.error}"
+    index = _write_index(config, run)
+    models = {}
+    for spec in config.models:
+        entry = index["models"].get(spec.name) if _finished(run, spec.name) else None
+        status = "skipped" if spec.name in finished else ("trained" if entry else "failed")
+        models[spec.name] = {**(entry or {}), "status": status, **({"error": errors[spec.name]}
+                                                                    if spec.name in errors else {})}
+    return {"version": run["version"], "output": config.output,
+            "index": storage.join(config.output, MODELS_INDEX), "models": models}
+
+
+def spec_fields() -> list[str]:
+    from fer_ray.train.config import ModelSpec
+
+    return [f.name for f in dataclasses.fields(ModelSpec)]

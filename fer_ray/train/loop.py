@@ -1,0 +1,327 @@
+"""The training loop: one `Trainer` (model, optimiser, loss, AMP) used by Ray Train workers and local runs.
+
+- `train_func(config)` runs on each Ray Train worker: reads `ray.train.get_dataset_shard("train"/"val")`,
+  resumes from `ray.train.get_checkpoint()` (model, optimiser, scheduler, epoch, history), and after every
+  epoch reports scalar metrics on all ranks (Train V2: every rank calls `report`, it is a barrier) with a
+  checkpoint from rank 0 only. Train/val shards of frame models stream (`iter_batches` + our decode);
+  clip/sequence models materialise their share of whole videos per worker (see data.TemporalSamples), each
+  worker taking the videos `data.video_of_worker` gives it (the datasets are not split for them).
+- `train_local(spec, train_rows, val_rows)` runs the same epochs in-process, without Ray (tests, benchmarks).
+
+On CUDA the forward/backward run under bf16 autocast with channels_last frame inputs; on CPU plain float32.
+Validation metrics over the task's classes: macro-F1 (every class, zero when absent: the ABAW convention),
+accuracy and the ABAW2 score 0.67 * F1 + 0.33 * accuracy; with several workers the confusion matrices are
+summed across ranks first.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from fer_ray.train import augment, data, sampler
+from fer_ray.train.config import ModelSpec, spec_from_dict
+from fer_ray.train.losses import build_loss
+
+__all__ = ["Trainer", "confusion_metrics", "train_func", "train_local", "STATE_FILE"]
+
+STATE_FILE = "state.pt"
+SCORE = "val_macro_f1"
+
+
+def confusion_metrics(cm: np.ndarray) -> dict[str, float]:
+    """macro-F1 over all K classes (0 for a class with 2TP+FP+FN = 0), accuracy, ABAW2 score."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    den = cm.sum(0) + cm.sum(1)
+    f1 = np.divide(2 * tp, den, out=np.zeros_like(tp), where=den > 0)
+    total = cm.sum()
+    acc = float(tp.sum() / total) if total else 0.0
+    macro = float(f1.mean()) if len(f1) else 0.0
+    return {"val_macro_f1": macro, "val_accuracy": acc, "val_abaw2": 0.67 * macro + 0.33 * acc,
+            "val_frames": int(total)}
+
+
+def _all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
+        return tensor
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MIN)
+    return tensor
+
+
+class Trainer:
+    """Model + optimiser + loss + schedule for one ModelSpec; framework-free (Ray wraps it, tests call it)."""
+
+    def __init__(self, spec: ModelSpec, device: torch.device | str = "cpu", class_counts: list | None = None,
+                 seed: int = 0, wrap: Callable[[nn.Module], nn.Module] | None = None):
+        from fer_ray.models import create_model, load_pretrained
+
+        torch.manual_seed(seed)
+        self.spec, self.seed = spec, seed
+        self.device = torch.device(device)
+        self.amp = self.device.type == "cuda"
+        model = create_model(spec.arch, spec.num_classes, **spec.model_kwargs)
+        if spec.pretrained:
+            load_pretrained(model, spec.pretrained)
+        model = model.to(self.device)
+        if self.amp and spec.kind == "frame":
+            model = model.to(memory_format=torch.channels_last)
+        self.model = wrap(model) if wrap is not None else model
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if spec.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum,
+                                             weight_decay=spec.weight_decay, nesterov=True)
+        else:
+            self.optimizer = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+        self.scheduler = None
+        if spec.scheduler == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, spec.epochs))
+        elif spec.scheduler == "multistep":
+            self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, spec.milestones, spec.lr_gamma)
+        self.loss_fn = build_loss(spec.loss).to(self.device)
+        self.factors = None
+        if spec.oversample.enabled and class_counts is not None:
+            self.factors = sampler.repeat_factors(class_counts, spec.oversample.threshold)
+        self.train_tf = augment.train_transform(spec.input_size, spec.augment)
+        self.eval_tf = augment.eval_transform(spec.input_size)
+
+    @property
+    def core(self) -> nn.Module:
+        """The model without a DistributedDataParallel wrapper."""
+        return getattr(self.model, "module", self.model)
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.amp and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.amp:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return self.model(x)
+        return self.model(x)
+
+    def train_epoch(self, batches: Iterable, max_steps: int | None = None, sync: bool = False) -> dict:
+        """One pass (at most max_steps); with `sync` every rank stops as soon as one runs out of batches."""
+        self.model.train()
+        total_loss, steps, images = 0.0, 0, 0
+        start = time.perf_counter()
+        iterator = iter(batches)
+        while max_steps is None or steps < max_steps:
+            batch = next(iterator, None)
+            if sync:
+                flag = torch.tensor([0 if batch is None else 1], device=self.device)
+                if int(_all_reduce(flag, "min").item()) == 0:
+                    break
+            elif batch is None:
+                break
+            x, y = batch
+            x, y = self._inputs(x), y.to(self.device)
+            logits = self._forward(x)
+            loss = self.loss_fn(logits.float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total_loss += float(loss.detach())
+            steps += 1
+            images += int(x.shape[0] * (x.shape[1] if x.ndim == 5 else 1))
+        seconds = time.perf_counter() - start
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return {"train_loss": total_loss / max(1, steps), "train_steps": steps, "train_images": images,
+                "train_images_per_s": images / seconds if seconds > 0 else 0.0}
+
+    @torch.inference_mode()
+    def evaluate(self, batches: Iterable, max_steps: int | None = None) -> tuple[dict, np.ndarray]:
+        """Validation metrics (summed over ranks when distributed) and the confusion matrix."""
+        self.model.eval()
+        k = self.spec.num_classes
+        cm = torch.zeros(k * k, dtype=torch.float64)
+        loss_sum = torch.zeros(2, dtype=torch.float64)
+        model = self.core  # no DDP forward: ranks may see different numbers of batches
+        for step, (x, y) in enumerate(batches):
+            if max_steps is not None and step >= max_steps:
+                break
+            x, y = self._inputs(x), y.to(self.device)
+            if self.amp:
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    logits = model(x)
+            else:
+                logits = model(x)
+            logits = logits.float()
+            loss_sum += torch.tensor([float(self.loss_fn(logits, y)) * y.numel(), y.numel()], dtype=torch.float64)
+            pred = logits.argmax(-1).reshape(-1).cpu()
+            true = y.reshape(-1).cpu()
+            keep = true >= 0
+            cm += torch.bincount(true[keep] * k + pred[keep], minlength=k * k).double()
+        both = _all_reduce(torch.cat([cm, loss_sum]).to(self.device)).cpu()
+        cm_np = both[: k * k].numpy().reshape(k, k).astype(np.int64)
+        metrics = confusion_metrics(cm_np)
+        metrics["val_loss"] = float(both[-2] / both[-1]) if float(both[-1]) > 0 else float("nan")
+        return metrics, cm_np
+
+    def state(self, epoch: int, history: list, best: dict | None) -> dict:
+        return {"model": self.core.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "epoch": epoch, "history": history, "best": best}
+
+    def load_state(self, state: dict) -> None:
+        self.core.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+
+
+def _frame_train_batches(trainer: Trainer, row_batches: Iterable[dict], epoch: int, rank: int = 0):
+    return data.frame_batches(row_batches, trainer.spec.task, trainer.train_tf, trainer.spec.batch_size,
+                              trainer.factors, sampler.epoch_rng(trainer.seed, epoch, rank), drop_last=False)
+
+
+def _epoch_row(epoch: int, stats: dict, val: dict, start: float, end: float, lr: float) -> dict:
+    return {"epoch": epoch, **stats, **val, "lr": lr, "epoch_start": start, "epoch_end": end,
+            "epoch_seconds": end - start}
+
+
+def _better(row: dict, best: dict | None) -> bool:
+    score = row.get(SCORE, float("nan"))
+    return best is None or (not math.isnan(score) and score > best.get(SCORE, float("-inf")))
+
+
+# ------------------------------------------------------------------------------------------ Ray Train
+
+
+def _materialise(shard, columns: list[str], rank: int, world: int) -> dict:
+    """All rows of a (not split) dataset belonging to this worker's videos, as column lists."""
+    from fer_ray import schema
+
+    out: dict[str, list] = {c: [] for c in columns}
+    for batch in shard.iter_batches(batch_size=1024, batch_format="numpy"):
+        mine = [i for i, v in enumerate(batch[schema.VIDEO_ID]) if data.video_of_worker(v, rank, world)]
+        for c in columns:
+            out[c].extend(batch[c][i] for i in mine)
+    return out
+
+
+def train_func(config: dict) -> None:
+    """Ray Train worker loop. config: spec (asdict ModelSpec), class_counts, seed."""
+    import ray.train
+    import ray.train.torch
+
+    spec = spec_from_dict(config["spec"])
+    torch.set_num_threads(max(1, int(round(spec.cpus_per_worker))))
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    trainer = Trainer(spec, device, config.get("class_counts"), seed=int(config.get("seed", 0)) + rank,
+                      wrap=ray.train.torch.prepare_model if world > 1 else None)
+    start_epoch, history, best = 0, [], None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(os.path.join(directory, STATE_FILE), map_location=device, weights_only=False)
+        trainer.load_state(state)
+        start_epoch, history, best = state["epoch"] + 1, state["history"], state["best"]
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    temporal = spec.kind in ("clip", "sequence")
+    if temporal and start_epoch < spec.epochs:
+        columns = data.TRAIN_COLUMNS
+        train_set = data.TemporalSamples(_materialise(train_shard, columns, rank, world), spec.task, spec.kind,
+                                         spec.clip_length, spec.input_size)
+        val_set = data.TemporalSamples(_materialise(val_shard, columns, rank, world), spec.task, spec.kind,
+                                       spec.clip_length, spec.input_size)
+
+    for epoch in range(start_epoch, spec.epochs):
+        start = time.time()
+        lr = trainer.optimizer.param_groups[0]["lr"]
+        if temporal:
+            train_batches = train_set.batches(trainer.train_tf, spec.batch_size, trainer.factors, epoch,
+                                              trainer.seed)
+            val_batches = val_set.batches(trainer.eval_tf, spec.batch_size, shuffle=False)
+        else:
+            rows = train_shard.iter_batches(batch_size=spec.batch_size, batch_format="numpy",
+                                            local_shuffle_buffer_size=spec.batch_size * 8, prefetch_batches=1)
+            train_batches = _frame_train_batches(trainer, rows, epoch, rank)
+            val_rows = val_shard.iter_batches(batch_size=spec.batch_size, batch_format="numpy", prefetch_batches=1)
+            val_batches = data.frame_batches(val_rows, spec.task, trainer.eval_tf, spec.batch_size)
+        stats = trainer.train_epoch(train_batches, spec.max_steps_per_epoch, sync=world > 1)
+        val, cm = trainer.evaluate(val_batches, spec.max_val_steps)
+        row = _epoch_row(epoch, stats, val, start, time.time(), lr)
+        row["model"], row["rank_count"] = spec.name, world
+        if _better(row, best):
+            best = dict(row)
+        history.append({**row, "confusion": cm.tolist()})
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as directory:
+                torch.save(trainer.state(epoch, history, best), os.path.join(directory, STATE_FILE))
+                ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(directory),
+                                 checkpoint_dir_name=f"epoch-{epoch:04d}")
+        else:
+            ray.train.report(row)
+
+
+# ------------------------------------------------------------------------------------------ local
+
+
+def _as_columns(rows) -> dict:
+    if hasattr(rows, "to_pydict"):  # pyarrow.Table
+        rows = rows.to_pydict()
+    return {k: (np.asarray(v) if k in ("label", "frame_index") else list(v)) for k, v in rows.items()}
+
+
+def train_local(spec: ModelSpec | dict, train_rows, val_rows, *, seed: int = 0, device: str | None = None,
+                class_counts: list | None = None,
+                on_epoch: Callable[[dict, Trainer], None] | None = None) -> tuple[nn.Module, list[dict]]:
+    """Train in this process without Ray; rows are FACES_SCHEMA columns (pyarrow Table or dict of lists).
+
+    Returns (model in eval mode, per-epoch history). class_counts default to the train rows' task counts.
+    """
+    if isinstance(spec, dict):
+        spec = spec_from_dict(spec)
+    elif spec.kind is None:
+        spec.validate()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    train_rows, val_rows = _as_columns(train_rows), _as_columns(val_rows)
+    if class_counts is None:
+        from fer_ray import labels
+
+        _, task_y = data.usable_rows(train_rows, spec.task)
+        class_counts = np.bincount(task_y, minlength=len(labels.TASK_CLASSES[spec.task])).tolist()
+    trainer = Trainer(spec, device, class_counts, seed=seed)
+    temporal = spec.kind in ("clip", "sequence")
+    if temporal:
+        train_set = data.TemporalSamples(train_rows, spec.task, spec.kind, spec.clip_length, spec.input_size)
+        val_set = data.TemporalSamples(val_rows, spec.task, spec.kind, spec.clip_length, spec.input_size)
+    history: list[dict] = []
+    best = None
+    for epoch in range(spec.epochs):
+        start = time.time()
+        lr = trainer.optimizer.param_groups[0]["lr"]
+        if temporal:
+            train_batches = train_set.batches(trainer.train_tf, spec.batch_size, trainer.factors, epoch, seed)
+            val_batches = val_set.batches(trainer.eval_tf, spec.batch_size, shuffle=False)
+        else:
+            chunks = data.iter_row_chunks(train_rows, spec.batch_size, sampler.epoch_rng(seed, epoch, 99))
+            train_batches = _frame_train_batches(trainer, chunks, epoch)
+            val_batches = data.frame_batches(data.iter_row_chunks(val_rows, spec.batch_size), spec.task,
+                                             trainer.eval_tf, spec.batch_size)
+        stats = trainer.train_epoch(train_batches, spec.max_steps_per_epoch)
+        val, cm = trainer.evaluate(val_batches, spec.max_val_steps)
+        row = _epoch_row(epoch, stats, val, start, time.time(), lr)
+        if _better(row, best):
+            best = row
+        history.append({**row, "confusion": cm.tolist()})
+        if on_epoch is not None:
+            on_epoch(row, trainer)
+    return trainer.core.eval(), history

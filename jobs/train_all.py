@@ -1,0 +1,86 @@
+"""Train every model of a config as Ray Tune trials (several at once), write checkpoints and models.json.
+
+    python jobs/train_all.py --config configs/smoke.yaml [--faces <preprocess output uri>] [--output <uri>]
+    ray job submit --working-dir . -- python jobs/train_all.py --config configs/cfc_sp.yaml
+
+Connects to a running cluster (RAY_ADDRESS or a local `ray start`) and otherwise starts a local Ray
+(dashboard on 127.0.0.1). A rerun skips finished models and resumes interrupted ones from their last
+checkpoint. Exit status 1 when a model failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="TrainConfig YAML (local path or s3://)")
+    parser.add_argument("--faces", action="append", help="preprocess output URI(s) with faces/ (repeatable)")
+    parser.add_argument("--output", help="where models/<name>/ and models.json go")
+    parser.add_argument("--models", help="comma-separated model names to train (default: all in the config)")
+    parser.add_argument("--max-concurrent-trials", type=int, dest="max_concurrent_trials")
+    parser.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
+    return parser.parse_args(argv)
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address="auto", log_to_driver=True)
+        return
+    except (ConnectionError, RuntimeError, ValueError):
+        pass  # no cluster running: start a local one
+    ray.init(num_cpus=num_cpus, dashboard_host="127.0.0.1", include_dashboard=None)
+
+
+def format_table(result: dict) -> str:
+    header = ("model", "arch", "task", "size", "status", "epochs", "val_F1", "val_acc", "ABAW2", "minutes")
+    rows = [header]
+    for name, entry in result["models"].items():
+        metrics = entry.get("metrics") or {}
+        minutes = ((entry.get("finished_at") or 0) - (entry.get("started_at") or 0)) / 60
+        rows.append((name, str(entry.get("arch", "-")), str(entry.get("task", "-")),
+                     str(entry.get("input_size", "-")), entry["status"], str(entry.get("epochs", "-")),
+                     *(f"{metrics[k]:.4f}" if k in metrics else "-" for k in
+                       ("val_macro_f1", "val_accuracy", "val_abaw2")),
+                     f"{minutes:.1f}" if entry.get("finished_at") else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    from fer_ray.train.launch import load_config, train_all
+
+    overrides = {"faces": args.faces, "output": args.output, "max_concurrent_trials": args.max_concurrent_trials}
+    config = load_config(args.config, overrides)
+    if args.models:
+        wanted = [n.strip() for n in args.models.split(",") if n.strip()]
+        config.models = [config.spec(n) for n in wanted]  # KeyError lists the valid names
+    init_ray(args.num_cpus)
+    result = train_all(config)
+    print(format_table(result))
+    print(f"\nversion {result['version']}  index {result['index']}")
+    failed = {n: m.get("error", "") for n, m in result["models"].items() if m["status"] == "failed"}
+    for name, error in failed.items():
+        print(f"FAILED {name}: {error.splitlines()[-1] if error else 'see Ray logs'}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Shard rows -> tensors: task labels, dropped rows, subject split, clips/sequences, augment, config, local loop."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from PIL import Image
+
+from fer_ray import labels, schema
+from fer_ray.config import ConfigError, load
+from fer_ray.train import augment, data
+from fer_ray.train.config import AugmentConfig, ModelSpec, TrainConfig
+
+
+def _jpeg(value: int, size: int = 64) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def _rows(videos: dict[str, tuple[str, list[int]]], faceless: set[tuple[str, int]] = frozenset()) -> dict:
+    cols = {c: [] for c in data.TRAIN_COLUMNS}
+    for video, (subject, ys) in videos.items():
+        for i, y in enumerate(ys):
+            cols[schema.VIDEO_ID].append(video)
+            cols[schema.FRAME_INDEX].append(i)
+            cols[schema.FACE].append(b"" if (video, i) in faceless else _jpeg(10 * i % 250))
+            cols[schema.LABEL].append(y)
+            cols[schema.SUBJECT].append(subject)
+    cols[schema.LABEL] = np.asarray(cols[schema.LABEL])
+    cols[schema.FRAME_INDEX] = np.asarray(cols[schema.FRAME_INDEX])
+    return cols
+
+
+def test_task_labels_and_dropped_rows():
+    # ABAW: Neutral, Anger, Disgust, Fear, Happiness, Sadness, Surprise, Other, and -1
+    rows = _rows({"v": ("s", [0, 1, 2, 3, 4, 5, 6, 7, -1])}, faceless={("v", 4)})
+    keep, y = data.usable_rows(rows, "coarse")
+    assert keep.tolist() == [0, 1, 2, 3, 5, 6, 7] and y.tolist() == [0, 4, 4, 4, 4, 2, 3]
+    keep, y = data.usable_rows(rows, "negative")
+    assert keep.tolist() == [1, 2, 3, 5] and y.tolist() == [0, 1, 2, 3]
+    keep, y = data.usable_rows(rows, "expr")
+    assert keep.tolist() == [0, 1, 2, 3, 5, 6, 7] and y.tolist() == [0, 1, 2, 3, 5, 6, 7]
+
+
+def test_frame_batches_fixed_size_and_repeat_factors():
+    rows = _rows({"v": ("s", [0] * 10 + [1] * 2)})
+    tf = augment.eval_transform(32)
+    batches = list(data.frame_batches([rows], "expr", tf, batch_size=4))
+    assert [b[0].shape for b in batches] == [torch.Size([4, 3, 32, 32])] * 3
+    factors = np.array([1.0, 3.0] + [1.0] * 6)  # class 1 repeated 3x
+    ys = torch.cat([y for _, y in data.frame_batches([rows], "expr", tf, 5, factors, np.random.default_rng(0))])
+    assert (ys == 0).sum() == 10 and (ys == 1).sum() == 6
+
+
+def _summary(videos: dict[str, str], rows_each: int = 3) -> pa.Table:
+    vids = [v for v in videos for _ in range(rows_each)]
+    return pa.table({schema.VIDEO_ID: vids, schema.SUBJECT: [videos[v] for v in vids],
+                     schema.LABEL: [i % 8 for i in range(len(vids))],
+                     schema.REASON: [None] * len(vids)})
+
+
+def test_subject_split_never_shares_a_subject():
+    videos = {f"S{s:03d}_{k}": f"S{s:03d}" for s in range(30) for k in range(1 + s % 3)}
+    videos.update({"loose_a": None, "loose_b": ""})  # no subject: the video is its own group
+    summary = _summary(videos)
+    for seed in range(5):
+        train, val = data.split_videos(summary, "subject", 0.2, seed)
+        assert set(train) | set(val) == set(videos) and not set(train) & set(val)
+        train_subjects = {videos[v] or v for v in train}
+        val_subjects = {videos[v] or v for v in val}
+        assert not train_subjects & val_subjects
+        val_rows = len(val) / len(videos)
+        assert 0.1 < val_rows < 0.35
+    assert data.split_videos(summary, "subject", 0.2, 1) == data.split_videos(summary, "subject", 0.2, 1)
+    by_video = data.split_videos(summary, "video", 0.2, 0)
+    assert set(by_video[0]) | set(by_video[1]) == set(videos)
+
+
+def test_class_counts_by_task_only_faces():
+    summary = pa.table({schema.VIDEO_ID: ["a"] * 5, schema.SUBJECT: ["s"] * 5, schema.LABEL: [0, 1, 4, 5, 1],
+                        schema.REASON: [None, None, None, None, "no_face"]})
+    assert data.class_counts(summary, "coarse").tolist() == [1, 1, 0, 0, 2]
+    assert data.class_counts(summary, "negative").tolist() == [1, 0, 0, 1]
+
+
+def test_clips_centered_and_sorted_by_frame_index():
+    rows = _rows({"v": ("s", [0, 1, 2, 3, 4]), "w": ("t", [6, -1, 6])})
+    order = np.random.default_rng(0).permutation(len(rows[schema.LABEL]))  # shuffled rows
+    shuffled = {k: (v[order] if isinstance(v, np.ndarray) else [v[i] for i in order]) for k, v in rows.items()}
+    clips = data.TemporalSamples(shuffled, "expr", "clip", 3, decode_size=16)
+    assert len(clips) == 7  # annotated frames with a face
+    frame = np.asarray(shuffled[schema.FRAME_INDEX])
+    video = np.asarray(shuffled[schema.VIDEO_ID])
+    windows = [(video[w[0]], frame[w].tolist()) for w in clips.windows]
+    assert ("v", [0, 0, 1]) in windows and ("v", [1, 2, 3]) in windows and ("v", [3, 4, 4]) in windows
+    assert ("w", [1, 2, 2]) in windows
+    x, y = next(clips.batches(augment.eval_transform(16), 4, shuffle=False))
+    assert x.shape == (4, 3, 3, 16, 16) and y.shape == (4,)
+
+
+def test_sequences_chunked_with_padding():
+    rows = _rows({"v": ("s", [0, 1, -1, 2, 3])})
+    seqs = data.TemporalSamples(rows, "expr", "sequence", 4, decode_size=16)
+    assert seqs.targets.tolist() == [[0, 1, -1, 2], [3, -1, -1, -1]]
+    frame = np.asarray(rows[schema.FRAME_INDEX])
+    assert frame[seqs.windows[1]].tolist() == [4, 4, 4, 4]  # edge frame repeated
+    x, y = next(seqs.batches(augment.train_transform(16), 2, shuffle=False))
+    assert x.shape == (2, 4, 3, 16, 16) and y.shape == (2, 4)
+
+
+def test_augment_on_uint8_and_switches():
+    image = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
+    out = augment.train_transform(32)(image)
+    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+    off = augment.train_transform(32, AugmentConfig(enabled=False))(image)
+    assert torch.allclose(off, augment.eval_transform(32)(image))
+    clip = augment.train_transform(32)(torch.randint(0, 255, (5, 3, 40, 40), dtype=torch.uint8))
+    assert clip.shape == (5, 3, 32, 32)
+
+
+def test_config_validation_and_defaults():
+    cfg = load(TrainConfig, {"output": "/tmp/o", "faces": "/tmp/f",
+                             "models": [{"name": "a", "arch": "hrnet_smoke", "task": "coarse"},
+                                        {"name": "b", "arch": "mao_cnn_gru_smoke"}]})
+    assert cfg.faces == ["/tmp/f"]
+    assert cfg.models[0].input_size == 128 and cfg.models[0].kind == "frame" and cfg.models[0].num_classes == 5
+    assert cfg.models[1].kind == "clip" and cfg.models[1].clip_length == 9
+    with pytest.raises(ConfigError, match="unknown arch 'nope'.*iresnet152"):
+        load(TrainConfig, {"output": "o", "faces": "f", "models": [{"name": "a", "arch": "nope"}]})
+    with pytest.raises(ConfigError, match="duplicate"):
+        load(TrainConfig, {"output": "o", "faces": "f", "models": [{"name": "a", "arch": "resnet_smoke"}] * 2})
+    with pytest.raises(ConfigError, match="task"):
+        load(TrainConfig, {"output": "o", "faces": "f", "models": [{"name": "a", "arch": "resnet_smoke",
+                                                                     "task": "valence"}]})
+
+
+@pytest.mark.parametrize("path", ["configs/smoke.yaml", "configs/cfc_sp.yaml", "configs/mao.yaml",
+                                  "configs/prl.yaml", "configs/all.yaml"])
+def test_shipped_configs_load(path):
+    from pathlib import Path
+
+    cfg = load(TrainConfig, str(Path(__file__).resolve().parents[2] / path))
+    assert cfg.models and all(m.input_size for m in cfg.models)
+
+
+def test_train_local_learns_and_reloads_identically(tmp_path):
+    from fer_ray.models import create_model, load_checkpoint, save_checkpoint
+    from fer_ray.train.loop import train_local
+
+    rng = np.random.default_rng(0)
+    cols = {c: [] for c in data.TRAIN_COLUMNS}
+    for i in range(48):  # two easy classes: dark vs bright faces
+        y = i % 2
+        img = np.clip(rng.normal(60 + 140 * y, 20, (48, 48, 3)), 0, 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(img).save(buffer, "JPEG")
+        cols[schema.VIDEO_ID].append(f"v{i}")
+        cols[schema.FRAME_INDEX].append(0)
+        cols[schema.FACE].append(buffer.getvalue())
+        cols[schema.LABEL].append(labels.class_index("Happiness") if y else 0)
+        cols[schema.SUBJECT].append(f"s{i}")
+    spec = ModelSpec(name="t", arch="resnet_smoke", task="coarse", epochs=3, batch_size=8, lr=3e-3,
+                     input_size=32, augment=AugmentConfig(enabled=False))
+    spec.validate()
+    model, history = train_local(spec, cols, cols, device="cpu")
+    assert len(history) == 3 and history[-1]["val_accuracy"] >= 0.75
+    assert {"epoch_start", "epoch_end", "val_macro_f1", "val_abaw2", "train_loss"} <= set(history[0])
+    uri = str(tmp_path / "ck.pt")
+    save_checkpoint(uri, model, {"name": spec.arch, "task": spec.task, "num_classes": 5, "input_size": 32,
+                                 "kind": "frame", "config": {}, "metrics": {}})
+    again, meta = load_checkpoint(uri)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.equal(model.eval()(x), again(x))
+    assert not torch.equal(model(x), create_model("resnet_smoke", 5).eval()(x))
