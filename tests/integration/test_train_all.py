@@ -1,0 +1,167 @@
+"""train_all end to end on the session Ray cluster, with face shards the test writes into moto-served S3.
+
+Real faces when ../shared/data is present (CK+ 48x48 grey crops resized to 112, one "video" per CK+
+sequence with its subject), otherwise synthetic class-coloured faces; either way the shards are real
+FACES_SCHEMA parquet parts with done markers, read back through Ray Data.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+import yaml
+
+from fer_ray import config as config_mod
+from fer_ray import labels, schema, shards, storage
+from tests.conftest import SHARED_DATA
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+
+
+def _jpeg(image) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").resize((112, 112)).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _ckplus_videos(max_subjects: int = 24) -> dict[str, dict]:
+    """video_id -> {subject, faces, labels} from CK+ (one video per sequence), or synthetic if absent."""
+    from PIL import Image
+
+    root = SHARED_DATA / "images" / "ckplus48"
+    videos: dict[str, dict] = {}
+    if (root / "labels.csv").exists():
+        rows = list(csv.DictReader(open(root / "labels.csv")))
+        subjects = sorted({r["subject"] for r in rows})[:max_subjects]
+        for r in rows:
+            if r["subject"] not in subjects:
+                continue
+            v = videos.setdefault(r["sequence"], {"subject": r["subject"], "faces": [], "labels": []})
+            v["faces"].append(_jpeg(Image.open(root / r["path"])))
+            v["labels"].append(labels.class_index(r["label"]))
+        return videos
+    rng = np.random.default_rng(0)  # synthetic: each class a colour + noise, 2 videos per subject
+    for s in range(max_subjects):
+        for k in range(2):
+            label = (s + k) % labels.NUM_CLASSES
+            base = np.array([30 * label, 255 - 30 * label, 120], dtype=np.float32)
+            faces = [_jpeg(Image.fromarray(np.clip(base + rng.normal(0, 25, (112, 112, 3)), 0, 255).astype(np.uint8)))
+                     for _ in range(3)]
+            videos[f"syn_{s:02d}_{k}"] = {"subject": f"P{s:02d}", "faces": faces, "labels": [label] * 3}
+    return videos
+
+
+def write_face_shards(output: str, videos: dict[str, dict]) -> None:
+    for video_id, v in videos.items():
+        n = len(v["faces"])
+        rows = pa.Table.from_pylist([{
+            schema.VIDEO_ID: video_id, schema.FRAME_INDEX: i, schema.TIMESTAMP: i / 30.0, schema.FACE: face,
+            schema.BBOX: [0.0, 0.0, 112.0, 112.0], schema.LANDMARKS: [0.0] * 10, schema.DET_SCORE: 1.0,
+            schema.LABEL: int(y), schema.REASON: None, schema.SUBJECT: v["subject"], schema.NUM_FRAMES: n,
+        } for i, (face, y) in enumerate(zip(v["faces"], v["labels"]))], schema=schema.FACES_SCHEMA)
+        part = shards.write_part(output, "faces", video_id, 0, rows)
+        shards.mark_done(output, "faces", video_id, [part], frames=n)
+
+
+def _smoke_two_models(faces: str, output: str):
+    from fer_ray.train.launch import load_config
+
+    raw = yaml.safe_load(SMOKE.read_text())
+    keep = {"coarse_swin", "negative_repvgg"}
+    raw["models"] = [m for m in raw["models"] if m["name"] in keep]
+    for m in raw["models"]:
+        m.update(epochs=2, max_steps_per_epoch=3, max_val_steps=2, batch_size=8)
+    return load_config(raw, {"faces": [faces], "output": output})
+
+
+@pytest.fixture(scope="module")
+def trained(ray_local, s3_server):
+    """One train_all run (2 models at once) and its rerun, shared by the checks below."""
+    import boto3
+
+    bucket = "t-train-all"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    faces = f"s3://{bucket}/preprocess"
+    output = f"s3://{bucket}/models"
+    write_face_shards(faces, _ckplus_videos())
+    config = _smoke_two_models(faces, output)
+    t0 = time.time()
+    first = train_all_timed(config)
+    first_seconds = time.time() - t0
+    t0 = time.time()
+    second = train_all_timed(config)
+    return {"config": config, "first": first, "second": second, "output": output,
+            "first_seconds": first_seconds, "second_seconds": time.time() - t0}
+
+
+def train_all_timed(config):
+    from fer_ray.train.launch import train_all
+
+    return train_all(config)
+
+
+def test_models_trained_and_indexed_on_s3(trained):
+    output, first = trained["output"], trained["first"]
+    status = {n: m["status"] for n, m in first["models"].items()}
+    assert status == {"coarse_swin": "trained", "negative_repvgg": "trained"}, first["models"]
+    index = storage.read_json(storage.join(output, "models.json"))
+    assert index["version"] == first["version"]
+    for name, task, classes in (("coarse_swin", "coarse", 5), ("negative_repvgg", "negative", 4)):
+        entry = index["models"][name]
+        assert entry["task"] == task and entry["num_classes"] == classes and entry["kind"] == "frame"
+        assert entry["checkpoint"] == f"{name}/checkpoint.pt"
+        for file in ("checkpoint.pt", "config.yaml", "metrics.csv", "summary.json"):
+            assert storage.exists(storage.join(output, name, file)), file
+        assert 0.0 <= entry["metrics"]["val_macro_f1"] <= 1.0
+        metrics_csv = storage.read_bytes(storage.join(output, name, "metrics.csv")).decode()
+        rows = list(csv.DictReader(io.StringIO(metrics_csv)))
+        assert [int(r["epoch"]) for r in rows] == [0, 1]
+        assert all(float(r["epoch_end"]) > float(r["epoch_start"]) for r in rows)
+        # the saved config reloads as a TrainConfig with just this model
+        from fer_ray.train.config import TrainConfig
+
+        saved = config_mod.load(TrainConfig, storage.join(output, name, "config.yaml"))
+        assert [m.name for m in saved.models] == [name] and saved.models[0].input_size == entry["input_size"]
+
+
+def test_two_trials_overlap_in_time(trained):
+    spans = []
+    for name in ("coarse_swin", "negative_repvgg"):
+        text = storage.read_bytes(storage.join(trained["output"], name, "metrics.csv")).decode()
+        rows = list(csv.DictReader(io.StringIO(text)))
+        spans.append((min(float(r["epoch_start"]) for r in rows), max(float(r["epoch_end"]) for r in rows)))
+    (a0, a1), (b0, b1) = spans
+    assert max(a0, b0) < min(a1, b1), f"training spans do not overlap: {spans}"
+
+
+def test_rerun_resumes_without_retraining(trained):
+    first, second = trained["first"], trained["second"]
+    assert {m["status"] for m in second["models"].values()} == {"skipped"}
+    for name in first["models"]:
+        assert second["models"][name]["finished_at"] == first["models"][name]["finished_at"]
+    assert second["version"] == first["version"]
+    assert trained["second_seconds"] < trained["first_seconds"]
+
+
+def test_checkpoint_reloads_identical_logits(trained):
+    from fer_ray.models import create_model, load_checkpoint
+    from fer_ray.train.loop import STATE_FILE  # noqa: F401  (the checkpoint format is the models one)
+
+    uri = storage.join(trained["output"], "coarse_swin", "checkpoint.pt")
+    model, meta = load_checkpoint(uri, "cpu")
+    assert meta["task"] == "coarse" and meta["num_classes"] == 5 and meta["input_size"] == 112
+    again, _ = load_checkpoint(uri, "cpu")
+    fresh = create_model(meta["arch"], meta["num_classes"], **meta.get("model_kwargs", {})).eval()
+    x = torch.randn(2, 3, meta["input_size"], meta["input_size"])
+    with torch.inference_mode():
+        a, b, c = model(x), again(x), fresh(x)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)  # trained weights, not a fresh init
