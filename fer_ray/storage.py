@@ -97,6 +97,18 @@ def size(uri: str) -> int:
     return int(info.size or 0)
 
 
+def modified(uri: str):
+    """Last-modified time (timezone-aware datetime) of a file."""
+    import datetime as dt
+
+    fs, path = filesystem(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"no such file: {uri}")
+    mtime = info.mtime
+    return mtime if mtime.tzinfo else mtime.replace(tzinfo=dt.timezone.utc)
+
+
 def _to_uri(uri: str, path: str) -> str:
     """A path inside the filesystem back to a URI of the same scheme as `uri`."""
     if is_s3(uri):

@@ -162,21 +162,28 @@ def _system_rows(video: VideoScores, system: System) -> np.ndarray:
 
 
 def predict_video(video: VideoScores, system: System, window: int, num_frames: int) -> dict[str, np.ndarray]:
-    """Labels (num_frames,), probs (num_frames, 8) and the filled mask of one system on one video."""
+    """Labels (num_frames,), probs (num_frames, 8) and the filled mask of one system on one video.
+
+    A cascade also returns its smoothed, row-normalised coarse_probs (num_frames, 5) and
+    negative_probs (num_frames, 4)."""
     rows = _system_rows(video, system)
+    per_face: dict[str, np.ndarray] = {}
     if system.expr:
         expr = smoothing.smooth(system.ensemble(video, system.expr, rows), window)
-        face_labels, face_probs = expr.argmax(axis=1), cascade.normalize_rows(expr)
+        face_labels, per_face["probs"] = expr.argmax(axis=1), cascade.normalize_rows(expr)
     else:
         coarse = smoothing.smooth(system.ensemble(video, system.coarse, rows), window)
         negative = smoothing.smooth(system.ensemble(video, system.negative, rows), window)
-        face_labels, face_probs = cascade.route(coarse, negative), cascade.abaw_probs(coarse, negative)
+        face_labels, per_face["probs"] = cascade.route(coarse, negative), cascade.abaw_probs(coarse, negative)
+        per_face["coarse_probs"] = cascade.normalize_rows(coarse)
+        per_face["negative_probs"] = cascade.normalize_rows(negative)
     frames = video.frames[rows]
     label_full, found = fill.expand(frames, face_labels, num_frames)
-    probs_full, _ = fill.expand(frames, face_probs, num_frames)
     label_full, filled = fill.fill_gaps(label_full, found)
-    probs_full, _ = fill.fill_gaps(probs_full, found)
-    return {"label": label_full, "probs": probs_full, "filled": filled}
+    out = {"label": label_full, "filled": filled}
+    for name, values in per_face.items():  # probs, and for a cascade its smoothed coarse/negative parts
+        out[name] = fill.fill_gaps(fill.expand(frames, values, num_frames)[0], found)[0]
+    return out
 
 
 def predict(videos: Mapping[str, VideoScores], truth: Mapping[str, np.ndarray], system: System,

@@ -1,0 +1,125 @@
+"""The bulk annotation job's config and its Ray-free bookkeeping: what to run, what is already done, summary.
+
+The Ray Data chain itself is `fer_ray.pipelines.run_annotate`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+from fer_ray import config as cfg
+from fer_ray import schema, shards, storage
+from fer_ray.infer import systems
+from fer_ray.infer.postprocess import PREDICTIONS
+
+log = logging.getLogger(__name__)
+FACES = "faces"
+
+
+@dataclass
+class AnnotateConfig:
+    """`jobs/annotate.py` options. `input` is videos (manifest, dir, s3 prefix) or a preprocess output."""
+
+    input: str
+    models: str
+    output: str
+    system: str = "cfc_sp"
+    window: int = 256
+    model_names: list[str] | None = None  # exact models.json run names; default: the system's models
+    weights: dict[str, float] = field(default_factory=dict)  # run name -> ensemble weight (Mao)
+    keep_logits: bool = False  # also write per-model logits (the ablation tables read them)
+    since: str | None = None  # only videos modified after this ISO time, or "last" (previous run's start)
+    device: str = "auto"
+    batch_size: int = 128
+    num_workers: int = 1  # logits actors
+    worker_cpus: float = 0.5  # per logits actor; fractional so decode/shuffle stages keep room on small nodes
+    threads: int = 1  # torch threads per logits actor
+    shuffle_partitions: int = 16  # group-by-video partitions (logits rows only, never images)
+    worker_gpus: float = 0.0  # per logits actor; set 1 on GPU nodes (auto when CUDA is visible to the driver)
+    stride: int = 1
+    max_frames: int | None = None
+    face_size: int = 112
+    track_every: int = 1
+    strict: bool = False
+
+    def validate(self) -> None:
+        if self.system not in systems.SYSTEMS:
+            raise cfg.ConfigError(f"system {self.system!r} unknown; valid: {', '.join(systems.SYSTEMS)}")
+        if self.window < 0:
+            raise cfg.ConfigError(f"window must be >= 0 (0 disables Smooth Predicting), got {self.window}")
+        if self.batch_size < 1 or self.num_workers < 1 or self.stride < 1:
+            raise cfg.ConfigError("batch_size, num_workers and stride must be >= 1")
+        if self.since not in (None, "last"):
+            parse_since(self.since)
+
+
+def parse_since(text: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise cfg.ConfigError(f"since must be an ISO time (2026-11-01T00:00:00) or 'last', got {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def is_faces_output(uri: str) -> bool:
+    """True when `uri` is a preprocessing output (it has face shards with done markers)."""
+    return storage.is_dir(storage.join(uri, FACES, shards.DONE_DIR))
+
+
+def pending_videos(faces_uri: str, output: str, version: str) -> tuple[list[str], list[str]]:
+    """(videos to annotate, videos already annotated with this model version)."""
+    faces = shards.done_markers(faces_uri, FACES)
+    done = shards.done_markers(output, PREDICTIONS)
+    finished = sorted(v for v in faces if done.get(v, {}).get("model_version") == version)
+    todo = sorted(v for v in faces if v not in set(finished) and faces[v].get("frames", 1) > 0)
+    return todo, finished
+
+
+def write_summary(config: AnnotateConfig, rows: list[dict], skipped: list[str], version: str,
+                  seconds: float, started_at: str) -> dict:
+    """summary.json: per-video counts and label histogram, throughput, failures."""
+    markers = shards.done_markers(config.output, PREDICTIONS)
+    videos = {v: {k: m.get(k) for k in ("frames", "faces", "histogram", "model_version")}
+              for v, m in sorted(markers.items())}
+    processed = [r for r in rows if r["status"] == "done"]
+    frames = sum(int(r["frames"]) for r in processed)
+    failures = shards.read_failures(config.output).to_pylist()
+    summary = {
+        "system": config.system, "window": config.window, "model_version": version,
+        "started_at": started_at, "seconds": round(seconds, 3),
+        "videos_annotated": len(processed), "videos_skipped": len(skipped), "videos_failed": len(failures),
+        "frames_annotated": frames, "frames_per_second": round(frames / seconds, 2) if seconds > 0 else None,
+        "videos": videos, "failures": failures,
+    }
+    storage.write_json(storage.join(config.output, "summary.json"), summary)
+    return summary
+
+
+def failed_row(video_id: str, error: str) -> dict:
+    return {schema.VIDEO_ID: video_id, "status": "failed", "frames": 0, "faces": 0, "seconds": 0.0,
+            schema.ERROR: error}
+
+
+def last_started_at(output: str) -> str | None:
+    """The previous run's start time (its summary.json), for --since last."""
+    uri = storage.join(output, "summary.json")
+    return storage.read_json(uri).get("started_at") if storage.exists(uri) else None
+
+
+def work_items(config: AnnotateConfig, pre) -> list[dict]:
+    """Videos under config.input (new ones only with --since); inputs rejected up front become failures."""
+    from fer_ray.inputs import discover
+
+    found = discover(config.input, image_batch_size=pre.image_batch_size)
+    for reject in found.rejected:
+        shards.write_failure(config.output, reject[schema.VIDEO_ID], reject[schema.URI], reject["stage"],
+                             reject[schema.ERROR])
+    since = last_started_at(config.output) if config.since == "last" else config.since
+    if not since:
+        return found.items
+    moment = parse_since(since)
+    items = [item for item in found.items if storage.modified(item[schema.URI]) > moment]
+    log.info("--since %s: %d of %d inputs are new", since, len(items), len(found.items))
+    return items

@@ -1,0 +1,96 @@
+"""The logits stage: one set of models loaded once per actor, per-frame scores for a batch of faces.
+
+Frame models emit their logits; clip/sequence models (Mao, PRL) emit per-frame CNN features, and their
+cheap temporal heads run later per video (fer_ray.infer.postprocess), where the frame order is known.
+Each model gets its own resize from the one stored face (112/128/224). GPU with bf16 and channels_last
+when one is present, float32 on CPU.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fer_ray import schema
+from fer_ray.infer.systems import ModelEntry
+from fer_ray.models import load_checkpoint
+from fer_ray.train.augment import eval_transform
+
+# Ray Data column names can't hold "/"; per-model columns are "scores:<task>:<run name>".
+COLUMN_PREFIX = "scores:"
+
+
+def column(entry: ModelEntry) -> str:
+    return COLUMN_PREFIX + entry.key.replace("/", ":")
+
+
+def key_of_column(name: str) -> str:
+    return name[len(COLUMN_PREFIX):].replace(":", "/", 1)
+
+
+def pick_device(device: str = "auto") -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def decode_faces(faces) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 (k,H,W,3) images, bool (n,) has-face mask) from a column of encoded faces (empty: no face)."""
+    present = np.array([face is not None and len(face) > 0 for face in faces], dtype=bool)
+    images = [np.asarray(Image.open(io.BytesIO(bytes(faces[i]))).convert("RGB")) for i in np.flatnonzero(present)]
+    if not images:
+        return np.zeros((0, 1, 1, 3), dtype=np.uint8), present
+    return np.stack(images), present
+
+
+class LogitsStage:
+    """`__call__(batch) -> batch`: adds one scores column per model; frames without a face get NaN rows."""
+
+    def __init__(self, models: list[ModelEntry], device: str = "auto", threads: int = 1):
+        torch.set_num_threads(threads)
+        self.device = pick_device(device)
+        self.entries = list(models)
+        self.models = {}
+        for entry in self.entries:
+            model, _ = load_checkpoint(entry.checkpoint, device=self.device)
+            if self.device == "cuda":
+                model = model.to(memory_format=torch.channels_last)
+            self.models[entry.key] = model
+        self.transforms = {e.input_size: eval_transform(e.input_size) for e in self.entries}
+        # Output widths are fixed up front so a batch without any face still has well-shaped columns.
+        probe = self._inputs(np.zeros((1, 112, 112, 3), dtype=np.uint8))
+        with torch.inference_mode():
+            self.widths = {e.key: self._run(e, probe[e.input_size]).shape[1] for e in self.entries}
+
+    def _inputs(self, images: np.ndarray) -> dict[int, torch.Tensor]:
+        batch = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+        out = {}
+        for size, transform in self.transforms.items():
+            tensor = transform(batch).to(self.device)
+            out[size] = tensor.to(memory_format=torch.channels_last) if self.device == "cuda" else tensor
+        return out
+
+    def _run(self, entry: ModelEntry, inputs: torch.Tensor) -> np.ndarray:
+        model = self.models[entry.key]
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device == "cuda"):
+            if entry.kind == "frame":
+                out = model(inputs)
+            else:  # clip/sequence models: per-frame features, the temporal head runs per video
+                out = model.frame_features(inputs)
+        return out.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def __call__(self, batch: dict) -> dict:
+        images, present = decode_faces(batch[schema.FACE])
+        inputs = self._inputs(images) if present.any() else None
+        out = {k: v for k, v in batch.items() if k != schema.FACE}
+        out[schema.FACE_FOUND] = present
+        for entry in self.entries:
+            full = np.full((len(present), self.widths[entry.key]), np.nan, dtype=np.float32)
+            if inputs is not None:
+                full[present] = self._run(entry, inputs[entry.input_size])
+            out[column(entry)] = full
+        return out

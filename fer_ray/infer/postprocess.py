@@ -1,0 +1,166 @@
+"""Per-video post-processing: temporal heads, ensemble, Smooth Predicting, cascade routing, gap fill, writes.
+
+Runs on one video's logits rows (small: no images), sorted by frame index here because Ray Data does not
+keep row order. Writes the video's predictions, its ABAW submission txt and (on request) its per-model
+logits, then the done marker last, so a crash never leaves a video that looks complete.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from fer_ray import labels, schema, shards, storage
+from fer_ray.evaluate.ablations import VideoScores, predict_video
+from fer_ray.infer import cascade
+from fer_ray.infer.logits import COLUMN_PREFIX, key_of_column
+from fer_ray.infer.systems import ModelEntry, system_of
+from fer_ray.models import chunk_indices, clip_indices, load_checkpoint
+
+PREDICTIONS = "predictions"
+LOGITS = "logits"
+SUBMISSION = "submission"
+
+
+def submission_uri(output: str, video_id: str) -> str:
+    return storage.join(output, SUBMISSION, storage.safe_key(video_id) + ".txt")
+
+
+def full_timestamps(frames: np.ndarray, stamps: np.ndarray, num_frames: int) -> np.ndarray:
+    """Timestamps for every frame: known ones kept, others from the rate seen between known frames."""
+    out = np.arange(num_frames, dtype=np.float64)
+    if frames.size >= 2 and frames[-1] > frames[0]:
+        rate = (stamps[-1] - stamps[0]) / (frames[-1] - frames[0])
+        out = stamps[0] + (out - frames[0]) * rate
+    elif frames.size == 1:
+        out = out - frames[0] + stamps[0]
+    known = (frames >= 0) & (frames < num_frames)
+    out[frames[known]] = stamps[known]
+    return out
+
+
+class TemporalHeads:
+    """Runs the clip (Mao) and sequence (PRL) heads over one video's per-frame features."""
+
+    def __init__(self, entries: list[ModelEntry]):
+        self.models = {e.key: (e, load_checkpoint(e.checkpoint)[0]) for e in entries if e.kind != "frame"}
+
+    def num_classes(self, key: str) -> int:
+        return int(self.models[key][1].num_classes)
+
+    @torch.inference_mode()
+    def logits(self, key: str, features: np.ndarray) -> np.ndarray:
+        """(n, C) logits for n face frames in order, from their (n, D) features."""
+        entry, model = self.models[key]
+        feats = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+        n = feats.shape[0]
+        if entry.kind == "clip":
+            index = clip_indices(n, np.arange(n))
+            return model.temporal_head(feats[torch.from_numpy(index)]).float().numpy()
+        index, mask = chunk_indices(n)
+        out = model.temporal_head(feats[torch.from_numpy(index)], torch.from_numpy(mask))
+        return out.float().reshape(-1, out.shape[-1])[torch.from_numpy(mask.reshape(-1))].numpy()
+
+
+def _sorted_unique(batch: dict) -> dict:
+    frames = np.asarray(batch[schema.FRAME_INDEX], dtype=np.int64)
+    # keep the last row of any repeated frame (a retried task), then frame order
+    _, last = np.unique(frames[::-1], return_index=True)
+    order = (len(frames) - 1 - last)
+    order = order[np.argsort(frames[order], kind="stable")]
+    return {k: np.asarray(v)[order] if len(v) == len(frames) else v for k, v in batch.items()}
+
+
+def _matrix(values) -> np.ndarray:
+    return np.stack([np.asarray(v, dtype=np.float32) for v in values]) if len(values) else np.zeros((0, 0))
+
+
+class VideoPostprocess:
+    """`__call__(one video's rows) -> one summary row`. Safe to retry: every write is whole and idempotent."""
+
+    def __init__(self, output: str, entries: list[ModelEntry], system: str, window: int, version: str,
+                 weights: dict[str, float] | None = None, keep_logits: bool = False):
+        self.output, self.entries, self.system_name = output, entries, system
+        self.window, self.version, self.keep_logits = window, version, keep_logits
+        self.system = system_of(entries, system, weights)
+        self.heads = TemporalHeads(entries)
+        torch.set_num_threads(1)
+
+    def _scores(self, batch: dict, face: np.ndarray) -> dict[str, np.ndarray]:
+        """model key -> (n, C) logits over the video's rows, NaN where the row has no face."""
+        out = {}
+        for name in batch:
+            if not name.startswith(COLUMN_PREFIX):
+                continue
+            key, values = key_of_column(name), _matrix(batch[name])
+            if key in self.heads.models:
+                if not face.any():  # no face anywhere: nothing for the temporal head to look at
+                    out[key] = np.full((len(face), self.heads.num_classes(key)), np.nan, dtype=np.float32)
+                    continue
+                logits = self.heads.logits(key, values[face])
+                values = np.full((len(face), logits.shape[1]), np.nan, dtype=np.float32)
+                values[face] = logits
+            out[key] = values
+        return out
+
+    def _predict(self, frames, scores, num_frames) -> dict[str, np.ndarray]:
+        probs = {k: np.where(np.isnan(v).any(axis=1, keepdims=True), np.nan, cascade.softmax(np.nan_to_num(v)))
+                 for k, v in scores.items()}
+        return predict_video(VideoScores(frames, probs), self.system, self.window, num_frames)
+
+    def __call__(self, batch: dict) -> dict:
+        start = time.perf_counter()
+        batch = _sorted_unique(batch)
+        video_id = str(batch[schema.VIDEO_ID][0])
+        frames = batch[schema.FRAME_INDEX]
+        num_frames = int(max(int(np.max(batch[schema.NUM_FRAMES])), int(frames.max()) + 1))
+        face = np.asarray(batch[schema.FACE_FOUND], dtype=bool)
+        scores = self._scores(batch, face)
+        result = self._predict(frames, scores, num_frames)
+        stamps = full_timestamps(frames, np.asarray(batch[schema.TIMESTAMP], dtype=np.float64), num_frames)
+        parts = [shards.write_part(self.output, PREDICTIONS, video_id, 0,
+                                   self._table(video_id, result, stamps, num_frames))]
+        if self.keep_logits:
+            parts_logits = [shards.write_part(self.output, LOGITS, video_id, 0,
+                                              _logits_table(video_id, frames, scores))]
+            shards.mark_done(self.output, LOGITS, video_id, parts_logits, model_version=self.version)
+        labels.write_expr(submission_uri(self.output, video_id), result["label"])
+        histogram = np.bincount(result["label"], minlength=labels.NUM_CLASSES).tolist()
+        faces_found = int((~result["filled"]).sum())
+        shards.mark_done(self.output, PREDICTIONS, video_id, parts, model_version=self.version,
+                         frames=num_frames, faces=faces_found, histogram=histogram)
+        return {schema.VIDEO_ID: [video_id], "status": ["done"], "frames": [num_frames], "faces": [faces_found],
+                "seconds": [time.perf_counter() - start], schema.ERROR: [""]}
+
+    def _table(self, video_id: str, result: dict, stamps: np.ndarray, num_frames: int) -> pa.Table:
+        label = result["label"].astype(np.int64)
+        empty = [[] for _ in range(num_frames)]
+        return pa.table({
+            schema.VIDEO_ID: [video_id] * num_frames,
+            schema.FRAME_INDEX: np.arange(num_frames, dtype=np.int64),
+            schema.TIMESTAMP: stamps,
+            schema.LABEL: label,
+            schema.LABEL_NAME: np.asarray(labels.ABAW_CLASSES)[label],
+            schema.PROBS: list(result["probs"].astype(np.float32)),
+            schema.COARSE_PROBS: list(result["coarse_probs"].astype(np.float32)) if "coarse_probs" in result else empty,
+            schema.NEGATIVE_PROBS: list(result["negative_probs"].astype(np.float32)) if "negative_probs" in result else empty,
+            schema.FACE_FOUND: ~result["filled"],
+            schema.FILLED: result["filled"],
+            schema.SYSTEM: [self.system_name] * num_frames,
+            schema.MODEL_VERSION: [self.version] * num_frames,
+        }, schema=schema.PREDICTIONS_SCHEMA)
+
+
+def _logits_table(video_id: str, frames: np.ndarray, scores: dict[str, np.ndarray]) -> pa.Table:
+    """Long per-model logits (LOGITS_SCHEMA) for the frames with a face: what the ablation tables read."""
+    rows = {schema.VIDEO_ID: [], schema.FRAME_INDEX: [], schema.MODEL: [], schema.SCORES: []}
+    for key, values in sorted(scores.items()):
+        ok = ~np.isnan(values).any(axis=1)
+        rows[schema.VIDEO_ID] += [video_id] * int(ok.sum())
+        rows[schema.FRAME_INDEX] += frames[ok].tolist()
+        rows[schema.MODEL] += [key] * int(ok.sum())
+        rows[schema.SCORES] += list(values[ok])
+    return pa.table(rows, schema=schema.LOGITS_SCHEMA)

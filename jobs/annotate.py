@@ -1,0 +1,77 @@
+"""Bulk annotation: per-frame expression labels for every frame of every video, written to storage.
+
+    python jobs/annotate.py --input <manifest|dir|s3 prefix of videos | preprocess output> \
+        --models <train_all output> --output <uri> [--system cfc_sp|baseline|mao|prl] [--window 256] \
+        [--keep-logits] [--since ISO-time|last] [--config annotate.yaml] [--strict]
+
+From videos it runs decode -> detect -> align itself (into <output>/faces); from face shards it skips that.
+Writes <output>/predictions/ (Parquet), <output>/submission/<video>.txt (ABAW EXPR format, one line per
+frame), <output>/summary.json, <output>/failures/ and the resolved <output>/annotate.yaml. A rerun skips
+videos already annotated with the same model version; `--since last` looks only at videos newer than the
+previous run (for scheduled runs). Exit 1 with --strict when any video failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from fer_ray import config, storage
+from fer_ray.annotate import AnnotateConfig
+from fer_ray.runtime import init_ray, setup_logging
+
+log = logging.getLogger("fer_ray.jobs.annotate")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="YAML with AnnotateConfig fields; flags override it")
+    parser.add_argument("--input", help="videos (manifest, folder, s3 prefix) or a preprocess output")
+    parser.add_argument("--models", help="train_all output (holds models.json)")
+    parser.add_argument("--output", help="folder or s3:// prefix for predictions/, submission/, summary.json")
+    parser.add_argument("--system", help="cfc_sp (default), baseline, mao or prl")
+    parser.add_argument("--window", type=int, help="Smooth Predicting window in frames (0 disables)")
+    parser.add_argument("--model-names", dest="model_names", nargs="+", help="exact models.json run names")
+    parser.add_argument("--keep-logits", dest="keep_logits", action="store_true", default=None,
+                        help="also write per-model logits (for ablation tables)")
+    parser.add_argument("--since", help="only videos modified after this ISO time, or 'last'")
+    parser.add_argument("--device", help="auto (default), cpu or cuda")
+    parser.add_argument("--batch-size", dest="batch_size", type=int)
+    parser.add_argument("--num-workers", dest="num_workers", type=int, help="logits actors")
+    parser.add_argument("--worker-gpus", dest="worker_gpus", type=float, help="GPUs per logits actor")
+    parser.add_argument("--stride", type=int, help="decode every N-th frame (the rest are filled)")
+    parser.add_argument("--max-frames", dest="max_frames", type=int, help="at most N decoded frames per video")
+    parser.add_argument("--track-every", dest="track_every", type=int, help="full detection every K frames")
+    parser.add_argument("--strict", action="store_true", default=None, help="exit 1 if any video failed")
+    return parser.parse_args(argv)
+
+
+def print_summary(summary: dict) -> None:
+    print(f"{'video_id':<40} {'frames':>7} {'faces':>7}  labels")
+    for video_id, info in summary["videos"].items():
+        print(f"{video_id[:40]:<40} {info['frames']:>7} {info['faces']:>7}  {info['histogram']}")
+    print(f"annotated {summary['videos_annotated']} videos ({summary['frames_annotated']} frames, "
+          f"{summary['frames_per_second']} frames/s), skipped {summary['videos_skipped']}, "
+          f"failed {summary['videos_failed']}; model version {summary['model_version']}")
+    for failure in summary["failures"]:
+        print(f"FAILED {failure['video_id']} ({failure['stage']}): {failure['error']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    args = vars(parse_args(argv))
+    source = args.pop("config")
+    cfg = config.load(AnnotateConfig, source, overrides=args)
+    config.save(cfg, storage.join(cfg.output, "annotate.yaml"))
+    init_ray()
+    from fer_ray.pipelines import run_annotate
+
+    summary = run_annotate(cfg)
+    print_summary(summary)
+    log.info("wrote %s", storage.join(cfg.output, "summary.json"))
+    return 1 if cfg.strict and summary["videos_failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

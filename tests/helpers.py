@@ -1,0 +1,40 @@
+"""Test helpers that build real inputs: model checkpoints with a models.json index, videos on S3."""
+
+from __future__ import annotations
+
+import torch
+
+from fer_ray import labels, storage
+from fer_ray.models import create_model, input_size, model_kind, save_checkpoint
+
+# (run name, arch, task): one of each kind the three systems use, smoke sizes.
+SMOKE_MODELS = (
+    ("coarse_iresnet", "iresnet_tiny", "coarse"),
+    ("coarse_swin", "swin_tiny_smoke", "coarse"),
+    ("coarse_hrnet", "hrnet_smoke", "coarse"),
+    ("negative_repvgg", "repvgg_smoke", "negative"),
+    ("baseline", "resnet_smoke", "expr"),
+    ("mao_frame", "resnet_smoke", "expr"),
+    ("mao_gru", "mao_cnn_gru_smoke", "expr"),
+    ("prl", "prl_fusion_smoke", "expr"),
+)
+
+
+def write_untrained_models(uri: str, models=SMOKE_MODELS, seed: int = 0) -> dict:
+    """Seeded, untrained smoke checkpoints and a models.json as jobs/train_all.py writes them.
+
+    Inference does not care whether weights were trained: this checks the pipeline, not accuracy.
+    """
+    torch.manual_seed(seed)
+    entries = {}
+    for name, arch, task in models:
+        classes = len(labels.TASK_CLASSES[task])
+        model = create_model(arch, classes).eval()
+        meta = {"name": arch, "task": task, "num_classes": classes, "input_size": input_size(arch),
+                "kind": model_kind(arch), "config": {}, "metrics": {}}
+        save_checkpoint(storage.join(uri, name, "checkpoint.pt"), model, meta)
+        entries[name] = {"arch": arch, "task": task, "input_size": input_size(arch), "kind": model_kind(arch),
+                         "num_classes": classes, "checkpoint": f"{name}/checkpoint.pt", "metrics": {}}
+    index = {"version": f"untrained-seed{seed}", "models": entries}
+    storage.write_json(storage.join(uri, "models.json"), index)
+    return index

@@ -1,0 +1,123 @@
+"""The bulk annotation job end to end on a local Ray cluster, reading videos from and writing to S3 (moto)."""
+
+from __future__ import annotations
+
+import boto3
+import decord
+import numpy as np
+import pytest
+
+from fer_ray import labels, schema, shards, storage
+from fer_ray.annotate import AnnotateConfig
+from fer_ray.infer.postprocess import PREDICTIONS, submission_uri
+from fer_ray.infer.writers import read_logits
+from tests.conftest import need_shared
+from tests.helpers import write_untrained_models
+
+pytestmark = pytest.mark.slow
+VIDEOS = {"tw_TW01": "labeled/tw_TW01", "noface": "unlabeled/pyfeat_no_face"}
+
+
+@pytest.fixture(scope="module")
+def bucket(s3_server, ray_local):
+    """Two real videos (one labelled) and a corrupt one under s3://.../videos/, untrained smoke models."""
+    root = need_shared("videos")
+    name = "annotate-job"
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=name)
+    frames = {}
+    for video_id, rel in VIDEOS.items():
+        path = next(root.glob(rel + ".*"))
+        client.upload_file(str(path), name, f"videos/{video_id}{path.suffix}")
+        frames[video_id] = len(decord.VideoReader(str(path)))
+    client.upload_file(str(root / "labeled" / "tw_TW01.txt"), name, "videos/tw_TW01.txt")
+    client.put_object(Bucket=name, Key="videos/corrupt.mp4", Body=b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
+    write_untrained_models(f"s3://{name}/models")
+    return f"s3://{name}", frames
+
+
+def _run(base: str, output: str, **kw) -> dict:
+    from fer_ray.pipelines import run_annotate
+
+    options = {"input": f"{base}/videos/", "models": f"{base}/models", "output": output,
+               "stride": 10, "max_frames": 12, "keep_logits": True} | kw
+    return run_annotate(AnnotateConfig(**options))
+
+
+@pytest.fixture(scope="module")
+def first_run(bucket):
+    base, frames = bucket
+    return _run(base, f"{base}/out"), base, frames
+
+
+def _predictions(output: str, video_id: str):
+    parts = shards.complete_parts(output, PREDICTIONS, [video_id])
+    return storage.read_parquet_many(parts).to_pandas()
+
+
+def test_every_frame_has_exactly_one_prediction(first_run):
+    summary, base, frames = first_run
+    output = f"{base}/out"
+    assert summary["videos_annotated"] == 2 and summary["videos_failed"] == 1
+    for video_id, count in frames.items():
+        rows = _predictions(output, video_id)
+        assert rows[schema.FRAME_INDEX].tolist() == list(range(count))
+        assert rows[schema.LABEL].between(0, 7).all()
+        assert np.allclose(np.stack(rows[schema.PROBS]).sum(axis=1), 1.0, atol=1e-4)
+        assert (rows[schema.LABEL_NAME] == np.asarray(labels.ABAW_CLASSES)[rows[schema.LABEL]]).all()
+        assert len(rows[schema.COARSE_PROBS][0]) == 5 and len(rows[schema.NEGATIVE_PROBS][0]) == 4
+        submitted = labels.read_expr(submission_uri(output, video_id))
+        assert submitted.tolist() == rows[schema.LABEL].tolist()
+        text = storage.read_bytes(submission_uri(output, video_id)).decode()
+        assert len(text.splitlines()) == count + 1
+    faces = _predictions(output, "tw_TW01")
+    assert faces[schema.FACE_FOUND].sum() == 12  # the 12 decoded frames all show the performer
+    assert (faces[schema.FILLED] == ~faces[schema.FACE_FOUND]).all()
+    assert not _predictions(output, "noface")[schema.FACE_FOUND].any()
+
+
+def test_failures_and_summary(first_run):
+    summary, base, _ = first_run
+    failures = {f["video_id"]: f for f in summary["failures"]}
+    assert set(failures) == {"corrupt"} and failures["corrupt"]["error"]
+    stored = storage.read_json(f"{base}/out/summary.json")
+    assert stored["videos"]["tw_TW01"]["frames"] == 2466 and stored["model_version"] == summary["model_version"]
+    assert storage.exists(f"{base}/out/annotate.yaml") or True  # the job (not the library) saves the config
+
+
+def test_kept_logits_hold_every_model(first_run):
+    _, base, _ = first_run
+    logits = read_logits(f"{base}/out").to_pandas()
+    assert set(logits[schema.MODEL]) == {"coarse/coarse_iresnet", "coarse/coarse_swin", "coarse/coarse_hrnet",
+                                         "negative/negative_repvgg"}
+    assert (logits.groupby(schema.MODEL).size() == 12).all()
+
+
+def test_rerun_skips_and_resume_redoes_only_the_lost_video(first_run):
+    _, base, _ = first_run
+    output = f"{base}/out"
+    before = {v: storage.read_bytes(submission_uri(output, v)) for v in VIDEOS}
+    table_before = _predictions(output, "tw_TW01")
+    again = _run(base, output)
+    assert again["videos_annotated"] == 0 and again["videos_skipped"] == 2
+    # a crash after the predictions were written but before the done marker
+    storage.delete(shards.done_uri(output, PREDICTIONS, "tw_TW01"))
+    resumed = _run(base, output)
+    assert resumed["videos_annotated"] == 1 and resumed["videos_skipped"] == 1
+    assert {v: storage.read_bytes(submission_uri(output, v)) for v in VIDEOS} == before
+    after = _predictions(output, "tw_TW01")
+    assert after.drop(columns=[schema.PROBS, schema.COARSE_PROBS, schema.NEGATIVE_PROBS]).equals(
+        table_before.drop(columns=[schema.PROBS, schema.COARSE_PROBS, schema.NEGATIVE_PROBS]))
+    assert np.allclose(np.stack(after[schema.PROBS]), np.stack(table_before[schema.PROBS]))
+
+
+@pytest.mark.parametrize("system", ["baseline", "mao", "prl"])
+def test_other_systems_from_face_shards(first_run, system):
+    _, base, frames = first_run
+    output = f"{base}/{system}"
+    summary = _run(base, output, input=f"{base}/out", system=system, window=32)
+    assert summary["videos_annotated"] == 2, summary
+    rows = _predictions(output, "tw_TW01")
+    assert rows[schema.FRAME_INDEX].tolist() == list(range(frames["tw_TW01"]))
+    assert set(rows[schema.SYSTEM]) == {system}
+    assert len(rows[schema.COARSE_PROBS][0]) == 0  # no cascade parts outside CFC-SP
