@@ -95,3 +95,99 @@ def train_val_datasets(faces_output_uris, by: str = "subject", val_fraction: flo
 
 
 # ---------------------------------------------------------------- annotation (jobs/annotate.py)
+
+
+def _annotate_chain(config, parts: list[str], entries, version: str):
+    """read faces -> logits actors -> group by video (no images) -> per-video post-processing."""
+    import ray
+
+    from fer_ray import schema, storage
+    from fer_ray.infer.logits import LogitsStage
+
+    fs, _ = storage.filesystem(parts[0])
+    paths = [storage.filesystem(p)[1] for p in parts]
+    columns = [schema.VIDEO_ID, schema.FRAME_INDEX, schema.TIMESTAMP, schema.FACE, schema.NUM_FRAMES]
+    gpus = config.worker_gpus
+    faces = ray.data.read_parquet(paths, filesystem=fs, columns=columns, num_cpus=0.25)
+    logits = faces.map_batches(
+        LogitsStage, fn_constructor_kwargs={"models": entries, "device": config.device, "threads": config.threads},
+        batch_size=config.batch_size, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=config.num_workers),
+        num_cpus=config.worker_cpus, num_gpus=gpus or None)
+    post_kwargs = {"output": config.output, "entries": entries, "system": config.system,
+                   "window": config.window, "version": version, "weights": config.weights,
+                   "keep_logits": config.keep_logits}
+    # Small fractional CPUs for the shuffle's aggregators: on a 2-core node whole-CPU stages would starve them.
+    ray.data.DataContext.get_current().hash_shuffle_operator_actor_num_cpus_override = 0.1
+    partitions = max(1, min(len(parts), config.shuffle_partitions))
+    return logits.groupby(schema.VIDEO_ID, num_partitions=partitions).map_groups(
+        _SafeVideoPostprocess, fn_constructor_kwargs=post_kwargs, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=1), num_cpus=0.25)
+
+
+class _SafeVideoPostprocess:
+    """VideoPostprocess with failures as data: an error becomes a failure record, not a crashed job."""
+
+    def __init__(self, **kwargs):
+        from fer_ray.infer.postprocess import VideoPostprocess
+
+        self.inner = VideoPostprocess(**kwargs)
+        self.output = kwargs["output"]
+
+    def __call__(self, batch: dict) -> dict:
+        from fer_ray import schema, shards
+        from fer_ray.annotate import failed_row
+
+        try:
+            return self.inner(batch)
+        except Exception as exc:  # noqa: BLE001 - recorded per video, the job goes on
+            video_id = str(batch[schema.VIDEO_ID][0])
+            message = f"{type(exc).__name__}: {exc}"
+            shards.write_failure(self.output, video_id, "", "postprocess", message)
+            return {k: [v] for k, v in failed_row(video_id, message).items()}
+
+
+def run_annotate(config) -> dict:
+    """Annotate every pending video of `config.input`; returns the summary (also written as summary.json)."""
+    import datetime as dt
+    import logging
+    import time
+
+    from tqdm import tqdm
+
+    from fer_ray import annotate, shards
+    from fer_ray.infer import systems
+
+    log = logging.getLogger("fer_ray.annotate")
+    started_at = dt.datetime.now(dt.timezone.utc).isoformat()
+    start = time.perf_counter()
+    index = systems.read_index(config.models)
+    entries = systems.select(systems.entries(index, config.models), config.system, config.model_names)
+    version = systems.model_version(index, entries, config.system, config.window, config.weights)
+    faces_uri = config.input if annotate.is_faces_output(config.input) else _preprocess_for_annotate(config)
+    todo, finished = annotate.pending_videos(faces_uri, config.output, version)
+    log.info("system %s, models %s, version %s: %d videos to annotate, %d already done",
+             config.system, [e.name for e in entries], version, len(todo), len(finished))
+    rows: list[dict] = []
+    parts = shards.complete_parts(faces_uri, annotate.FACES, todo)
+    if parts:
+        results = _annotate_chain(config, parts, entries, version)
+        with tqdm(total=len(todo), desc="annotate", unit="video") as bar:
+            for row in results.iter_rows():
+                rows.append(row)
+                bar.update(1)
+                bar.set_postfix(frames=sum(int(r["frames"]) for r in rows))
+    return annotate.write_summary(config, rows, finished, version, time.perf_counter() - start, started_at)
+
+
+def _preprocess_for_annotate(config) -> str:
+    """Decode, detect and align the input videos into `<output>/faces` (resumable); returns that output."""
+    from fer_ray import annotate
+    from fer_ray.preprocess import PreprocessConfig
+
+    pre = PreprocessConfig(input=config.input, output=config.output, stride=config.stride,
+                           max_frames=config.max_frames, face_size=config.face_size,
+                           track_every=config.track_every, num_workers=config.num_workers)
+    items = annotate.work_items(config, pre)
+    run_preprocess(items, pre)
+    return config.output
