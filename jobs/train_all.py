@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.models:
         wanted = [n.strip() for n in args.models.split(",") if n.strip()]
         config.models = [config.spec(n) for n in wanted]  # KeyError lists the valid names
+        for model in config.models:  # dependencies outside the selection are taken as already trained
+            model.after = [a for a in model.after if a in wanted]
     init_ray(args.num_cpus)
     result = train_all(config)
     print(format_table(result))

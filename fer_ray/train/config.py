@@ -99,6 +99,7 @@ class ModelSpec:
     use_gpu: bool | None = None           # None: use a GPU when the cluster has one
     clip_length: int | None = None        # frames per input; default from the registry (1, 9 or 64)
     kind: str | None = None               # resolved from the registry: frame | clip | sequence
+    after: list[str] = field(default_factory=list)  # models that must finish first (e.g. a frozen backbone's)
 
     @property
     def num_classes(self) -> int:
@@ -160,10 +161,30 @@ class TrainConfig:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ConfigError(f"models: duplicate name(s) {', '.join(dupes)}; names must be unique")
+        for model in self.models:
+            unknown = [a for a in model.after if a not in names]
+            if unknown or model.name in model.after:
+                raise ConfigError(f"model {model.name!r}: after {unknown or [model.name]} is not another model "
+                                  f"of this config; models: {', '.join(names)}")
+        self.stages()  # raises on a cycle
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.max_concurrent_trials < 1:
             raise ConfigError("max_concurrent_trials must be >= 1")
+
+    def stages(self) -> list[list[str]]:
+        """Model names grouped so every model comes after the models in its `after` list."""
+        done: set[str] = set()
+        left = [m for m in self.models]
+        stages = []
+        while left:
+            ready = [m.name for m in left if set(m.after) <= done]
+            if not ready:
+                raise ConfigError(f"models: `after` has a cycle among {', '.join(m.name for m in left)}")
+            stages.append(ready)
+            done |= set(ready)
+            left = [m for m in left if m.name not in done]
+        return stages
 
     def spec(self, name: str) -> ModelSpec:
         for model in self.models:

@@ -20,7 +20,6 @@ restored with `Tuner.restore` (errored trials resumed).
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
 import io
 import json
@@ -235,6 +234,33 @@ def _write_index(config: TrainConfig, run: dict) -> dict:
     return index
 
 
+def _run_stage(config: TrainConfig, run: dict, names: list[str], stage: int) -> dict[str, str]:
+    """One Tune experiment over `names` (restored if a previous run left it unfinished); returns errors."""
+    import ray.tune as tune
+
+    storage_path, filesystem = _ray_storage(config.output)
+    experiment = f"{config.experiment_name}-{run['version'][:12]}-s{stage}"
+    # The trial function only drives its TorchTrainer: a token CPU share, so trainers get the cores.
+    trainable = tune.with_resources(tune.with_parameters(_trial, run=run), {"cpu": 0.01})
+    exp_path = f"{storage_path}/{experiment}"
+    if tune.Tuner.can_restore(exp_path, storage_filesystem=filesystem):
+        _LOG.info("restoring Tune experiment %s", exp_path)
+        tuner = tune.Tuner.restore(exp_path, trainable, resume_errored=True, storage_filesystem=filesystem)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"model": tune.grid_search(names)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=config.max_concurrent_trials),
+            run_config=tune.RunConfig(name=experiment, storage_path=storage_path,
+                                      storage_filesystem=filesystem, verbose=0),
+        )
+    errors = {}
+    for result in tuner.fit():
+        if result.error is not None:
+            errors[result.config["model"]] = f"{type(result.error).__name__}: {result.error}"
+    return errors
+
+
 def train_all(config: TrainConfig | str | dict, overrides: dict | None = None) -> dict:
     """Train every model of the config (Tune trials, several at once); returns the run summary.
 
@@ -242,7 +268,6 @@ def train_all(config: TrainConfig | str | dict, overrides: dict | None = None) -
     trained|skipped|failed, "error"}}}. Needs `ray.init()` done (or starts a local Ray).
     """
     import ray
-    import ray.tune as tune
 
     if not isinstance(config, TrainConfig):
         config = load_config(config, overrides)
@@ -252,26 +277,14 @@ def train_all(config: TrainConfig | str | dict, overrides: dict | None = None) -
     finished = {m.name for m in config.models if _finished(run, m.name) is not None}
     pending = [m.name for m in config.models if m.name not in finished]
     errors: dict[str, str] = {}
-    if pending:
-        storage_path, filesystem = _ray_storage(config.output)
-        experiment = f"{config.experiment_name}-{run['version'][:12]}"
-        trainable = tune.with_resources(tune.with_parameters(_trial, run=run), {"cpu": 0.01})  # the trial only drives its trainer
-        exp_path = f"{storage_path}/{experiment}"
-        if tune.Tuner.can_restore(exp_path, storage_filesystem=filesystem):
-            _LOG.info("restoring Tune experiment %s", exp_path)
-            tuner = tune.Tuner.restore(exp_path, trainable, resume_errored=True, storage_filesystem=filesystem)
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                param_space={"model": tune.grid_search(pending)},
-                tune_config=tune.TuneConfig(max_concurrent_trials=config.max_concurrent_trials),
-                run_config=tune.RunConfig(name=experiment, storage_path=storage_path,
-                                          storage_filesystem=filesystem, verbose=0),
-            )
-        grid = tuner.fit()
-        for result in grid:
-            if result.error is not None:
-                errors[result.config["model"]] = f"{type(result.error).__name__}: {result.error}"
+    for stage, names in enumerate(config.stages()):
+        todo = [n for n in names if n in pending]
+        blocked = [n for n in todo if any(d in errors for d in config.spec(n).after)]
+        for name in blocked:
+            errors[name] = f"not trained: a model in its `after` list failed ({config.spec(name).after})"
+        todo = [n for n in todo if n not in blocked]
+        if todo:
+            errors.update(_run_stage(config, run, todo, stage))
     index = _write_index(config, run)
     models = {}
     for spec in config.models:
@@ -281,9 +294,3 @@ def train_all(config: TrainConfig | str | dict, overrides: dict | None = None) -
                                                                     if spec.name in errors else {})}
     return {"version": run["version"], "output": config.output,
             "index": storage.join(config.output, MODELS_INDEX), "models": models}
-
-
-def spec_fields() -> list[str]:
-    from fer_ray.train.config import ModelSpec
-
-    return [f.name for f in dataclasses.fields(ModelSpec)]

@@ -178,3 +178,32 @@ def test_train_local_learns_and_reloads_identically(tmp_path):
     with torch.inference_mode():
         assert torch.equal(model.eval()(x), again(x))
     assert not torch.equal(model(x), create_model("resnet_smoke", 5).eval()(x))
+
+
+def test_after_orders_models_in_stages():
+    base = {"output": "o", "faces": "f"}
+    cfg = load(TrainConfig, {**base, "models": [
+        {"name": "gru", "arch": "mao_cnn_gru_smoke", "after": ["cnn"]},
+        {"name": "cnn", "arch": "resnet_smoke"}, {"name": "other", "arch": "repvgg_smoke"}]})
+    assert cfg.stages() == [["cnn", "other"], ["gru"]]
+    with pytest.raises(ConfigError, match="cycle"):
+        load(TrainConfig, {**base, "models": [{"name": "a", "arch": "resnet_smoke", "after": ["b"]},
+                                              {"name": "b", "arch": "resnet_smoke", "after": ["a"]}]})
+    with pytest.raises(ConfigError, match="not another model"):
+        load(TrainConfig, {**base, "models": [{"name": "a", "arch": "resnet_smoke", "after": ["zz"]}]})
+
+
+@pytest.mark.parametrize("arch,task,loss", [("mao_cnn_gru_smoke", "coarse", "ce"), ("prl_fusion_smoke", "expr", "focal")])
+def test_train_local_temporal_models(arch, task, loss):
+    from fer_ray.train.config import LossConfig
+    from fer_ray.train.loop import train_local
+
+    rows = _rows({"v1": ("s1", [0, 4, 4, 6, 1, 0]), "v2": ("s2", [4, 4, 0, -1, 6])})
+    spec = ModelSpec(name="t", arch=arch, task=task, epochs=1, batch_size=2, max_steps_per_epoch=2,
+                     input_size=64, loss=LossConfig(name=loss, alpha=0.9), model_kwargs={})
+    spec.validate()
+    if spec.kind == "sequence":
+        spec.clip_length = 4  # short chunks for the test
+    model, history = train_local(spec, rows, rows, device="cpu")
+    assert history[0]["train_steps"] >= 1 and np.isfinite(history[0]["train_loss"])
+    assert history[0]["val_frames"] > 0
