@@ -70,7 +70,8 @@ def is_faces_output(uri: str) -> bool:
 
 def pending_videos(faces_uri: str, output: str, version: str) -> tuple[list[str], list[str]]:
     """(videos to annotate, videos already annotated with this model version)."""
-    faces = shards.done_markers(faces_uri, FACES)
+    # image-set batches (training data) share the faces table but are not videos to annotate
+    faces = {v: m for v, m in shards.done_markers(faces_uri, FACES).items() if m.get("kind", "video") == "video"}
     done = shards.done_markers(output, PREDICTIONS)
     finished = sorted(v for v in faces if done.get(v, {}).get("model_version") == version)
     todo = sorted(v for v in faces if v not in set(finished) and faces[v].get("frames", 1) > 0)

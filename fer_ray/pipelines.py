@@ -52,11 +52,14 @@ def faces_dataset(faces_output_uris, video_ids=None, read_cpus: float = 0.1):
     outputs, optionally only some videos, as a lazy ray.data.Dataset (S3 through fer_ray.storage)."""
     import ray
 
-    from fer_ray import shards, storage
+    from fer_ray import storage
     from fer_ray.train.data import TRAIN_COLUMNS
 
     uris = [faces_output_uris] if isinstance(faces_output_uris, str) else list(faces_output_uris)
-    parts = [p for uri in uris for p in shards.complete_parts(uri, "faces", video_ids)]
+    # Image-set shards hold many one-frame "videos" under one done marker, so shards are chosen by marker
+    # and rows by their own video_id (below): a split by subject stays exact inside a shared shard.
+    wanted = None if video_ids is None else set(video_ids)
+    parts = [p for uri in uris for p in _parts_holding(uri, wanted)]
     if not parts:
         raise FileNotFoundError(f"no complete face shards under {', '.join(uris)}"
                                 + (f" for {len(video_ids)} requested videos" if video_ids is not None else ""))
@@ -73,10 +76,34 @@ def faces_dataset(faces_output_uris, video_ids=None, read_cpus: float = 0.1):
     if saved is not None:
         context.use_datasource_v2 = False
     try:
-        return ray.data.read_parquet(paths, filesystem=fs, columns=TRAIN_COLUMNS, num_cpus=read_cpus)
+        dataset = ray.data.read_parquet(paths, filesystem=fs, columns=TRAIN_COLUMNS, num_cpus=read_cpus)
     finally:
         if saved is not None:
             context.use_datasource_v2 = saved
+    if wanted is None:
+        return dataset
+    return dataset.map_batches(_keep_videos, fn_kwargs={"wanted": wanted}, batch_format="pyarrow",
+                               num_cpus=read_cpus)
+
+
+def _parts_holding(faces_uri: str, wanted: set[str] | None) -> list[str]:
+    """Complete parts of the videos in `wanted`, plus every image-batch shard (their rows are filtered)."""
+    from fer_ray import shards, storage
+
+    markers = shards.done_markers(faces_uri, "faces")
+    keep = [info for video, info in markers.items()
+            if wanted is None or video in wanted or info.get("kind", "video") != "video"]
+    base = storage.join(faces_uri, "faces")
+    return sorted(storage.join(base, part) for info in keep for part in info["parts"])
+
+
+def _keep_videos(batch, wanted: set[str]):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from fer_ray import schema
+
+    return batch.filter(pc.is_in(batch.column(schema.VIDEO_ID), value_set=pa.array(sorted(wanted))))
 
 
 def train_val_datasets(faces_output_uris, by: str = "subject", val_fraction: float = 0.2, seed: int = 0,
@@ -97,7 +124,7 @@ def train_val_datasets(faces_output_uris, by: str = "subject", val_fraction: flo
 # ---------------------------------------------------------------- annotation (jobs/annotate.py)
 
 
-def _annotate_chain(config, parts: list[str], entries, version: str):
+def _annotate_chain(config, parts: list[str], entries, extras, version: str):
     """read faces -> logits actors -> group by video (no images) -> per-video post-processing."""
     import ray
 
@@ -110,11 +137,12 @@ def _annotate_chain(config, parts: list[str], entries, version: str):
     gpus = config.worker_gpus
     faces = ray.data.read_parquet(paths, filesystem=fs, columns=columns, num_cpus=0.25)
     logits = faces.map_batches(
-        LogitsStage, fn_constructor_kwargs={"models": entries, "device": config.device, "threads": config.threads},
+        LogitsStage, fn_constructor_kwargs={"models": entries + extras, "device": config.device,
+                                            "threads": config.threads},
         batch_size=config.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=config.num_workers),
         num_cpus=config.worker_cpus, num_gpus=gpus or None)
-    post_kwargs = {"output": config.output, "entries": entries, "system": config.system,
+    post_kwargs = {"output": config.output, "entries": entries, "extras": extras, "system": config.system,
                    "window": config.window, "version": version, "weights": config.weights,
                    "keep_logits": config.keep_logits}
     # Small fractional CPUs for the shuffle's aggregators: on a 2-core node whole-CPU stages would starve them.
@@ -164,6 +192,8 @@ def run_annotate(config) -> dict:
     index = systems.read_index(config.models)
     entries = systems.select(systems.entries(index, config.models), config.system, config.model_names)
     version = systems.model_version(index, entries, config.system, config.window, config.weights)
+    extras = systems.ablation_extras(systems.entries(index, config.models), config.system, entries) \
+        if config.keep_logits else []
     faces_uri = config.input if annotate.is_faces_output(config.input) else _preprocess_for_annotate(config)
     todo, finished = annotate.pending_videos(faces_uri, config.output, version)
     log.info("system %s, models %s, version %s: %d videos to annotate, %d already done",
@@ -171,7 +201,7 @@ def run_annotate(config) -> dict:
     rows: list[dict] = []
     parts = shards.complete_parts(faces_uri, annotate.FACES, todo)
     if parts:
-        results = _annotate_chain(config, parts, entries, version)
+        results = _annotate_chain(config, parts, entries, extras, version)
         with tqdm(total=len(todo), desc="annotate", unit="video") as bar:
             for row in results.iter_rows():
                 rows.append(row)

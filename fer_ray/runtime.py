@@ -12,21 +12,21 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def init_ray(num_cpus: int | None = None) -> None:
-    """Join the cluster named by RAY_ADDRESS (as under `ray job submit`) or one running on this machine;
-    else start a local instance whose dashboard binds to 127.0.0.1 only."""
+def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
+    """Join the cluster at `address` or RAY_ADDRESS (set by `ray job submit`; "auto" finds a `ray start`
+    cluster on this machine), else start a local instance whose dashboard binds to 127.0.0.1 only.
+
+    A job never silently joins whatever Ray happens to run on the machine: that is asked for by name.
+    """
     import ray
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if ray.is_initialized():
         return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address="auto", log_to_driver=True)
-        log.info("joined the Ray cluster at %s", os.environ["RAY_ADDRESS"])
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+        log.info("joined the Ray cluster at %s", address)
         return
-    try:
-        ray.init(address="auto")
-        log.info("joined the Ray cluster running on this machine")
-    except ConnectionError:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1")
-        log.info("started a local Ray instance (%s CPUs)", ray.cluster_resources().get("CPU"))
+    ray.init(num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1")
+    log.info("started a local Ray instance (%s CPUs)", ray.cluster_resources().get("CPU"))

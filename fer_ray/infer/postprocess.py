@@ -82,11 +82,13 @@ class VideoPostprocess:
     """`__call__(one video's rows) -> one summary row`. Safe to retry: every write is whole and idempotent."""
 
     def __init__(self, output: str, entries: list[ModelEntry], system: str, window: int, version: str,
-                 weights: dict[str, float] | None = None, keep_logits: bool = False):
+                 weights: dict[str, float] | None = None, keep_logits: bool = False,
+                 extras: list[ModelEntry] | None = None):
+        """`extras`: models whose logits are only kept (for ablations), never part of the prediction."""
         self.output, self.entries, self.system_name = output, entries, system
         self.window, self.version, self.keep_logits = window, version, keep_logits
         self.system = system_of(entries, system, weights)
-        self.heads = TemporalHeads(entries)
+        self.heads = TemporalHeads(list(entries) + list(extras or []))
         torch.set_num_threads(1)
 
     def _scores(self, batch: dict, face: np.ndarray) -> dict[str, np.ndarray]:

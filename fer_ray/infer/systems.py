@@ -92,6 +92,16 @@ def _default_models(all_entries: list[ModelEntry], system: str) -> list[ModelEnt
     return [e for e in all_entries if e.task == "expr" and e.kind == "sequence"]
 
 
+def ablation_extras(all_entries: list[ModelEntry], system: str, chosen: list[ModelEntry]) -> list[ModelEntry]:
+    """Frame models whose logits are kept beside the system's (--keep-logits) so the CFC-SP Table 1
+    (baseline vs coarse-to-fine) can be computed from one run: the baseline for cfc_sp, the cascade for
+    baseline. They never enter the system's own predictions."""
+    other = {"cfc_sp": "baseline", "baseline": "cfc_sp"}.get(system)
+    if other is None:
+        return []
+    return [e for e in _default_models(all_entries, other) if e not in chosen]
+
+
 def system_of(chosen: list[ModelEntry], system: str, weights: dict[str, float] | None = None) -> System:
     """The ablations.System combining the chosen models (weights by run name)."""
     keys = {task: tuple(e.key for e in chosen if e.task == task) for task in ("expr", "coarse", "negative")}

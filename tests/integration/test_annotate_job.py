@@ -89,7 +89,7 @@ def test_kept_logits_hold_every_model(first_run):
     _, base, _ = first_run
     logits = read_logits(f"{base}/out").to_pandas()
     assert set(logits[schema.MODEL]) == {"coarse/coarse_iresnet", "coarse/coarse_swin", "coarse/coarse_hrnet",
-                                         "negative/negative_repvgg"}
+                                         "negative/negative_repvgg", "expr/baseline"}
     assert (logits.groupby(schema.MODEL).size() == 12).all()
 
 
