@@ -5,8 +5,9 @@
         [--max-frames N] [--codec auto|libx264|mpeg4] [--config render.yaml]
 
 --faces adds the face box from the faces table. Frames whose label was filled (no face) carry a marker.
-The video id defaults to the video file's stem (as the annotate job names videos). Writes the .mp4 and the
-resolved config beside it (<output>.yaml). Plain Python: no Ray needed for one video.
+The video id defaults to the video file's stem (the id annotate gives a video at the top of its input
+folder; pass --video-id for nested folders or manifests). Writes the .mp4 and the resolved config beside it
+(<output>.yaml). Plain Python: no Ray needed for one video.
 """
 
 from __future__ import annotations
