@@ -3,15 +3,14 @@
     python jobs/train_all.py --config configs/smoke.yaml [--faces <preprocess output uri>] [--output <uri>]
     ray job submit --working-dir . -- python jobs/train_all.py --config configs/cfc_sp.yaml
 
-Connects to a running cluster (RAY_ADDRESS or a local `ray start`) and otherwise starts a local Ray
-(dashboard on 127.0.0.1). A rerun skips finished models and resumes interrupted ones from their last
-checkpoint. Exit status 1 when a model failed.
+Joins the cluster named by --address or RAY_ADDRESS (`ray job submit` sets it; `--address auto` finds a
+local `ray start`), otherwise starts a local Ray (dashboard on 127.0.0.1). A rerun skips finished models
+and resumes interrupted ones from their last checkpoint. Exit status 1 when a model failed.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
@@ -19,6 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from fer_ray import runtime  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,21 +29,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", help="where models/<name>/ and models.json go")
     parser.add_argument("--models", help="comma-separated model names to train (default: all in the config)")
     parser.add_argument("--max-concurrent-trials", type=int, dest="max_concurrent_trials")
+    parser.add_argument("--address", help="Ray cluster to join ('auto', host:port; default: $RAY_ADDRESS, "
+                        "else a local Ray)")
     parser.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
     return parser.parse_args(argv)
-
-
-def init_ray(num_cpus: int | None = None) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    try:
-        ray.init(address="auto", log_to_driver=True)
-        return
-    except (ConnectionError, RuntimeError, ValueError):
-        pass  # no cluster running: start a local one
-    ray.init(num_cpus=num_cpus, dashboard_host="127.0.0.1", include_dashboard=None)
 
 
 def format_table(result: dict) -> str:
@@ -63,8 +53,8 @@ def format_table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    runtime.setup_logging()
     from fer_ray.train.launch import load_config, train_all
 
     overrides = {"faces": args.faces, "output": args.output, "max_concurrent_trials": args.max_concurrent_trials}
@@ -74,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         config.models = [config.spec(n) for n in wanted]  # KeyError lists the valid names
         for model in config.models:  # dependencies outside the selection are taken as already trained
             model.after = [a for a in model.after if a in wanted]
-    init_ray(args.num_cpus)
+    runtime.init_ray(args.num_cpus, args.address)  # --address / RAY_ADDRESS, else a local Ray
     result = train_all(config)
     print(format_table(result))
     print(f"\nversion {result['version']}  index {result['index']}")
