@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ if __package__ in (None, "") and str(Path(__file__).resolve().parents[1]) not in
 from fer_ray import config, shards, storage  # noqa: E402
 from fer_ray.inputs import discover  # noqa: E402
 from fer_ray.preprocess import STATUS_DONE, STATUS_FAILED, STATUS_SKIPPED, PreprocessConfig  # noqa: E402
+from fer_ray.runtime import init_ray  # noqa: E402
 
 log = logging.getLogger("fer_ray.jobs.preprocess")
 
@@ -46,23 +46,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--address", help="Ray cluster to join ('auto' = the one `ray start` runs here); "
                         "default: RAY_ADDRESS, else a private local instance")
     return parser.parse_args(argv)
-
-
-def init_ray(address: str | None = None) -> None:
-    """Join the cluster named by --address or RAY_ADDRESS (as `ray job submit` sets it); else start a
-    private local instance. A cluster merely running on this machine is not joined implicitly: on a
-    shared machine that may be another driver's local instance, which can go away mid-job."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-        log.info("joined the Ray cluster at %s", address)
-    else:
-        ray.init(include_dashboard=False, dashboard_host="127.0.0.1")
-        log.info("started a local Ray instance")
 
 
 def summarise(rows: list[dict], rejected: list[dict], seconds: float) -> dict:
@@ -111,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("rejected %s: %s", reject["video_id"], reject["error"])
         shards.write_failure(cfg.output, reject["video_id"], reject["uri"], reject["stage"], reject["error"])
     config.save(cfg, storage.join(cfg.output, "preprocess.yaml"))
-    init_ray(address)
+    init_ray(address=address)
     from fer_ray.pipelines import run_preprocess
 
     rows = run_preprocess(found.items, cfg)
