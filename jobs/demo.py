@@ -3,9 +3,9 @@
     python jobs/demo.py [--data ../shared/data] [--output demo_out | s3://bucket/demo] [--videos tw_TW01 tw_TW07]
 
 Uses the shared real data: training faces from the image sets (taiwanese_dev minus the held-out
-performers, ckplus48, a fer2013 sample), the smoke model set (configs/smoke.yaml), and the labelled dev
-videos of the held-out performers for annotation and evaluation. Every step is the real job, run in this
-process on one local Ray instance; a rerun resumes and skips finished work.
+performers, ckplus48, a fer2013 sample), the demo model set (configs/demo.yaml: the smoke models trained
+a few epochs), and the labelled dev videos of the held-out performers for annotation and evaluation.
+Every step is the real job, run in this process on one local Ray instance; a rerun resumes and skips finished work.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class DemoConfig:
     videos: list[str] = field(default_factory=lambda: ["tw_TW01", "tw_TW07"])  # held-out performers
     fer2013_limit: int = 600
     ckplus_limit: int = 600
-    train_config: str = "configs/smoke.yaml"
+    train_config: str = str(ROOT / "configs" / "demo.yaml")
     track_every: int = 5
     system: str = "cfc_sp"
     window: int = 256

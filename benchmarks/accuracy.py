@@ -1,0 +1,203 @@
+"""Accuracy benchmark: train the (reduced) CFC-SP set and an 8-class baseline, annotate the held-out labelled
+dev videos and print the CFC-SP Table 1 / Table 4 analogues, per-class F1 and macro-F1.
+
+    python benchmarks/accuracy.py [--data ../shared/data] [--output accuracy_out] [--config configs/accuracy.yaml]
+        [--videos tw_TW01 tw_TW07 ...] [--fer2013-limit 4000] [--epochs N]
+
+Not part of `make test` (it trains for tens of minutes on CPU). Steps, each the real job run in this process
+on one local Ray instance through jobs/demo.py's helpers (a rerun on the same --output resumes):
+1. preprocess taiwanese_dev minus ALL 7 performers of videos/labeled (TW01 TW07 TW11 TW14 TW18 TW21 TW29,
+   whatever --videos says), all of ckplus48 and a seeded fer2013 sample (--fer2013-limit);
+2. train_all with --config (default configs/accuracy.yaml: narrow stand-ins for IResNet / Swin / HRNet /
+   RepVGG + a small ResNet baseline, a few epochs over capped images; --epochs overrides every model's);
+3. annotate the labelled dev videos of the held-out performers (all 7, or --videos) with the cfc_sp system,
+   --stride 1 --track-every 5 (every frame predicted) and --keep-logits;
+4. evaluate (metrics.json, report.html) and, from the stored logits, Table 1 (baseline / + C-F / + SP /
+   both), Table 4 (SP window sweep) and per-class F1 of the baseline and the cascade.
+Writes <output>/accuracy.json; prints the wall time and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import runpy
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+_DEMO = runpy.run_path(str(ROOT / "jobs" / "demo.py"), run_name="fer_ray_demo_helpers")
+DemoConfig, run_job, write_inputs = _DEMO["DemoConfig"], _DEMO["run_job"], _DEMO["write_inputs"]
+
+from fer_ray import labels, storage  # noqa: E402
+from fer_ray.evaluate import ablations, metrics  # noqa: E402
+from fer_ray.evaluate.run import load_truth  # noqa: E402
+from fer_ray.infer import writers  # noqa: E402
+from fer_ray.runtime import init_ray, setup_logging  # noqa: E402
+
+WINDOW = ablations.DEFAULT_WINDOW
+WINDOWS = ablations.DEFAULT_WINDOWS
+
+
+def machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": cpu, "platform": platform.platform(),
+            "load_avg_start": os.getloadavg()}
+
+
+def labelled_videos(data: str) -> list[str]:
+    return sorted(p.stem for p in Path(data, "videos", "labeled").glob("*.mp4") if p.with_suffix(".txt").exists())
+
+
+def train_config(source: str, out: str, epochs: int | None) -> str:
+    """The train config, with every model's epochs replaced by --epochs when given, saved under the output."""
+    raw = yaml.safe_load(storage.read_bytes(source).decode())
+    if epochs is not None:
+        for model in raw["models"]:
+            model["epochs"] = int(epochs)
+    target = storage.join(out, "train_config.yaml")
+    storage.write_text(target, yaml.safe_dump(raw, sort_keys=False))
+    return target
+
+
+def per_class_f1(videos, truth, system: ablations.System, window: int) -> dict:
+    predicted = ablations.predict(videos, truth, system, window)
+    names = sorted(predicted)
+    y_true = np.concatenate([np.asarray(truth[v], dtype=np.int64) for v in names])
+    y_pred = np.concatenate([predicted[v] for v in names])
+    stats = metrics.per_class(y_true, y_pred)
+    return {"system": system.name, "window": window,
+            "macro_f1": metrics.macro_f1(y_true, y_pred),
+            "macro_f1_present": metrics.macro_f1_present(y_true, y_pred),
+            "accuracy": metrics.accuracy(y_true, y_pred),
+            "f1": {c: float(f) for c, f in zip(labels.ABAW_CLASSES, stats["f1"])},
+            "support": {c: int(s) for c, s in zip(labels.ABAW_CLASSES, stats["support"])}}
+
+
+def tables(annotated: str, label_dir: str) -> dict:
+    videos = ablations.group_logits(writers.read_logits(annotated))
+    truth = load_truth(label_dir, sorted(videos))
+    tasks = ablations.models_by_task(videos)
+    full = ablations.full_system(videos)
+    out = {"videos": sorted(set(videos) & set(truth)),
+           "table1": ablations.table1(videos, truth, WINDOW), "table4": ablations.table4(videos, truth, WINDOWS),
+           "table3": ablations.table3(videos, truth)}
+    per_class = {"cascade + SP": per_class_f1(videos, truth, full, WINDOW),
+                 "cascade": per_class_f1(videos, truth, full, 0)}
+    if tasks["expr"]:
+        base = ablations.System(expr=tuple(tasks["expr"]))
+        per_class = {"baseline": per_class_f1(videos, truth, base, 0),
+                     "baseline + SP": per_class_f1(videos, truth, base, WINDOW), **per_class}
+    out["per_class"] = per_class
+    return out
+
+
+def print_report(result: dict) -> None:
+    cols = ["method", "f1", "accuracy", "abaw2_score"]
+    print(f"\nTable 1 analogue (frame-level, 8-class macro F1; SP window {WINDOW}):")
+    print(result["table1"][cols].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print("\nTable 4 analogue (SP window sweep of the full cascade):")
+    print(result["table4"][["window", "f1", "accuracy", "abaw2_score"]].to_string(
+        index=False, float_format=lambda x: f"{x:.4f}"))
+    print("\nTable 3 analogue (each backbone on its own task, no SP):")
+    print(result["table3"].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print("\nPer-class F1:")
+    header = f"{'system':<16}" + "".join(f"{c[:9]:>10}" for c in labels.ABAW_CLASSES) + f"{'macroF1':>10}{'acc':>8}"
+    print(header)
+    for name, row in result["per_class"].items():
+        print(f"{name:<16}" + "".join(f"{row['f1'][c]:>10.3f}" for c in labels.ABAW_CLASSES)
+              + f"{row['macro_f1']:>10.4f}{row['accuracy']:>8.3f}")
+    support = next(iter(result["per_class"].values()))["support"]
+    print(f"{'support':<16}" + "".join(f"{support[c]:>10d}" for c in labels.ABAW_CLASSES))
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--output", default="accuracy_out")
+    parser.add_argument("--config", default=str(ROOT / "configs" / "accuracy.yaml"))
+    parser.add_argument("--videos", nargs="+", help="labelled dev videos to annotate (default: all 7)")
+    parser.add_argument("--fer2013-limit", dest="fer2013_limit", type=int, default=4000)
+    parser.add_argument("--ckplus-limit", dest="ckplus_limit", type=int, help="default: all of ckplus48")
+    parser.add_argument("--epochs", type=int, help="override every model's epochs")
+    args = parser.parse_args(argv)
+    start, host = time.perf_counter(), machine()
+    data, out = str(Path(args.data).resolve()), args.output
+    held_out = labelled_videos(data)  # every performer with a labelled video leaves the training set
+    videos = args.videos or held_out
+    unknown = sorted(set(videos) - set(held_out))
+    if unknown:
+        raise SystemExit(f"--videos {unknown}: no labelled dev video under {data}/videos/labeled")
+    train_cfg = DemoConfig(data=data, output=out, videos=held_out)
+    train_cfg.validate()
+    faces, models = storage.join(out, "faces"), storage.join(out, "models")
+    annotated, report = storage.join(out, "annotate"), storage.join(out, "evaluate")
+    init_ray()
+    timings = {}
+
+    def step(name: str, argv: list[str]) -> None:
+        t0 = time.perf_counter()
+        run_job(name, argv)
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+
+    train_csv, manifest = write_inputs(train_cfg)
+    if set(videos) != set(held_out):  # a manifest of just the chosen videos (its labels.csv is unused)
+        manifest = write_inputs(DemoConfig(data=data, output=storage.join(out, "subset"), videos=videos))[1]
+    step("preprocess", ["--input", train_csv, "--output", faces])
+    step("preprocess", ["--input", f"{data}/images/ckplus48/labels.csv", "--output", faces]
+         + (["--limit", str(args.ckplus_limit)] if args.ckplus_limit else []))
+    step("preprocess", ["--input", f"{data}/images/fer2013/labels.csv", "--output", faces,
+                        "--limit", str(args.fer2013_limit)])
+    step("train_all", ["--config", train_config(args.config, out, args.epochs), "--faces", faces,
+                       "--output", models])
+    step("annotate", ["--input", manifest, "--models", models, "--output", annotated, "--system", "cfc_sp",
+                      "--window", str(WINDOW), "--keep-logits", "--stride", "1", "--track-every", "5"])
+    step("evaluate", ["--predictions", annotated, "--labels", f"{data}/videos/labeled", "--output", report,
+                      "--logits", annotated, "--window", str(WINDOW)])
+    result = tables(annotated, f"{data}/videos/labeled")
+    wall = time.perf_counter() - start
+    print_report(result)
+    t1 = result["table1"].set_index("method")["f1"]
+    verdict = {}
+    if "baseline" in t1 and "baseline + C-F" in t1:
+        verdict = {"coarse_to_fine_raises_f1": bool(t1["baseline + C-F"] > t1["baseline"]),
+                   "sp_raises_f1": bool(t1["baseline + SP"] > t1["baseline"]),
+                   "both_best": bool(t1["baseline + C-F + SP"] >= t1.max())}
+        print(f"\nC-F raises macro-F1 over the baseline: {verdict['coarse_to_fine_raises_f1']}; "
+              f"SP raises it: {verdict['sp_raises_f1']}; C-F + SP best: {verdict['both_best']}")
+    models_json = storage.read_json(storage.join(models, "models.json"))
+    print(f"\nvideos: {', '.join(result['videos'])}")
+    print(f"wall time {wall / 60:.1f} min ({', '.join(f'{k} {v / 60:.1f}' for k, v in timings.items())} min); "
+          f"machine: {host['nproc']} CPUs, {host['cpu']}, load avg at start {host['load_avg_start'][0]:.1f}")
+    summary = {
+        "command": " ".join(sys.argv), "wall_s": wall, "step_s": timings, "machine": host,
+        "load_avg_end": os.getloadavg(), "args": vars(args), "held_out_performers": held_out,
+        "videos": result["videos"], "window": WINDOW, "verdict": verdict,
+        "table1": result["table1"].to_dict(orient="records"), "table3": result["table3"].to_dict(orient="records"),
+        "table4": result["table4"].to_dict(orient="records"), "per_class": result["per_class"],
+        "models": models_json,
+    }
+    target = storage.join(out, "accuracy.json")
+    storage.write_text(target, json.dumps(summary, indent=2, default=float))
+    print(f"results: {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
