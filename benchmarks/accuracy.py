@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import runpy
 import sys
 import time
@@ -41,23 +40,14 @@ from fer_ray import labels, storage  # noqa: E402
 from fer_ray.evaluate import ablations, metrics  # noqa: E402
 from fer_ray.evaluate.run import load_truth  # noqa: E402
 from fer_ray.infer import writers  # noqa: E402
-from fer_ray.runtime import init_ray, setup_logging  # noqa: E402
+from fer_ray.runtime import (  # noqa: E402
+    init_ray,
+    machine_info,
+    setup_logging,
+)
 
 WINDOW = ablations.DEFAULT_WINDOW
 WINDOWS = ablations.DEFAULT_WINDOWS
-
-
-def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "platform": platform.platform(),
-            "load_avg_start": os.getloadavg()}
 
 
 def labelled_videos(data: str) -> list[str]:
@@ -137,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ckplus-limit", dest="ckplus_limit", type=int, help="default: all of ckplus48")
     parser.add_argument("--epochs", type=int, help="override every model's epochs")
     args = parser.parse_args(argv)
-    start, host = time.perf_counter(), machine()
+    start, host = time.perf_counter(), machine_info()
     data, out = str(Path(args.data).resolve()), args.output
     held_out = labelled_videos(data)  # every performer with a labelled video leaves the training set
     videos = args.videos or held_out

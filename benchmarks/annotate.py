@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -46,6 +45,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import numpy as np  # noqa: E402
+
+from fer_ray.runtime import machine_info  # noqa: E402
 
 REAL_CFC_SP = (  # (run name, arch, task): the CFC-SP models at their published input sizes
     ("coarse_iresnet152", "iresnet152", "coarse"),
@@ -83,24 +84,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.gpu and "gpu" not in args.parts:
         args.parts.append("gpu")
     return args
-
-
-def machine() -> dict:
-    import torch
-
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"cpus": os.cpu_count(), "cpu_model": model or platform.processor(), "platform": platform.platform(),
-            "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-            "load_average_at_start": [round(x, 2) for x in load] if load else None,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def _best(fn, repeats: int) -> float:
@@ -413,7 +396,7 @@ def bench_gpu(args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    report = {"benchmark": "annotate", "machine": machine(), "command": " ".join([Path(__file__).name, *sys.argv[1:]])}
+    report = {"benchmark": "annotate", "machine": machine_info(), "command": " ".join([Path(__file__).name, *sys.argv[1:]])}
     print(f"machine: {report['machine']['cpus']} CPUs ({report['machine']['cpu_model']}), load average "
           f"{report['machine']['load_average_at_start']}, cuda {report['machine']['cuda']}")
     parts = {"sp": bench_sp, "e2e": bench_e2e, "gpu": bench_gpu}

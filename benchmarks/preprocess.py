@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from fer_ray.runtime import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
@@ -42,21 +43,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--worker-cpus", type=float, default=1.0)
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     return parser.parse_args(argv)
-
-
-def machine() -> dict:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    return {"cpus": os.cpu_count(), "cpu_model": model or platform.processor(), "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
 
 def sequential(videos: list[Path], max_frames: int, face_size: int = 112) -> dict:
@@ -122,7 +108,7 @@ def main(argv=None) -> int:
         print(f"no labelled videos under {args.data}/videos/labeled", file=sys.stderr)
         return 2
     print(f"{len(labelled)} videos x {args.max_frames} frames: {', '.join(p.stem for p in labelled)}")
-    info = machine()
+    info = machine_info()
     results = [sequential(labelled, args.max_frames)]  # before Ray starts, so it has the machine to itself
     print(f"sequential: {results[0]['frames_per_second']} frames/s")
 
