@@ -5,6 +5,26 @@ Sections (each owned by one job): preprocessing, training datasets, annotation.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import logging
+import time
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+from tqdm import tqdm
+
+from fer_ray import annotate, schema, shards, storage
+from fer_ray.infer import systems
+from fer_ray.infer.logits import LogitsStage
+from fer_ray.infer.postprocess import VideoPostprocess
+from fer_ray.inputs import MEMBERS
+from fer_ray.preprocess import STATUS_FAILED, PreprocessConfig, PreprocessStage
+from fer_ray.train.data import TRAIN_COLUMNS, label_summary, split_videos
+
+log = logging.getLogger(__name__)
+
 # ---------------------------------------------------------------- preprocessing (jobs/preprocess.py)
 
 
@@ -15,14 +35,6 @@ def run_preprocess(items: list[dict], config) -> list[dict]:
     one item (the stage is idempotent: deterministic part names, done marker last). The items' `members`
     (image batches) travel as JSON text, so every block has the same flat Arrow schema.
     """
-    import json
-
-    import ray
-    from tqdm import tqdm
-
-    from fer_ray.inputs import MEMBERS
-    from fer_ray.preprocess import STATUS_FAILED, PreprocessStage
-
     if not items:
         return []
     rows = [{**item, MEMBERS: json.dumps(item.get(MEMBERS) or [])} for item in items]
@@ -50,11 +62,6 @@ def run_preprocess(items: list[dict], config) -> list[dict]:
 def faces_dataset(faces_output_uris, video_ids=None, read_cpus: float = 0.1):
     """The face rows (fer_ray.train.data.TRAIN_COLUMNS) of the complete videos under one or more preprocess
     outputs, optionally only some videos, as a lazy ray.data.Dataset (S3 through fer_ray.storage)."""
-    import ray
-
-    from fer_ray import storage
-    from fer_ray.train.data import TRAIN_COLUMNS
-
     uris = [faces_output_uris] if isinstance(faces_output_uris, str) else list(faces_output_uris)
     # Image-set shards hold many one-frame "videos" under one done marker, so shards are chosen by marker
     # and rows by their own video_id (below): a split by subject stays exact inside a shared shard.
@@ -88,8 +95,6 @@ def faces_dataset(faces_output_uris, video_ids=None, read_cpus: float = 0.1):
 
 def _parts_holding(faces_uri: str, wanted: set[str] | None) -> list[str]:
     """Complete parts of the videos in `wanted`, plus every image-batch shard (their rows are filtered)."""
-    from fer_ray import shards, storage
-
     markers = shards.done_markers(faces_uri, "faces")
     keep = [info for video, info in markers.items()
             if wanted is None or video in wanted or info.get("kind", "video") != "video"]
@@ -98,11 +103,6 @@ def _parts_holding(faces_uri: str, wanted: set[str] | None) -> list[str]:
 
 
 def _keep_videos(batch, wanted: set[str]):
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from fer_ray import schema
-
     return batch.filter(pc.is_in(batch.column(schema.VIDEO_ID), value_set=pa.array(sorted(wanted))))
 
 
@@ -112,8 +112,6 @@ def train_val_datasets(faces_output_uris, by: str = "subject", val_fraction: flo
 
     Returns (datasets, info) where info has the video id lists and the label summary table.
     """
-    from fer_ray.train.data import label_summary, split_videos
-
     uris = [faces_output_uris] if isinstance(faces_output_uris, str) else list(faces_output_uris)
     summary = label_summary(uris)
     train_ids, val_ids = split_videos(summary, by, val_fraction, seed)
@@ -126,11 +124,6 @@ def train_val_datasets(faces_output_uris, by: str = "subject", val_fraction: flo
 
 def _annotate_chain(config, parts: list[str], entries, extras, version: str):
     """read faces -> logits actors -> group by video (no images) -> per-video post-processing."""
-    import ray
-
-    from fer_ray import schema, storage
-    from fer_ray.infer.logits import LogitsStage
-
     fs, _ = storage.filesystem(parts[0])
     paths = [storage.filesystem(p)[1] for p in parts]
     columns = [schema.VIDEO_ID, schema.FRAME_INDEX, schema.TIMESTAMP, schema.FACE, schema.NUM_FRAMES]
@@ -155,38 +148,22 @@ def _annotate_chain(config, parts: list[str], entries, extras, version: str):
 
 class _SafeVideoPostprocess:
     """VideoPostprocess with failures as data: an error becomes a failure record, not a crashed job."""
-
     def __init__(self, **kwargs):
-        from fer_ray.infer.postprocess import VideoPostprocess
-
         self.inner = VideoPostprocess(**kwargs)
         self.output = kwargs["output"]
 
     def __call__(self, batch: dict) -> dict:
-        from fer_ray import schema, shards
-        from fer_ray.annotate import failed_row
-
         try:
             return self.inner(batch)
         except Exception as exc:  # noqa: BLE001 - recorded per video, the job goes on
             video_id = str(batch[schema.VIDEO_ID][0])
             message = f"{type(exc).__name__}: {exc}"
             shards.write_failure(self.output, video_id, "", "postprocess", message)
-            return {k: [v] for k, v in failed_row(video_id, message).items()}
+            return {k: [v] for k, v in annotate.failed_row(video_id, message).items()}
 
 
 def run_annotate(config) -> dict:
     """Annotate every pending video of `config.input`; returns the summary (also written as summary.json)."""
-    import datetime as dt
-    import logging
-    import time
-
-    from tqdm import tqdm
-
-    from fer_ray import annotate, shards
-    from fer_ray.infer import systems
-
-    log = logging.getLogger("fer_ray.annotate")
     started_at = dt.datetime.now(dt.timezone.utc).isoformat()
     start = time.perf_counter()
     index = systems.read_index(config.models)
@@ -212,9 +189,6 @@ def run_annotate(config) -> dict:
 
 def _preprocess_for_annotate(config) -> str:
     """Decode, detect and align the input videos into `<output>/faces` (resumable); returns that output."""
-    from fer_ray import annotate
-    from fer_ray.preprocess import PreprocessConfig
-
     pre = PreprocessConfig(input=config.input, output=config.output, stride=config.stride,
                            max_frames=config.max_frames, face_size=config.face_size,
                            track_every=config.track_every, num_workers=config.num_workers)
