@@ -106,7 +106,9 @@ class LocalCluster:
         # "0" here would mean "no multi-node": Ray reads this variable as ENABLE_RAY_CLUSTER on every OS, and
         # `ray start --address` aborts with "Multi-node Ray clusters are not supported on Windows and OSX"
         env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1", RAY_USAGE_STATS_ENABLED="0", TQDM_DISABLE="1",
-                   PYTHONUNBUFFERED="1")
+                   PYTHONUNBUFFERED="1",
+                   # a loaded machine: the raylet aborts when its agents take longer than this to start
+                   RAY_agent_register_timeout_ms="120000")
         env.pop("PYTHONPATH", None)
         return env
 
@@ -143,7 +145,7 @@ class LocalCluster:
                "--max-worker-port", str(base + PORTS_PER_NODE + WORKER_PORTS - 1),
                "--disable-usage-stats", "--log-style", "record"]
         log = self.root / f"{name}.start.log"
-        with open(log, "wb") as out:
+        with open(log, "ab") as out:
             process = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(self.root))
         node = Node(name, temp_dir, process, log, ports)
@@ -151,23 +153,40 @@ class LocalCluster:
         return node
 
     def start_head(self, num_cpus: float = 0, resources: dict | None = None, object_store: int = 200 << 20,
-                   timeout: float = 180) -> Node:
-        base = _port_block(3)
-        self.gcs_port, self.dashboard_port, client_port = base, base + 1, base + 2
-        node = self._start("head", ["--head", "--port", str(self.gcs_port),
-                                    "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-                                    "--dashboard-port", str(self.dashboard_port),
-                                    "--ray-client-server-port", str(client_port)],
-                           num_cpus, resources, object_store)
-        self._wait_for(lambda: self._dashboard_up(), timeout, f"head node (log {node.log})", node)
-        self._wait_for(lambda: node.resource in self.node_ids(), timeout, "head node registration", node)
-        return node
+                   timeout: float = 180, attempts: int = 4) -> Node:
+        """The head (GCS, dashboard + job server on 127.0.0.1). On a loaded machine Ray's own startup can time
+        out ("The current node timed out during startup"): then that try's processes are killed and it retries."""
+        for attempt in range(1, attempts + 1):
+            base = _port_block(3)
+            self.gcs_port, self.dashboard_port, client_port = base, base + 1, base + 2
+            node = self._start("head", ["--head", "--port", str(self.gcs_port),
+                                        "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+                                        "--dashboard-port", str(self.dashboard_port),
+                                        "--ray-client-server-port", str(client_port)],
+                               num_cpus, resources, object_store)
+            try:
+                self._wait_for(lambda: self._dashboard_up(), timeout, f"head node (log {node.log})", node)
+                self._wait_for(lambda n=node: n.resource in self.node_ids(), timeout, "head node registration", node)
+                return node
+            except (RuntimeError, TimeoutError):
+                self.kill("head")
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
 
     def add_worker(self, name: str, num_cpus: float = 2, resources: dict | None = None,
-                   object_store: int = 400 << 20, timeout: float = 180) -> Node:
-        node = self._start(name, ["--address", self.address], num_cpus, resources, object_store)
-        self._wait_for(lambda: node.resource in self.node_ids(), timeout, f"node {name} (log {node.log})", node)
-        return node
+                   object_store: int = 400 << 20, timeout: float = 180, attempts: int = 4) -> Node:
+        for attempt in range(1, attempts + 1):
+            node = self._start(name, ["--address", self.address], num_cpus, resources, object_store)
+            try:
+                self._wait_for(lambda n=node: n.resource in self.node_ids(), timeout,
+                               f"node {name} (log {node.log})", node)
+                return node
+            except (RuntimeError, TimeoutError):
+                self.kill(name)
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
 
     def _wait_for(self, check, timeout: float, what: str, node: Node | None = None) -> None:
         deadline = time.monotonic() + timeout
@@ -308,12 +327,24 @@ class LocalCluster:
             self._client = JobSubmissionClient(self.dashboard_url, headers=self.headers)
         return self._client
 
+    def working_dir(self) -> Path:
+        """What `--working-dir .` uploads, minus what does not belong in a job package: a copy of the checkout's
+        code (fer_ray/, jobs/, configs/, pyproject.toml as they are now). The checkout itself can hold other
+        people's run outputs (checkpoints, ...) that .gitignore alone does not keep under Ray's 100 MiB limit."""
+        target = self.root / "wd"
+        if not target.exists():
+            skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pt", "*.pth", "*.ckpt", "*.parquet")
+            for name in ("fer_ray", "jobs", "configs"):
+                shutil.copytree(ROOT / name, target / name, ignore=skip)
+            shutil.copy2(ROOT / "pyproject.toml", target / "pyproject.toml")
+        return target
+
     def submit(self, entrypoint: str | list[str], env_vars: dict[str, str] | None = None,
-               working_dir: str | Path = ROOT) -> str:
-        """`ray job submit --working-dir <checkout> -- <entrypoint>` through the job server's REST API."""
+               working_dir: str | Path | None = None) -> str:
+        """`ray job submit --working-dir <checkout copy> -- <entrypoint>` through the job server's REST API."""
         if not isinstance(entrypoint, str):
             entrypoint = shlex.join(entrypoint)
-        runtime_env = {"working_dir": str(working_dir)}
+        runtime_env = {"working_dir": str(working_dir or self.working_dir())}
         if env_vars:
             runtime_env["env_vars"] = dict(env_vars)
         return self.client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
