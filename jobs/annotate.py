@@ -16,10 +16,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
-from fer_ray import config, storage
-from fer_ray.annotate import AnnotateConfig
-from fer_ray.runtime import init_ray, setup_logging
+if __package__ in (None, "") and str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `ray job submit --working-dir .`: the submitted code
+
+from fer_ray import config, storage  # noqa: E402
+from fer_ray.annotate import AnnotateConfig  # noqa: E402
+from fer_ray.runtime import init_ray, setup_logging  # noqa: E402
 
 log = logging.getLogger("fer_ray.jobs.annotate")
 

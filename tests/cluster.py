@@ -362,7 +362,11 @@ class LocalCluster:
                 raise TimeoutError(f"job {job_id} still {status} after {timeout:.0f}s:\n"
                                    + self.client.get_job_logs(job_id)[-5000:])
             if on_poll is not None:
-                on_poll(status)
+                try:
+                    on_poll(status)
+                except BaseException:
+                    self.client.stop_job(job_id)
+                    raise
             time.sleep(poll)
             status = self.status(job_id)
         return JobResult(job_id, status, self.client.get_job_logs(job_id), time.monotonic() - start)
@@ -375,6 +379,8 @@ class LocalCluster:
         """Where a job's work ran: {kind: task|actor, name, node, node_id, state} for each of its tasks
         (normal and actor tasks) and actors, from the state API; `node` is our node name."""
         job_id = self.ray_job_id(submission_id)
+        if not job_id:  # the driver has not started yet
+            return []
         names = self.node_names_by_id()
         out = []
         for task in self.state("tasks", job_id=job_id):
