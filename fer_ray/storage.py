@@ -16,6 +16,7 @@ import json
 import os
 import re
 import threading
+import time
 import uuid
 from urllib.parse import urlparse
 
@@ -130,6 +131,12 @@ def list_files(uri: str, suffix: str | tuple[str, ...] = "", recursive: bool = T
     return sorted(found)
 
 
+# Transient S3 errors that reach us despite the SDK's retry strategy (the list Ray Data retries on too):
+# an error answer to a ranged GetObject surfaces as "INTERNAL_FAILURE ... Failed to flush response stream".
+_TRANSIENT = ("AWS Error INTERNAL_FAILURE", "AWS Error NETWORK_CONNECTION", "AWS Error SLOW_DOWN",
+              "AWS Error UNKNOWN (HTTP status 5")
+
+
 def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
     info = fs.get_file_info(path)
@@ -137,8 +144,15 @@ def read_bytes(uri: str) -> bytes:
         raise FileNotFoundError(f"no such file: {uri}")
     if info.type == pafs.FileType.Directory:
         raise IsADirectoryError(f"is a directory, not a file: {uri}")
-    with fs.open_input_stream(path) as stream:
-        return stream.read()
+    for attempt in range(1, S3_MAX_ATTEMPTS + 1):
+        try:
+            with fs.open_input_stream(path) as stream:
+                return stream.read()
+        except OSError as exc:
+            if not is_s3(uri) or attempt == S3_MAX_ATTEMPTS or not any(t in str(exc) for t in _TRANSIENT):
+                raise
+            time.sleep(min(2.0, 0.05 * 2 ** attempt))
+    raise AssertionError("unreachable")
 
 
 def write_bytes(uri: str, data: bytes) -> None:

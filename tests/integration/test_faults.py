@@ -1,0 +1,219 @@
+"""Faults during real cluster jobs: a worker node killed part way through annotation, and S3 failing requests
+(tests/s3proxy.py: a deterministic failing proxy on 127.0.0.1 in front of the moto server).
+
+Whatever fails, a run never reports success with objects missing (every done marker's parts exist, a
+failed video has a failure row and no done marker, --strict exits 1), and a rerun after the failure yields
+the same final outputs as a clean run (the reference: the same jobs on the session's in-process local Ray).
+Killing a training worker belongs to the train_all tests (fer_ray/train is another engineer's), not here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import boto3
+import numpy as np
+import pandas as pd
+import pytest
+
+from fer_ray import schema, shards, storage
+from fer_ray.infer.postprocess import PREDICTIONS, submission_uri
+from tests.cluster import job_command, shared_cluster, worker_names
+from tests.conftest import ROOT, need_shared
+from tests.helpers import write_untrained_models
+from tests.s3proxy import FailingS3Proxy
+
+pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
+
+BUCKET = "faults"
+VIDEOS = {
+    "tw_TW01": "labeled/tw_TW01.mp4",
+    "tw_TW07": "labeled/tw_TW07.mp4",
+    "tw_TW11": "labeled/tw_TW11.mp4",
+    "pyfeat_single_face": "unlabeled/pyfeat_single_face.mp4",
+}
+FRAMES = ["--stride", "5", "--max-frames", "24"]
+
+
+def load_job(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_job_faults", ROOT / "jobs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def reference(s3_server, ray_local):
+    """Inputs on S3 and the clean outputs of both jobs (in-process local Ray): s3://faults/ref/{pre,ann}."""
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=BUCKET)
+    for video_id, rel in VIDEOS.items():
+        path = need_shared("videos", rel)
+        client.upload_file(str(path), BUCKET, f"videos/{video_id}{path.suffix}")
+        if path.with_suffix(".txt").exists():
+            client.upload_file(str(path.with_suffix(".txt")), BUCKET, f"videos/{video_id}.txt")
+    base = f"s3://{BUCKET}"
+    write_untrained_models(f"{base}/models")
+    # small batches: many logits tasks, so a node dies with work done, in flight and still queued
+    storage.write_text(f"{base}/annotate.yaml", "worker_cpus: 1.5\nnum_workers: 2\nbatch_size: 4\n")
+    assert load_job("preprocess").main(["--input", f"{base}/videos/", "--output", f"{base}/ref/pre", *FRAMES,
+                                        "--worker-cpus", "0.5", "--strict"]) == 0
+    assert load_job("annotate").main(["--input", f"{base}/ref/pre", "--models", f"{base}/models",
+                                      "--output", f"{base}/ref/ann", "--strict"]) == 0
+    return base
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_server):
+    return shared_cluster()
+
+
+def annotate_cmd(base: str, faces: str, output: str) -> str:
+    return job_command("annotate.py", "--config", f"{base}/annotate.yaml", "--input", faces,
+                       "--models", f"{base}/models", "--output", output, "--strict")
+
+
+def preprocess_cmd(base: str, output: str) -> str:
+    return job_command("preprocess.py", "--input", f"{base}/videos/", "--output", output, *FRAMES,
+                       "--num-workers", "2", "--worker-cpus", "1", "--strict")
+
+
+# ------------------------------------------------------------------------- checks
+
+
+def check_complete(output: str, table: str) -> dict[str, dict]:
+    """Never success with missing objects: every part a done marker lists exists; returns the markers."""
+    markers = shards.done_markers(output, table)
+    for video_id, marker in markers.items():
+        for part in marker["parts"]:
+            assert storage.exists(storage.join(output, table, part)), (video_id, part)
+    return markers
+
+
+def faces_frame(output: str) -> pd.DataFrame:
+    table = shards.read_table(output, "faces", schema.FACES_SCHEMA).to_pandas()
+    columns = [schema.VIDEO_ID, schema.FRAME_INDEX, schema.TIMESTAMP, schema.LABEL, schema.REASON, schema.FACE]
+    return table[columns].sort_values(columns[:2]).reset_index(drop=True)
+
+
+def predictions_frame(output: str) -> pd.DataFrame:
+    table = storage.read_parquet_many(shards.complete_parts(output, PREDICTIONS)).to_pandas()
+    return table.sort_values([schema.VIDEO_ID, schema.FRAME_INDEX]).reset_index(drop=True)
+
+
+def assert_same_faces(output: str, reference: str) -> None:
+    assert set(check_complete(output, "faces")) == set(VIDEOS)
+    pd.testing.assert_frame_equal(faces_frame(output), faces_frame(reference))
+
+
+def assert_same_predictions(output: str, reference: str) -> None:
+    """Every frame of every video exactly once, labels and submission files equal to the reference run."""
+    assert set(check_complete(output, PREDICTIONS)) == set(VIDEOS)
+    got, want = predictions_frame(output), predictions_frame(reference)
+    assert not got.duplicated([schema.VIDEO_ID, schema.FRAME_INDEX]).any()
+    for video_id, rows in got.groupby(schema.VIDEO_ID):
+        assert rows[schema.FRAME_INDEX].tolist() == list(range(len(rows))), video_id
+    same = [schema.VIDEO_ID, schema.FRAME_INDEX, schema.LABEL, schema.FACE_FOUND, schema.FILLED]
+    pd.testing.assert_frame_equal(got[same], want[same])
+    assert np.allclose(np.stack(got[schema.PROBS]), np.stack(want[schema.PROBS]), atol=1e-5)
+    for video_id in VIDEOS:
+        assert storage.read_bytes(submission_uri(output, video_id)) == \
+            storage.read_bytes(submission_uri(reference, video_id)), video_id
+
+
+# ------------------------------------------------------------------------- a node dies
+
+
+def test_worker_node_killed_during_annotation(reference, cluster):
+    """SIGKILL the node running logits work once some of it has finished: the job still finishes, with every
+    frame predicted exactly once; a rerun skips everything and changes nothing."""
+    base, output = reference, f"{reference}/kill/ann"
+    job = cluster.submit(annotate_cmd(base, f"{base}/ref/pre", output))
+    killed: dict = {}
+
+    def kill_when_logits_run(status: str) -> None:
+        if killed or status != "RUNNING":
+            return
+        work = cluster.placements(job)
+        finished = [w for w in work if "LogitsStage" in w["name"] and w["kind"] == "task"
+                    and w["state"] == "FINISHED"]
+        if not finished:
+            return
+        victim = finished[0]["node"]
+        killed.update(node=victim, finished_before=len(finished),
+                      done_before=len(shards.done_markers(output, PREDICTIONS)), at=time.monotonic())
+        cluster.kill(victim)
+        cluster_fresh = shared_cluster()  # like an autoscaler: a replacement node joins
+        killed["replacement"] = sorted(set(worker_names(cluster_fresh)) - {victim})
+
+    result = cluster.wait(job, timeout=400, poll=0.5, on_poll=kill_when_logits_run)
+    print(f"kill: {killed}; job {result.status} after {result.seconds:.0f}s")
+    assert killed, f"the job ended ({result.status}) before any logits task finished: nothing was killed"
+    assert killed["done_before"] < len(VIDEOS)  # part way: videos were still unannotated
+    assert result.status == "SUCCEEDED", result.logs[-5000:]
+    summary = storage.read_json(storage.join(output, "summary.json"))
+    assert summary["videos_failed"] == 0 and summary["videos_annotated"] == len(VIDEOS), summary
+    assert_same_predictions(output, f"{base}/ref/ann")
+    rerun = cluster.run(annotate_cmd(base, f"{base}/ref/pre", output), timeout=300)
+    assert rerun.status == "SUCCEEDED", rerun.logs[-3000:]
+    again = storage.read_json(storage.join(output, "summary.json"))
+    assert again["videos_annotated"] == 0 and again["videos_skipped"] == len(VIDEOS)
+    assert_same_predictions(output, f"{base}/ref/ann")
+
+
+# ------------------------------------------------------------------------- S3 errors
+
+
+def test_flaky_s3_writes_and_reads_are_retried(reference, cluster, s3_server):
+    """Every 7th request fails (503 SlowDown / 500 InternalError alternately): both jobs succeed through
+    pyarrow's retries and write exactly what a clean run writes."""
+    base = reference
+    with FailingS3Proxy(s3_server, every=7) as proxy:
+        env = {"AWS_ENDPOINT_URL": proxy.url}
+        pre = cluster.run(preprocess_cmd(base, f"{base}/flaky/pre"), env_vars=env, timeout=400)
+        ann = cluster.run(annotate_cmd(base, f"{base}/flaky/pre", f"{base}/flaky/ann"), env_vars=env, timeout=400)
+    methods = {m for m, _, _ in proxy.failed}
+    print(f"proxy: {proxy.requests} requests, {len(proxy.failed)} failed ({sorted(methods)})")
+    assert pre.status == "SUCCEEDED", pre.logs[-4000:]
+    assert ann.status == "SUCCEEDED", ann.logs[-4000:]
+    assert len(proxy.failed) >= 10 and {"GET"} <= methods and methods & {"PUT", "POST"}
+    assert_same_faces(f"{base}/flaky/pre", f"{base}/ref/pre")
+    assert_same_predictions(f"{base}/flaky/ann", f"{base}/ref/ann")
+
+
+def test_s3_write_that_never_succeeds_fails_the_video_and_a_rerun_heals(reference, cluster, s3_server):
+    """A write that fails on every attempt: that video is reported failed (failure row, summary, exit 1),
+    never marked done; the others complete. A rerun with S3 healthy gives the reference outputs."""
+    base = reference
+    pre_out, ann_out = f"{base}/hard/pre", f"{base}/hard/ann"
+    broken = [(m, rf"^/{BUCKET}/hard/pre/faces/tw_TW01/part-00000") for m in ("PUT", "POST")] + \
+             [(m, rf"^/{BUCKET}/hard/ann/predictions/tw_TW07/") for m in ("PUT", "POST")]
+    with FailingS3Proxy(s3_server, always=broken) as proxy:
+        env = {"AWS_ENDPOINT_URL": proxy.url, "FER_RAY_S3_MAX_ATTEMPTS": "3"}
+        pre = cluster.run(preprocess_cmd(base, pre_out), env_vars=env, timeout=400)
+        assert proxy.failed, "the broken write was never attempted"
+        assert pre.status == "FAILED", pre.logs[-4000:]  # --strict: something failed
+        failures = {r[schema.VIDEO_ID]: r for r in shards.read_failures(pre_out).to_pylist()}
+        assert set(failures) == {"tw_TW01"} and failures["tw_TW01"][schema.ERROR], failures
+        summary = storage.read_json(storage.join(pre_out, "summary.json"))
+        assert summary["failed"] == 1 and [f["video_id"] for f in summary["failures"]] == ["tw_TW01"]
+        assert set(check_complete(pre_out, "faces")) == set(VIDEOS) - {"tw_TW01"}
+
+        ann = cluster.run(annotate_cmd(base, f"{base}/ref/pre", ann_out), env_vars=env, timeout=400)
+        assert ann.status == "FAILED", ann.logs[-4000:]
+        summary = storage.read_json(storage.join(ann_out, "summary.json"))
+        assert summary["videos_failed"] == 1 and [f["video_id"] for f in summary["failures"]] == ["tw_TW07"]
+        assert set(check_complete(ann_out, PREDICTIONS)) == set(VIDEOS) - {"tw_TW07"}
+        assert "tw_TW07" not in summary["videos"]
+
+    healed_pre = cluster.run(preprocess_cmd(base, pre_out), timeout=400)
+    assert healed_pre.status == "SUCCEEDED", healed_pre.logs[-4000:]
+    assert shards.read_failures(pre_out).num_rows == 0
+    assert_same_faces(pre_out, f"{base}/ref/pre")
+    healed_ann = cluster.run(annotate_cmd(base, pre_out, ann_out), timeout=400)
+    assert healed_ann.status == "SUCCEEDED", healed_ann.logs[-4000:]
+    summary = storage.read_json(storage.join(ann_out, "summary.json"))
+    assert summary["videos_annotated"] == 1 and summary["videos_skipped"] == len(VIDEOS) - 1, summary
+    assert summary["videos_failed"] == 0
+    assert_same_predictions(ann_out, f"{base}/ref/ann")
