@@ -225,7 +225,7 @@ def from_image_set(labels_uri: str, limit: int | None = None, batch_size: int = 
                    kind: str | None = None, name: str | None = None) -> Inputs:
     """Batches of images from a labelled set: `labels.csv` with path,label[,subject] (paths relative to it).
 
-    `limit` takes a seeded random subset (kept in file order) so tests and demos can use a few images.
+    Images are batched in a seeded random order (see below); `limit` takes a seeded random subset.
     `kind` None: "face_crop" when the first image's longest side is <= FACE_CROP_MAX_SIDE, else "image".
     """
     if batch_size < 1:
@@ -237,9 +237,12 @@ def from_image_set(labels_uri: str, limit: int | None = None, batch_size: int = 
     base = _parent(labels_uri)
     name = name or storage.basename(base)
     records = table.to_dict("records")
-    if limit is not None and limit < len(records):
-        chosen = np.sort(np.random.default_rng(seed).choice(len(records), size=int(limit), replace=False))
-        records = [records[i] for i in chosen]
+    # Seeded shuffle before batching: image sets are often sorted by class, and training streams shards
+    # nearly in file order, so every shard should mix classes and subjects. `limit` keeps the first ones.
+    order = np.random.default_rng(seed).permutation(len(records))
+    if limit is not None:
+        order = order[:max(0, int(limit))]
+    records = [records[i] for i in order]
     out = Inputs()
     members = []
     uris = [resolve(_text(record["path"]), base) for record in records]

@@ -161,8 +161,11 @@ def _trial(tune_config: dict, run: dict) -> None:
         return
     started_at = time.time()
     temporal = spec_dict["kind"] in ("clip", "sequence")
+    train_set = pipelines.faces_dataset(run["faces"], run["train_videos"], run["read_cpus"])
+    if not temporal:  # frame models: shards in random order each epoch, rows mixed by a shuffle buffer
+        train_set = train_set.randomize_block_order()
     datasets = {
-        "train": pipelines.faces_dataset(run["faces"], run["train_videos"], run["read_cpus"]),
+        "train": train_set,
         "val": pipelines.faces_dataset(run["faces"], run["val_videos"], run["read_cpus"]),
     }
     use_gpu = spec_dict["use_gpu"]

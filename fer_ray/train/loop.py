@@ -251,7 +251,8 @@ def train_func(config: dict) -> None:
             val_batches = val_set.batches(trainer.eval_tf, spec.batch_size, shuffle=False)
         else:
             rows = train_shard.iter_batches(batch_size=spec.batch_size, batch_format="numpy",
-                                            local_shuffle_buffer_size=spec.batch_size * 8, prefetch_batches=1)
+                                            local_shuffle_buffer_size=max(spec.batch_size * 8, 1024),
+                                            prefetch_batches=1)
             train_batches = _frame_train_batches(trainer, rows, epoch, rank)
             val_rows = val_shard.iter_batches(batch_size=spec.batch_size, batch_format="numpy", prefetch_batches=1)
             val_batches = data.frame_batches(val_rows, spec.task, trainer.eval_tf, spec.batch_size)
