@@ -144,8 +144,8 @@ def test_outputs_complete_and_identical_to_single_node(multi, single):
 
 @pytest.mark.skipif(os.environ.get("FER_RAY_TEST_TRAIN_MULTINODE") != "1",
                     reason="train_all (configs/smoke.yaml: 5 models, each a TorchTrainer under Tune) takes several "
-                           "minutes on a 2-core machine, over this file's time budget, and jobs/train_all.py is "
-                           "still being finished; set FER_RAY_TEST_TRAIN_MULTINODE=1 to run it on the cluster")
+                           "minutes on a 2-core machine, over this file's time budget (tests/integration/"
+                           "test_train_all.py covers it on one node); set FER_RAY_TEST_TRAIN_MULTINODE=1 to run it")
 def test_train_all_then_annotate_on_the_cluster(multi, bucket):
     cluster = multi["cluster"]
     out = multi["out"]
