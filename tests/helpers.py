@@ -38,3 +38,15 @@ def write_untrained_models(uri: str, models=SMOKE_MODELS, seed: int = 0) -> dict
     index = {"version": f"untrained-seed{seed}", "models": entries}
     storage.write_json(storage.join(uri, "models.json"), index)
     return index
+
+
+def load_job(name: str):
+    """jobs/<name>.py as a module, to call its main(argv) in-process (jobs/ holds scripts, not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "jobs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"fer_ray_job_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

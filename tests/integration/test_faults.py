@@ -9,7 +9,6 @@ Killing a training worker belongs to the train_all tests (fer_ray/train is anoth
 
 from __future__ import annotations
 
-import importlib.util
 import time
 
 import boto3
@@ -20,8 +19,8 @@ import pytest
 from fer_ray import schema, shards, storage
 from fer_ray.infer.postprocess import PREDICTIONS, submission_uri
 from tests.cluster import job_command, shared_cluster, worker_names
-from tests.conftest import ROOT, need_shared
-from tests.helpers import write_untrained_models
+from tests.conftest import need_shared
+from tests.helpers import load_job, write_untrained_models
 from tests.s3proxy import FailingS3Proxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
@@ -34,13 +33,6 @@ VIDEOS = {
     "pyfeat_single_face": "unlabeled/pyfeat_single_face.mp4",
 }
 FRAMES = ["--stride", "5", "--max-frames", "24"]
-
-
-def load_job(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_job_faults", ROOT / "jobs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ identical to a single-node run of the same jobs (the session's in-process local 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import boto3
@@ -18,8 +17,8 @@ import pytest
 from fer_ray import schema, shards, storage
 from fer_ray.infer.postprocess import PREDICTIONS, submission_uri
 from tests.cluster import job_command, shared_cluster, worker_names
-from tests.conftest import ROOT, need_shared
-from tests.helpers import write_untrained_models
+from tests.conftest import need_shared
+from tests.helpers import load_job, write_untrained_models
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
@@ -31,13 +30,6 @@ VIDEOS = {
 }
 FRAMES = ["--stride", "10", "--max-frames", "12"]  # settings that change outputs: the same in both runs
 BUCKET = "multinode"
-
-
-def load_job(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_job_multinode", ROOT / "jobs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ videos change expression in that span, and the face leaves pyfeat_face_noface wi
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -20,7 +19,8 @@ import pytest
 from fer_ray import labels, schema, shards, storage
 from fer_ray.faces import decode_face
 from fer_ray.video import frame_indices, open_video
-from tests.conftest import ROOT, need_shared
+from tests.conftest import need_shared
+from tests.helpers import load_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
@@ -35,14 +35,7 @@ VIDEOS = {  # video_id -> file under shared/data/videos
 IMAGES = {"taiwanese_dev": 6, "ckplus48": 5}  # set -> images taken
 
 
-def load_job():
-    spec = importlib.util.spec_from_file_location("preprocess_job", ROOT / "jobs" / "preprocess.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-JOB = load_job()
+JOB = load_job("preprocess")
 
 
 def image_rows(name: str) -> pd.DataFrame:
