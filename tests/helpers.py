@@ -50,3 +50,19 @@ def load_job(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def upload_videos(bucket: str, videos: dict[str, str]) -> None:
+    """Shared dev videos (video_id -> file path under shared/data/videos) and their EXPR txt files
+    into s3://<bucket>/videos/ on the test S3 server."""
+    import boto3
+
+    from tests.conftest import need_shared
+
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=bucket)
+    for video_id, rel in videos.items():
+        path = need_shared("videos", rel)
+        client.upload_file(str(path), bucket, f"videos/{video_id}{path.suffix}")
+        if path.with_suffix(".txt").exists():
+            client.upload_file(str(path.with_suffix(".txt")), bucket, f"videos/{video_id}.txt")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 
-import boto3
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,8 +18,7 @@ import pytest
 from fer_ray import schema, shards, storage
 from fer_ray.infer.postprocess import PREDICTIONS, submission_uri
 from tests.cluster import job_command, shared_cluster, worker_names
-from tests.conftest import need_shared
-from tests.helpers import load_job, write_untrained_models
+from tests.helpers import load_job, upload_videos, write_untrained_models
 from tests.s3proxy import FailingS3Proxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
@@ -38,13 +36,7 @@ FRAMES = ["--stride", "5", "--max-frames", "24"]
 @pytest.fixture(scope="module")
 def reference(s3_server, ray_local):
     """Inputs on S3 and the clean outputs of both jobs (in-process local Ray): s3://faults/ref/{pre,ann}."""
-    client = boto3.client("s3")
-    client.create_bucket(Bucket=BUCKET)
-    for video_id, rel in VIDEOS.items():
-        path = need_shared("videos", rel)
-        client.upload_file(str(path), BUCKET, f"videos/{video_id}{path.suffix}")
-        if path.with_suffix(".txt").exists():
-            client.upload_file(str(path.with_suffix(".txt")), BUCKET, f"videos/{video_id}.txt")
+    upload_videos(BUCKET, VIDEOS)
     base = f"s3://{BUCKET}"
     write_untrained_models(f"{base}/models")
     # small batches: many logits tasks, so a node dies with work done, in flight and still queued

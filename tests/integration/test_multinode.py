@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 
-import boto3
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,8 +16,7 @@ import pytest
 from fer_ray import schema, shards, storage
 from fer_ray.infer.postprocess import PREDICTIONS, submission_uri
 from tests.cluster import job_command, shared_cluster, worker_names
-from tests.conftest import need_shared
-from tests.helpers import load_job, write_untrained_models
+from tests.helpers import load_job, upload_videos, write_untrained_models
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
@@ -34,13 +32,7 @@ BUCKET = "multinode"
 
 @pytest.fixture(scope="module")
 def bucket(s3_server):
-    client = boto3.client("s3")
-    client.create_bucket(Bucket=BUCKET)
-    for video_id, rel in VIDEOS.items():
-        path = need_shared("videos", rel)
-        client.upload_file(str(path), BUCKET, f"videos/{video_id}{path.suffix}")
-        if path.with_suffix(".txt").exists():
-            client.upload_file(str(path.with_suffix(".txt")), BUCKET, f"videos/{video_id}.txt")
+    upload_videos(BUCKET, VIDEOS)
     write_untrained_models(f"s3://{BUCKET}/models")
     return f"s3://{BUCKET}"
 
