@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     models_json = storage.read_json(storage.join(models, "models.json"))
     print(f"\nvideos: {', '.join(result['videos'])}")
     print(f"wall time {wall / 60:.1f} min ({', '.join(f'{k} {v / 60:.1f}' for k, v in timings.items())} min); "
-          f"machine: {host['nproc']} CPUs, {host['cpu']}, load avg at start {host['load_avg_start'][0]:.1f}")
+          f"machine: {host['cpus']} CPUs, {host['cpu_model']}, load avg at start {host['load_average_at_start'][0]:.1f}")
     summary = {
         "command": " ".join(sys.argv), "wall_s": wall, "step_s": timings, "machine": host,
         "load_avg_end": os.getloadavg(), "args": vars(args), "held_out_performers": held_out,

@@ -39,6 +39,9 @@ def run_preprocess(items: list[dict], config) -> list[dict]:
         return []
     rows = [{**item, MEMBERS: json.dumps(item.get(MEMBERS) or [])} for item in items]
     workers = max(1, min(config.num_workers, len(rows)))
+    # A whole video is one task with one output row, so a long video on a busy node legitimately goes longer
+    # than Ray Data's default 30 min without "progress"; the stage's own chunked writes are the progress.
+    ray.data.DataContext.get_current().execution_no_progress_timeout_s = -1
     summary = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
         PreprocessStage, fn_constructor_kwargs={"config": config}, batch_size=1, batch_format="pandas",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers, initial_size=workers),

@@ -64,6 +64,15 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(uri)
 
 
+def absolute(uri: str) -> str:
+    """Local paths made absolute (s3:// and file:// URIs unchanged): Ray Tune runs each trial in its own
+    working directory, so a path relative to where the job started would point somewhere else there."""
+    uri = str(uri)
+    if not uri or "://" in uri:
+        return uri
+    return os.path.abspath(uri)
+
+
 def join(uri: str, *parts: str) -> str:
     out = str(uri).rstrip("/")
     for part in parts:

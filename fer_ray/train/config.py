@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fer_ray import labels
+from fer_ray import labels, storage
 from fer_ray.config import ConfigError
 
 TASKS = ("expr", "coarse", "negative")
@@ -155,6 +155,8 @@ class TrainConfig:
             self.faces = [self.faces]
         if not self.faces:
             raise ConfigError("faces: at least one preprocess output URI is needed")
+        self.faces = [storage.absolute(f) for f in self.faces]
+        self.output = storage.absolute(self.output)
         if not self.models:
             raise ConfigError("models: the list is empty")
         names = [m.name for m in self.models]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -130,6 +131,11 @@ def test_config_validation_and_defaults():
     assert cfg.faces == ["/tmp/f"]
     assert cfg.models[0].input_size == 128 and cfg.models[0].kind == "frame" and cfg.models[0].num_classes == 5
     assert cfg.models[1].kind == "clip" and cfg.models[1].clip_length == 9
+    # relative local paths become absolute (Tune trials run in their own working directory); S3 stays
+    rel = load(TrainConfig, {"output": "rel/models", "faces": ["rel/faces", "s3://b/faces"],
+                             "models": [{"name": "a", "arch": "resnet_smoke"}]})
+    assert rel.output == os.path.abspath("rel/models")
+    assert rel.faces == [os.path.abspath("rel/faces"), "s3://b/faces"]
     with pytest.raises(ConfigError, match="unknown arch 'nope'.*iresnet152"):
         load(TrainConfig, {"output": "o", "faces": "f", "models": [{"name": "a", "arch": "nope"}]})
     with pytest.raises(ConfigError, match="duplicate"):
