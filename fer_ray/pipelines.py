@@ -20,7 +20,14 @@ from fer_ray.infer import systems
 from fer_ray.infer.logits import LogitsStage
 from fer_ray.infer.postprocess import VideoPostprocess
 from fer_ray.inputs import MEMBERS
-from fer_ray.preprocess import STATUS_FAILED, PreprocessConfig, PreprocessStage
+from fer_ray.preprocess import (
+    STATUS_FAILED,
+    ChunkCollector,
+    DecodeStage,
+    DetectStage,
+    PreprocessConfig,
+    PreprocessStage,
+)
 from fer_ray.train.data import TRAIN_COLUMNS, label_summary, split_videos
 
 log = logging.getLogger(__name__)
@@ -38,25 +45,55 @@ def run_preprocess(items: list[dict], config) -> list[dict]:
     if not items:
         return []
     rows = [{**item, MEMBERS: json.dumps(item.get(MEMBERS) or [])} for item in items]
-    workers = max(1, min(config.num_workers, len(rows)))
     # A whole video is one task with one output row, so a long video on a busy node legitimately goes longer
     # than Ray Data's default 30 min without "progress"; the stage's own chunked writes are the progress.
     ray.data.DataContext.get_current().execution_no_progress_timeout_s = -1
+    to_split = [bool(config.decode_workers) and r.get(schema.KIND, "video") == "video" for r in rows]
+    split = [r for r, s in zip(rows, to_split) if s]
+    fused = [r for r, s in zip(rows, to_split) if not s]
+    results: list[dict] = []
+    failed = frames = 0
+    with tqdm(total=len(rows), desc="preprocess", unit="item") as bar:
+        streams = ([_fused_rows(fused, config)] if fused else []) + ([_split_rows(split, config)] if split else [])
+        for stream in streams:
+            for row in stream:
+                results.append(row)
+                failed += row["status"] == STATUS_FAILED
+                frames += int(row["frames"])
+                bar.update(1)
+                bar.set_postfix(done=len(results) - failed, failed=failed, frames=frames)
+    return results
+
+
+def _fused_rows(rows: list[dict], config):
+    """One PreprocessStage call per work item: decode, detect, align and write in one actor."""
+    workers = max(1, min(config.num_workers, len(rows)))
     summary = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
         PreprocessStage, fn_constructor_kwargs={"config": config}, batch_size=1, batch_format="pandas",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers, initial_size=workers),
         num_cpus=config.worker_cpus, num_gpus=config.worker_gpus or None)
-    results: list[dict] = []
-    failed = frames = 0
-    with tqdm(total=len(rows), desc="preprocess", unit="item") as bar:
-        for row in summary.iter_rows():
-            row = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-            results.append(row)
-            failed += row["status"] == STATUS_FAILED
-            frames += int(row["frames"])
-            bar.update(1)
-            bar.set_postfix(done=len(results) - failed, failed=failed, frames=frames)
-    return results
+    for row in summary.iter_rows():
+        yield {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+
+
+def _split_rows(rows: list[dict], config):
+    """Videos through DecodeStage actors (CPU) feeding DetectStage actors; done markers from the driver."""
+    decoders = max(1, min(config.decode_workers, len(rows)))
+    detectors = max(1, min(config.num_workers, len(rows)))
+    chunks = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+        DecodeStage, fn_constructor_kwargs={"config": config}, batch_size=1, batch_format="pandas",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=decoders, initial_size=decoders),
+        num_cpus=config.decode_cpus)
+    detected = chunks.map_batches(
+        DetectStage, fn_constructor_kwargs={"config": config}, batch_size=1, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=detectors, initial_size=detectors),
+        num_cpus=config.worker_cpus, num_gpus=config.worker_gpus or None)
+    collector = ChunkCollector(config.output)
+    for row in detected.iter_rows():
+        summary = collector.add({k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()})
+        if summary is not None:
+            yield summary
+    yield from collector.unsettled()
 
 
 # ---------------------------------------------------------------- training datasets (jobs/train_all.py)

@@ -35,6 +35,9 @@ from fer_ray.inputs import MEMBERS, item_fingerprint
 from fer_ray.video import MAX_PIXELS, VideoError, open_video
 
 __all__ = [
+    "ChunkCollector",
+    "DecodeStage",
+    "DetectStage",
     "DetectorConfig",
     "FACES",
     "PreprocessConfig",
@@ -96,6 +99,10 @@ class PreprocessConfig:
     num_workers: int = 2  # actor pool max size
     worker_cpus: float = 1.0  # CPUs reserved per actor (fractions allowed); torch threads = max(1, int())
     worker_gpus: float = 0.0
+    # 0: each detect actor decodes its own videos. N > 0: N CPU actors decode videos into chunks that feed
+    # the detect actors (GPU nodes then only detect and align; see DecodeStage).
+    decode_workers: int = 0
+    decode_cpus: float = 0.5  # CPUs reserved per decode actor
     strict: bool = False  # job exits 1 when anything failed
 
     def validate(self) -> None:
@@ -112,6 +119,8 @@ class PreprocessConfig:
             raise ValueError(f"face_size must be in 16..1024, got {self.face_size}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if self.decode_workers < 0 or self.decode_cpus <= 0:
+            raise ValueError("decode_workers must be >= 0 and decode_cpus > 0")
         if self.worker_cpus <= 0 or self.worker_gpus < 0:
             raise ValueError("worker_cpus must be > 0 and worker_gpus >= 0")
         if self.detector.device.startswith("cuda") and self.worker_gpus <= 0:
@@ -191,6 +200,39 @@ def _load_image(uri: str) -> np.ndarray:
         raise ValueError(f"{uri}: unreadable image ({exc})") from None
 
 
+class _LabelledVideo:
+    """`with _LabelledVideo(item, max_pixels) as (video, labels_of):` the open video of a work item and a
+    function from frame indices to their labels (the EXPR file's, or the item's one label); a label file
+    whose length is not the video's frame count raises LabelMismatchError."""
+
+    def __init__(self, item: dict, max_pixels: int):
+        self.item, self.max_pixels = item, max_pixels
+        self.video = None
+
+    def __enter__(self):
+        item = self.item
+        label_uri = item.get(schema.LABEL_URI)
+        frame_labels = labels.read_expr(label_uri) if label_uri else None
+        item_label = labels.UNANNOTATED if item.get(schema.LABEL) is None else int(item[schema.LABEL])
+        self.video = video = open_video(item[schema.URI], max_pixels=self.max_pixels)
+        if frame_labels is not None and len(frame_labels) != video.num_frames:
+            video.close()
+            raise LabelMismatchError(
+                f"{label_uri}: {len(frame_labels)} labels for {video.num_frames} frames of {item[schema.URI]}; "
+                "label count must equal the frame count")
+
+        def labels_of(indices: np.ndarray) -> np.ndarray:
+            if frame_labels is not None:
+                return frame_labels[indices]
+            return np.full(len(indices), item_label, dtype=np.int64)
+
+        return video, labels_of
+
+    def __exit__(self, *exc) -> None:
+        if self.video is not None:
+            self.video.close()
+
+
 # --------------------------------------------------------------------------- the stage
 
 
@@ -265,13 +307,7 @@ class PreprocessStage:
         return row
 
     def _done_marker(self, video_id: str) -> dict | None:
-        uri = shards.done_uri(self.config.output, FACES, video_id)
-        try:
-            return storage.read_json(uri)
-        except FileNotFoundError:
-            return None
-        except (ValueError, OSError):  # unreadable marker: redo the item
-            return None
+        return _read_marker(self.config.output, video_id)
 
     # -- videos --------------------------------------------------------------------------------
     def _video(self, item: dict) -> tuple[list[str], dict]:
@@ -279,23 +315,13 @@ class PreprocessStage:
 
         cfg = self.config
         video_id, uri = item[schema.VIDEO_ID], item[schema.URI]
-        label_uri = item.get(schema.LABEL_URI)
-        frame_labels = labels.read_expr(label_uri) if label_uri else None
-        item_label = labels.UNANNOTATED if item.get(schema.LABEL) is None else int(item[schema.LABEL])
         parts: list[str] = []
         frames = faces = 0
-        with open_video(uri, max_pixels=cfg.max_pixels) as video:
-            if frame_labels is not None and len(frame_labels) != video.num_frames:
-                raise LabelMismatchError(
-                    f"{label_uri}: {len(frame_labels)} labels for {video.num_frames} frames of {uri}; "
-                    "label count must equal the frame count")
+        with _LabelledVideo(item, cfg.max_pixels) as (video, chunk_labels_of):
             tracker = FaceTracker(self.detector, every=cfg.track_every)
             for number, chunk in enumerate(video.chunks(cfg.chunk_size, cfg.stride, cfg.max_frames)):
                 detections = tracker.process(chunk.frames)
-                if frame_labels is not None:
-                    chunk_labels = frame_labels[chunk.indices]
-                else:
-                    chunk_labels = np.full(len(chunk), item_label, dtype=np.int64)
+                chunk_labels = chunk_labels_of(chunk.indices)
                 rows = self._rows([video_id] * len(chunk), chunk.indices, chunk.timestamps, chunk.frames,
                                   detections, chunk_labels, [item.get(schema.SUBJECT)] * len(chunk),
                                   video.num_frames)
@@ -397,3 +423,172 @@ class PreprocessStage:
         columns[schema.REASON].append(reason)
         columns[schema.SUBJECT].append(m.get(schema.SUBJECT) or None)
         columns[schema.NUM_FRAMES].append(1)
+
+
+# --------------------------------------------------------------------------- split decode -> detect
+# With `decode_workers > 0` a video goes through two actor pools: DecodeStage (CPU) turns it into chunk rows,
+# DetectStage (the detector's device) detects, aligns and writes one part per chunk, and ChunkCollector (the
+# driver) writes the done marker once every chunk of the video is in. Decoding then overlaps detection and
+# GPU nodes never decode. Each chunk gets a fresh tracker, so the full-detection schedule restarts at every
+# chunk (keep chunk_size a multiple of track_every to keep the fused path's schedule); between chunks the
+# one-face rule cannot prefer the face followed so far. Image work items always take the fused path.
+
+CHUNK, END, FAILED_ROW, SKIPPED_ROW = "chunk", "end", "failed", "skipped"
+
+
+def _chunk_row(item: dict, fingerprint: str, status: str, **values) -> dict[str, list]:
+    """One-row batch of the DecodeStage -> DetectStage -> collector stream (flat columns: one Arrow schema)."""
+    row = {schema.VIDEO_ID: str(item[schema.VIDEO_ID]), schema.URI: str(item.get(schema.URI) or ""),
+           schema.SUBJECT: str(item.get(schema.SUBJECT) or ""), "fingerprint": fingerprint, "status": status,
+           "error": "", "chunk": -1, "count": 0, "faces": 0, "num_frames": 0, "seconds": 0.0, "shape": "",
+           "frames": b"", "indices": b"", "timestamps": b"", "labels": b"", "part": ""}
+    row.update(values)
+    return {k: [v] for k, v in row.items()}
+
+
+class DecodeStage:
+    """CPU actor: video work items in, a stream of one-row batches out: one per decoded chunk (frames as raw
+    bytes), then an "end" row with the chunk count, or a "failed" row, or one "skipped" row for a video
+    whose done marker matches. Never raises."""
+
+    def __init__(self, config: PreprocessConfig | dict):
+        from fer_ray import config as config_module
+
+        if isinstance(config, dict):
+            config = config_module.from_dict(PreprocessConfig, config)
+        config.validate()
+        self.config = config
+        self.settings = config.fingerprint()
+
+    def __call__(self, batch):
+        for item in _items(batch):
+            yield from self.chunks(item)
+
+    def chunks(self, item: dict):
+        cfg = self.config
+        fingerprint = f"{item_fingerprint(item)}-{self.settings}"
+        previous = _read_marker(cfg.output, str(item[schema.VIDEO_ID]))
+        if previous is not None and previous.get("fingerprint") == fingerprint:
+            yield _chunk_row(item, fingerprint, SKIPPED_ROW, count=int(previous.get("frames", 0)),
+                             faces=int(previous.get("faces", 0)))
+            return
+        start, number = time.perf_counter(), 0
+        try:
+            with _LabelledVideo(item, cfg.max_pixels) as (video, labels_of):
+                for number, chunk in enumerate(video.chunks(cfg.chunk_size, cfg.stride, cfg.max_frames)):
+                    frames = np.ascontiguousarray(chunk.frames)
+                    yield _chunk_row(
+                        item, fingerprint, CHUNK, chunk=number, count=len(chunk), num_frames=video.num_frames,
+                        seconds=time.perf_counter() - start, shape=",".join(map(str, frames.shape)),
+                        frames=frames.tobytes(), indices=chunk.indices.astype(np.int64).tobytes(),
+                        timestamps=chunk.timestamps.astype(np.float64).tobytes(),
+                        labels=labels_of(chunk.indices).astype(np.int64).tobytes())
+                    start, number = time.perf_counter(), number + 1
+            yield _chunk_row(item, fingerprint, END, count=number, seconds=time.perf_counter() - start)
+        except Exception as exc:  # noqa: BLE001 - the video fails as data; the job goes on
+            log.warning("%s: decode failed: %s", item[schema.VIDEO_ID], _error_text(exc))
+            yield _chunk_row(item, fingerprint, FAILED_ROW, error=_error_text(exc))
+
+
+class DetectStage(PreprocessStage):
+    """Detector actor of the split path: chunk rows in (one per batch), the chunk's faces written as its part;
+    passes end/failed/skipped rows through. A chunk that fails becomes a failed row. Never raises."""
+
+    def __call__(self, batch) -> dict[str, list]:
+        import torch
+
+        columns = {k: list(v) for k, v in batch.items()}
+        rows = [{k: _plain(v[i]) if not isinstance(v[i], bytes) else v[i] for k, v in columns.items()}
+                for i in range(len(columns[schema.VIDEO_ID]))]
+        out: dict[str, list] = {}
+        with torch.inference_mode():
+            for row in rows:
+                if row["status"] == CHUNK:
+                    row = self.detect_chunk(row)
+                for k, v in row.items():
+                    out.setdefault(k, []).append(v)
+        return out
+
+    def detect_chunk(self, row: dict) -> dict:
+        from fer_ray.faces import FaceTracker
+
+        start = time.perf_counter()
+        video_id = row[schema.VIDEO_ID]
+        try:
+            shape = tuple(int(x) for x in row["shape"].split(","))
+            frames = np.frombuffer(row["frames"], dtype=np.uint8).reshape(shape)
+            indices = np.frombuffer(row["indices"], dtype=np.int64)
+            detections = FaceTracker(self.detector, every=self.config.track_every).process(frames)
+            table = self._rows([video_id] * len(indices), indices, np.frombuffer(row["timestamps"], np.float64),
+                               frames, detections, np.frombuffer(row["labels"], np.int64),
+                               [row[schema.SUBJECT] or None] * len(indices), row["num_frames"])
+            part = shards.write_part(self.config.output, FACES, video_id, int(row["chunk"]), table)
+            faces = sum(d is not None for d in detections)
+            values = {"part": part, "faces": faces}
+        except Exception as exc:  # noqa: BLE001 - this video fails as data
+            log.error("%s chunk %s: detect failed\n%s", video_id, row["chunk"], traceback.format_exc())
+            values = {"status": FAILED_ROW, "error": _error_text(exc)}
+        return {**row, **values, "frames": b"", "seconds": row["seconds"] + time.perf_counter() - start}
+
+
+def _read_marker(output: str, video_id: str) -> dict | None:
+    try:
+        return storage.read_json(shards.done_uri(output, FACES, video_id))
+    except (FileNotFoundError, ValueError, OSError):  # absent or unreadable: (re)do the video
+        return None
+
+
+class ChunkCollector:
+    """Driver side of the split path: takes DetectStage rows in any order and, per video, writes the done
+    marker once its "end" row and every chunk are in (or the failure record on a failed row); `add` returns
+    the video's summary row (SUMMARY_COLUMNS) when it is settled, else None."""
+
+    def __init__(self, output: str):
+        self.output = output
+        self.videos: dict[str, dict] = {}
+        self.settled: set[str] = set()
+
+    def add(self, row: dict) -> dict | None:
+        video_id = str(row[schema.VIDEO_ID])
+        if video_id in self.settled:
+            return None
+        state = self.videos.setdefault(video_id, {"parts": {}, "faces": 0, "frames": 0, "seconds": 0.0,
+                                                  "expected": None, "num_frames": 0, "row": row})
+        state["seconds"] += float(row["seconds"])
+        status = row["status"]
+        if status == SKIPPED_ROW:
+            return self._settle(video_id, STATUS_SKIPPED, int(row["count"]), int(row["faces"]))
+        if status == FAILED_ROW:
+            shards.write_failure(self.output, video_id, str(row[schema.URI]), STAGE_NAME, str(row["error"]))
+            return self._settle(video_id, STATUS_FAILED, 0, 0, str(row["error"]))
+        if status == END:
+            state["expected"] = int(row["count"])
+        else:
+            state["parts"][int(row["chunk"])] = str(row["part"])
+            state["faces"] += int(row["faces"])
+            state["frames"] += int(row["count"])
+            state["num_frames"] = int(row["num_frames"])
+        if state["expected"] is not None and len(state["parts"]) == state["expected"]:
+            parts = [state["parts"][k] for k in sorted(state["parts"])]
+            shards.mark_done(self.output, FACES, video_id, parts, frames=state["frames"], faces=state["faces"],
+                             num_frames=state["num_frames"], uri=str(row[schema.URI]),
+                             fingerprint=str(row["fingerprint"]), kind="video",
+                             seconds=round(state["seconds"], 3))
+            return self._settle(video_id, STATUS_DONE, state["frames"], state["faces"])
+        return None
+
+    def _settle(self, video_id: str, status: str, frames: int, faces: int, error: str | None = None) -> dict:
+        state = self.videos.pop(video_id)
+        self.settled.add(video_id)
+        return {"video_id": video_id, "kind": "video", "status": status, "frames": frames, "faces": faces,
+                "seconds": round(state["seconds"], 3), "error": error}
+
+    def unsettled(self) -> list[dict]:
+        """Summary rows (failed) of videos whose stream ended incomplete: a lost chunk or end row."""
+        rows = []
+        for video_id in list(self.videos):
+            message = "incomplete: not every decoded chunk came back from the detect stage"
+            row = self.videos[video_id]["row"]
+            shards.write_failure(self.output, video_id, str(row[schema.URI]), STAGE_NAME, message)
+            rows.append(self._settle(video_id, STATUS_FAILED, 0, 0, message))
+        return rows

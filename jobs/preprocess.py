@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, help="at most N images per labelled image set (seeded sample)")
     parser.add_argument("--num-workers", dest="num_workers", type=int, help="detector actors at most")
     parser.add_argument("--worker-cpus", dest="worker_cpus", type=float, help="CPUs per actor")
+    parser.add_argument("--decode-workers", dest="decode_workers", type=int,
+                        help="N CPU actors decode videos and feed the detector actors (0: detectors decode)")
     parser.add_argument("--strict", action="store_true", default=None, help="exit 1 if anything failed")
     parser.add_argument("--address", help="Ray cluster to join ('auto' = the one `ray start` runs here); "
                         "default: RAY_ADDRESS, else a private local instance")
