@@ -37,11 +37,13 @@ class AnnotateConfig:
     worker_cpus: float = 0.5  # per logits actor; fractional so decode/shuffle stages keep room on small nodes
     threads: int = 1  # torch threads per logits actor
     shuffle_partitions: int = 16  # group-by-video partitions (logits rows only, never images)
-    worker_gpus: float = 0.0  # per logits actor; set 1 on GPU nodes (auto when CUDA is visible to the driver)
+    worker_gpus: float = 0.0  # per logits actor: > 0 on GPU clusters (the actor then runs on CUDA, bf16)
+    detect_gpus: float = 0.0  # per face-detector actor: > 0 runs MTCNN + alignment on a GPU
     stride: int = 1
     max_frames: int | None = None
     face_size: int = 112
     track_every: int = 1
+    decode_workers: int = 0  # > 0: CPU actors decode videos for the detector actors (PreprocessConfig)
     strict: bool = False
 
     def validate(self) -> None:
@@ -51,6 +53,10 @@ class AnnotateConfig:
             raise cfg.ConfigError(f"window must be >= 0 (0 disables Smooth Predicting), got {self.window}")
         if self.batch_size < 1 or self.num_workers < 1 or self.stride < 1:
             raise cfg.ConfigError("batch_size, num_workers and stride must be >= 1")
+        if self.worker_gpus < 0 or self.detect_gpus < 0:
+            raise cfg.ConfigError("worker_gpus and detect_gpus must be >= 0")
+        if self.decode_workers < 0:
+            raise cfg.ConfigError(f"decode_workers must be >= 0, got {self.decode_workers}")
         if self.since not in (None, "last"):
             parse_since(self.since)
 

@@ -24,6 +24,7 @@ from fer_ray.preprocess import (
     STATUS_FAILED,
     ChunkCollector,
     DecodeStage,
+    DetectorConfig,
     DetectStage,
     PreprocessConfig,
     PreprocessStage,
@@ -48,6 +49,7 @@ def run_preprocess(items: list[dict], config) -> list[dict]:
     # A whole video is one task with one output row, so a long video on a busy node legitimately goes longer
     # than Ray Data's default 30 min without "progress"; the stage's own chunked writes are the progress.
     ray.data.DataContext.get_current().execution_no_progress_timeout_s = -1
+    warn_if_no_gpus(config.worker_gpus, "face detector actors")
     to_split = [bool(config.decode_workers) and r.get(schema.KIND, "video") == "video" for r in rows]
     split = [r for r, s in zip(rows, to_split) if s]
     fused = [r for r, s in zip(rows, to_split) if not s]
@@ -63,6 +65,14 @@ def run_preprocess(items: list[dict], config) -> list[dict]:
                 bar.update(1)
                 bar.set_postfix(done=len(results) - failed, failed=failed, frames=frames)
     return results
+
+
+def warn_if_no_gpus(gpus: float, what: str) -> None:
+    """Actors that ask for GPUs wait until a GPU node joins; say so when none is in the cluster yet (an
+    autoscaler may still add one, so this is a warning, not an error)."""
+    if gpus and not ray.cluster_resources().get("GPU"):
+        log.warning("%s ask for %g GPU each but the cluster has no GPU now: they wait until a GPU node joins",
+                    what, gpus)
 
 
 def _fused_rows(rows: list[dict], config):
@@ -168,6 +178,7 @@ def _annotate_chain(config, parts: list[str], entries, extras, version: str):
     paths = [storage.filesystem(p)[1] for p in parts]
     columns = [schema.VIDEO_ID, schema.FRAME_INDEX, schema.TIMESTAMP, schema.FACE, schema.NUM_FRAMES]
     gpus = config.worker_gpus
+    warn_if_no_gpus(gpus, "logits actors")
     faces = ray.data.read_parquet(paths, filesystem=fs, columns=columns, num_cpus=0.25)
     logits = faces.map_batches(
         LogitsStage, fn_constructor_kwargs={"models": entries + extras, "device": config.device,
@@ -231,7 +242,9 @@ def _preprocess_for_annotate(config) -> str:
     """Decode, detect and align the input videos into `<output>/faces` (resumable); returns that output."""
     pre = PreprocessConfig(input=config.input, output=config.output, stride=config.stride,
                            max_frames=config.max_frames, face_size=config.face_size,
-                           track_every=config.track_every, num_workers=config.num_workers)
+                           track_every=config.track_every, num_workers=config.num_workers,
+                           decode_workers=config.decode_workers, worker_gpus=config.detect_gpus,
+                           detector=DetectorConfig(device="cuda" if config.detect_gpus > 0 else "cpu"))
     items = annotate.work_items(config, pre)
     run_preprocess(items, pre)
     return config.output

@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--worker-cpus", dest="worker_cpus", type=float, help="CPUs per actor")
     parser.add_argument("--decode-workers", dest="decode_workers", type=int,
                         help="N CPU actors decode videos and feed the detector actors (0: detectors decode)")
+    parser.add_argument("--device", help="face detector device: cpu (default) or cuda (needs --worker-gpus)")
+    parser.add_argument("--worker-gpus", dest="worker_gpus", type=float,
+                        help="GPUs per detector actor, e.g. 0.5 for two actors per GPU")
     parser.add_argument("--strict", action="store_true", default=None, help="exit 1 if anything failed")
     parser.add_argument("--address", help="Ray cluster to join ('auto' = the one `ray start` runs here); "
                         "default: RAY_ADDRESS, else a private local instance")
@@ -85,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = vars(parse_args(argv))
     source, address = args.pop("config"), args.pop("address")
+    args["detector"] = {"device": args.pop("device")}
     cfg = config.load(PreprocessConfig, source, overrides=args)
     if not cfg.input:
         raise SystemExit("--input (or input: in --config) is required")
