@@ -13,6 +13,9 @@ Rows:
   and `align_batch` on --device over frames already in memory, batch --chunk; this is the GPU's share.
 - preprocess/stage: `PreprocessStage.run_item` end to end on one actor (decode + detect + align + JPEG +
   Parquet part writes), detector on --device. Target >= 1,000 frames/s on one H100 at 480p-720p.
+- preprocess/ray job: --ray-videos copies of the clip through `pipelines.run_preprocess` with CPU decode
+  actors (--decode-workers) feeding --detectors detector actors that share the device; frames/s after
+  actor start-up (a one-video warm-up run first).
 - logits/<model>: each CFC-SP model at its published input size (iresnet152 112, swin_s 224, hrnet_w18 128,
   repvgg_a2 112; untrained weights) on --batch faces already on the device: frames/s, GFLOP/frame from torch's
   FlopCounterMode, TFLOP/s and the share of the device's dense bf16 peak (bf16 autocast, channels_last).
@@ -38,6 +41,8 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray binds 127.0.0.1 only
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import numpy as np  # noqa: E402
 
@@ -70,6 +75,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--chunk", type=int, default=64, help="frames per decode / detect batch")
     parser.add_argument("--track-every", type=int, default=5, help="full detection every k frames")
     parser.add_argument("--detect-size", type=int, default=320, help="longest side the detector sees")
+    parser.add_argument("--ray-videos", type=int,
+                        help="preprocess/ray job row: copies of the clip through jobs/preprocess's pipeline "
+                             "(default 8, 0 with --quick: skip)")
+    parser.add_argument("--decode-workers", type=int, default=0,
+                        help="ray job row: CPU decode actors (default: CPUs - 2, at least 1)")
+    parser.add_argument("--detectors", type=int, default=2, help="ray job row: detector actors sharing the GPU")
     parser.add_argument("--batch", type=int, default=256, help="faces per logits batch")
     parser.add_argument("--batches", type=int, default=30, help="timed logits batches (after 3 warm-up)")
     parser.add_argument("--compile", action="store_true", help="torch.compile each logits model")
@@ -81,6 +92,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.height, args.frames, args.chunk, args.batch, args.batches, args.smoke = 240, 48, 16, 16, 2, True
+    if args.ray_videos is None:
+        args.ray_videos = 0 if args.quick else 8
     return args
 
 
@@ -186,7 +199,39 @@ def bench_preprocess(args) -> list[dict]:
             raise RuntimeError(f"PreprocessStage failed on the test clip: {summary['error']}")
         rows.append(row("preprocess/stage", summary["frames"] / stage_s, PREPROCESS_TARGET,
                         f"one actor: decode + detect + align + JPEG + Parquet, {summary['faces']} faces"))
+        if args.ray_videos > 0:
+            rows.append(bench_ray_job(args, clip, Path(tmp), config))
     return rows
+
+
+def bench_ray_job(args, clip: Path, folder: Path, base) -> dict:
+    """--ray-videos copies of the clip through pipelines.run_preprocess on a local Ray instance: CPU decode
+    actors feeding --detectors detector actors that share the device (as jobs/preprocess.py --decode-workers)."""
+    import dataclasses
+
+    import ray
+
+    from fer_ray import inputs
+    from fer_ray.pipelines import run_preprocess
+
+    cpus = os.cpu_count() or 2
+    decoders = args.decode_workers or max(1, cpus - 2)
+    gpus = 1.0 / args.detectors if args.device.startswith("cuda") else 0.0
+    config = dataclasses.replace(base, output=str(folder / "ray"), decode_workers=decoders, decode_cpus=1.0,
+                                 num_workers=args.detectors, worker_cpus=1.0, worker_gpus=gpus)
+    items = [inputs.work_item(f"clip{k:03d}", str(clip)) for k in range(args.ray_videos)]
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        run_preprocess(items[:1], dataclasses.replace(config, output=str(folder / "warm")))  # actor start-up
+        start = time.perf_counter()
+        results = run_preprocess(items, config)
+        seconds = time.perf_counter() - start
+    finally:
+        ray.shutdown()
+    frames = sum(int(r["frames"]) for r in results if r["status"] == "done")
+    return row("preprocess/ray job", frames / seconds, PREPROCESS_TARGET,
+               f"{args.ray_videos} videos, {decoders} CPU decode actors -> {args.detectors} detector actors "
+               f"({gpus:g} GPU each), {sum(r['status'] == 'done' for r in results)} done")
 
 
 # ------------------------------------------------------------------------------------------- logits
