@@ -112,6 +112,14 @@ def load(cls: type[T], source: str | Path | dict | None = None, overrides: dict 
     return from_dict(cls, _merge(data, overrides or {}), where=str(source or "config"))
 
 
+def load_for_job(job: str, cls: type[T], source=None, overrides: dict | None = None) -> T:
+    """`load` for a job's main(): a bad config or flag ends the job with one clear line, not a traceback."""
+    try:
+        return load(cls, source, overrides)
+    except ValueError as exc:  # ConfigError and the dataclasses' own validate() errors
+        raise SystemExit(f"{job}: invalid configuration: {exc}") from None
+
+
 def to_dict(config) -> dict:
     return dataclasses.asdict(config)
 

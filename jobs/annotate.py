@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = vars(parse_args(argv))
     source = args.pop("config")
-    cfg = config.load(AnnotateConfig, source, overrides=args)
+    cfg = config.load_for_job("annotate", AnnotateConfig, source, overrides=args)
     config.save(cfg, storage.join(cfg.output, "annotate.yaml"))
     init_ray()
     from fer_ray.pipelines import run_annotate

@@ -41,6 +41,7 @@ class DemoConfig:
     system: str = "cfc_sp"
     window: int = 256
     render_frames: int = 300
+    max_frames: int | None = None  # annotate only the first N frames of each video (tests; None: all)
 
     def validate(self) -> None:
         if not Path(self.data, "README.md").exists():
@@ -92,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output")
     parser.add_argument("--videos", nargs="+")
     parser.add_argument("--fer2013-limit", dest="fer2013_limit", type=int)
+    parser.add_argument("--ckplus-limit", dest="ckplus_limit", type=int)
     parser.add_argument("--train-config", dest="train_config", help="train_all config (default configs/smoke.yaml)")
+    parser.add_argument("--max-frames", dest="max_frames", type=int, help="annotate the first N frames per video")
+    parser.add_argument("--render-frames", dest="render_frames", type=int, help="overlay video length (frames)")
     args = vars(parser.parse_args(argv))
     cfg = config.load(DemoConfig, None, overrides=args)
     start = time.perf_counter()
@@ -108,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                            "--limit", str(cfg.fer2013_limit)])
     run_job("train_all", ["--config", cfg.train_config, "--faces", faces, "--output", models])
     run_job("annotate", ["--input", manifest, "--models", models, "--output", annotated, "--system", cfg.system,
-                         "--window", str(cfg.window), "--keep-logits", "--track-every", str(cfg.track_every)])
+                         "--window", str(cfg.window), "--keep-logits", "--track-every", str(cfg.track_every)]
+            + (["--max-frames", str(cfg.max_frames)] if cfg.max_frames else []))
     run_job("evaluate", ["--predictions", annotated, "--labels", f"{data}/videos/labeled", "--output", report,
                          "--logits", annotated])
     overlay = storage.join(out, f"overlay_{cfg.videos[0]}.mp4")

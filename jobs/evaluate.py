@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = vars(parse_args(argv))
     source = args.pop("config")
-    cfg = config.load(EvaluateConfig, source, overrides=args)
+    cfg = config.load_for_job("evaluate", EvaluateConfig, source, overrides=args)
     config.save(cfg, storage.join(cfg.output, "evaluate.yaml"))
     summary = evaluate_run(cfg)
     overall = summary["overall"]

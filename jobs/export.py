@@ -26,7 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = vars(parse_args(argv))
     source = args.pop("config")
-    cfg = config.load(ExportConfig, source, overrides=args)
+    cfg = config.load_for_job("export", ExportConfig, source, overrides=args)
     written = export_predictions(cfg.predictions, cfg.format, cfg.output)
     print(f"wrote {len(written)} file(s) under {cfg.output}")
     return 0

@@ -88,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = vars(parse_args(argv))
     source, address = args.pop("config"), args.pop("address")
-    args["detector"] = {"device": args.pop("device")}
-    cfg = config.load(PreprocessConfig, source, overrides=args)
+    device = args.pop("device")
+    if device:
+        args["detector"] = {"device": device}
+    cfg = config.load_for_job("preprocess", PreprocessConfig, source, overrides=args)
     if not cfg.input:
         raise SystemExit("--input (or input: in --config) is required")
     start = time.perf_counter()

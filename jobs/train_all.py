@@ -58,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     from fer_ray.train.launch import load_config, train_all
 
     overrides = {"faces": args.faces, "output": args.output, "max_concurrent_trials": args.max_concurrent_trials}
-    config = load_config(args.config, overrides)
+    try:
+        config = load_config(args.config, overrides)
+    except ValueError as exc:  # ConfigError included: one clear line instead of a traceback
+        raise SystemExit(f"train_all: invalid configuration: {exc}") from None
     if args.models:
         wanted = [n.strip() for n in args.models.split(",") if n.strip()]
         config.models = [config.spec(n) for n in wanted]  # KeyError lists the valid names

@@ -1,0 +1,69 @@
+"""`make demo` (jobs/demo.py) end to end with OUTPUT=s3://...: every step's output lands on the S3 server.
+
+Test-sized: one held-out performer's video, 60 + 60 extra training faces, the first 240 frames annotated,
+a 48-frame overlay. The full-size demo (the README's `make demo`) is measured, not tested.
+"""
+
+from __future__ import annotations
+
+import html.parser
+import tempfile
+
+import boto3
+import pytest
+
+from fer_ray import schema, storage
+from fer_ray.infer import writers
+from tests.conftest import SHARED_DATA, need_shared
+from tests.helpers import load_job
+
+pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FRAMES, RENDER_FRAMES = 240, 48
+
+
+class _Images(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.sources: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.sources.append(dict(attrs)["src"])
+
+
+def test_demo_writes_everything_to_s3(ray_local, s3_bucket, s3_server):
+    need_shared("videos", "labeled", "tw_TW01.mp4")
+    out = f"{s3_bucket}/demo"
+    code = load_job("demo").main(["--data", str(SHARED_DATA), "--output", out, "--videos", "tw_TW01",
+                                  "--fer2013-limit", "60", "--ckplus-limit", "60", "--max-frames", str(FRAMES),
+                                  "--render-frames", str(RENDER_FRAMES)])
+    assert code == 0
+    keys = {o["Key"] for page in boto3.client("s3", endpoint_url=s3_server).get_paginator("list_objects_v2")
+            .paginate(Bucket=s3_bucket[len("s3://"):]) for o in page.get("Contents", [])}
+    # training: every smoke model has a checkpoint and is indexed
+    index = storage.read_json(f"{out}/models/models.json")
+    assert set(index["models"]) >= {"coarse_iresnet", "coarse_swin", "coarse_hrnet", "negative_repvgg"}
+    for name, entry in index["models"].items():
+        assert f"demo/models/{entry['checkpoint']}" in keys, name
+    # annotation: one prediction per annotated frame of the held-out video, in order
+    predictions = writers.read_predictions(f"{out}/annotate").to_pandas()
+    rows = predictions[predictions[schema.VIDEO_ID] == "tw_TW01"]
+    frames = rows[schema.FRAME_INDEX].sort_values().tolist()
+    assert len(frames) == len(set(frames)) and frames[:FRAMES] == list(range(FRAMES))
+    # evaluation: metrics and a report whose every image is a PNG on S3
+    metrics = storage.read_json(f"{out}/evaluate/metrics.json")
+    assert metrics["videos"] == ["tw_TW01"] and 0.0 <= metrics["overall"]["f1"] <= 1.0
+    parser = _Images()
+    parser.feed(storage.read_bytes(f"{out}/evaluate/report.html").decode("utf-8"))
+    assert len(parser.sources) >= 4
+    for source in parser.sources:
+        assert storage.read_bytes(f"{out}/evaluate/{source}").startswith(PNG_SIGNATURE), source
+    # the overlay video decodes and has the frames asked for
+    import decord
+
+    with tempfile.NamedTemporaryFile(suffix=".mp4") as local:
+        local.write(storage.read_bytes(f"{out}/overlay_tw_TW01.mp4"))
+        local.flush()
+        assert len(decord.VideoReader(local.name)) == RENDER_FRAMES

@@ -1,0 +1,33 @@
+"""A bad flag or config value ends a job with one line naming the problem (SystemExit), before Ray starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import load_job
+
+SMOKE = str(Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml")
+
+CASES = [
+    ("preprocess", ["--input", "in", "--output", "out", "--stride", "0"], "stride must be >= 1"),
+    ("preprocess", ["--input", "in", "--output", "out", "--device", "cuda"], "worker_gpus is 0"),
+    ("annotate", ["--input", "in", "--models", "m", "--output", "out", "--system", "nope"],
+     "system 'nope' unknown; valid: cfc_sp, baseline, mao, prl"),
+    ("annotate", ["--input", "in", "--models", "m", "--output", "out", "--decode-workers", "-1"],
+     "decode_workers must be >= 0"),
+    ("evaluate", ["--predictions", "p", "--labels", "l", "--output", "out", "--window", "-3"],
+     "windows must be >= 0"),
+    ("train_all", ["--config", SMOKE, "--faces", "f", "--output", "out",
+                   "--max-concurrent-trials", "0"], "max_concurrent_trials must be >= 1"),
+]
+
+
+@pytest.mark.parametrize(("job", "argv", "message"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_bad_config_is_one_clear_line(job, argv, message, tmp_path):
+    argv = [str(tmp_path / a) if a == "out" else a for a in argv]
+    with pytest.raises(SystemExit) as caught:
+        load_job(job).main(argv)
+    text = str(caught.value.code)
+    assert text.startswith(f"{job}: invalid configuration: ") and message in text, text
