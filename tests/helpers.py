@@ -43,11 +43,13 @@ def write_untrained_models(uri: str, models=SMOKE_MODELS, seed: int = 0) -> dict
 def load_job(name: str):
     """jobs/<name>.py as a module, to call its main(argv) in-process (jobs/ holds scripts, not a package)."""
     import importlib.util
+    import sys
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "jobs" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"fer_ray_job_{name}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses in the script look their module up by name
     spec.loader.exec_module(module)
     return module
 

@@ -1,4 +1,4 @@
-"""preprocess -> annotate as `ray job submit --working-dir . -- python jobs/...` on a real 3-node Ray cluster on
+"""preprocess -> annotate, then train_all (one smoke model) -> annotate, as `ray job submit --working-dir . -- python jobs/...` on a real 3-node Ray cluster on
 127.0.0.1 (tests/cluster.py: a CPU-less head plus two 2-CPU worker nodes, each its own `ray start`, temp dir
 and ports), reading videos from and writing to S3 (the moto server). Checks that the work really spread over
 both worker nodes (state API: node ids of the jobs' tasks and actors) and that the outputs are complete and
@@ -6,8 +6,6 @@ identical to a single-node run of the same jobs (the session's in-process local 
 """
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 import pandas as pd
@@ -126,10 +124,6 @@ def test_outputs_complete_and_identical_to_single_node(multi, single):
             storage.read_bytes(submission_uri(f"{single}/ann", video_id)), video_id
 
 
-@pytest.mark.skipif(os.environ.get("FER_RAY_TEST_TRAIN_MULTINODE") != "1",
-                    reason="train_all (configs/smoke.yaml: 5 models, each a TorchTrainer under Tune) takes several "
-                           "minutes on a 2-core machine, over this file's time budget (tests/integration/"
-                           "test_train_all.py covers it on one node); set FER_RAY_TEST_TRAIN_MULTINODE=1 to run it")
 def test_train_all_then_annotate_on_the_cluster(multi, bucket):
     cluster = multi["cluster"]
     out = multi["out"]
