@@ -35,6 +35,7 @@ class DemoConfig:
     output: str = "demo_out"
     videos: list[str] = field(default_factory=lambda: ["tw_TW01", "tw_TW07"])  # held-out performers
     fer2013_limit: int = 600
+    taiwanese_limit: int | None = None  # at most N taiwanese_dev training photos (None: all of them)
     ckplus_limit: int = 600
     train_config: str = str(ROOT / "configs" / "smoke.yaml")  # measured: the whole demo in ~6 min on 2 cores
     track_every: int = 5
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--videos", nargs="+")
     parser.add_argument("--fer2013-limit", dest="fer2013_limit", type=int)
     parser.add_argument("--ckplus-limit", dest="ckplus_limit", type=int)
+    parser.add_argument("--taiwanese-limit", dest="taiwanese_limit", type=int)
     parser.add_argument("--train-config", dest="train_config", help="train_all config (default configs/smoke.yaml)")
     parser.add_argument("--max-frames", dest="max_frames", type=int, help="annotate the first N frames per video")
     parser.add_argument("--render-frames", dest="render_frames", type=int, help="overlay video length (frames)")
@@ -105,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     annotated, report = storage.join(out, "annotate"), storage.join(out, "evaluate")
     init_ray()
     train_csv, manifest = write_inputs(cfg)
-    run_job("preprocess", ["--input", train_csv, "--output", faces])
+    run_job("preprocess", ["--input", train_csv, "--output", faces]
+            + (["--limit", str(cfg.taiwanese_limit)] if cfg.taiwanese_limit else []))
     run_job("preprocess", ["--input", f"{data}/images/ckplus48/labels.csv", "--output", faces,
                            "--limit", str(cfg.ckplus_limit)])
     run_job("preprocess", ["--input", f"{data}/images/fer2013/labels.csv", "--output", faces,

@@ -1,6 +1,6 @@
 """`make demo` (jobs/demo.py) end to end with OUTPUT=s3://...: every step's output lands on the S3 server.
 
-Test-sized: one held-out performer's video, 60 + 60 extra training faces, the first 240 frames annotated,
+Test-sized: one held-out performer's video, 120 + 60 + 60 training faces, the first 240 frames annotated,
 a 48-frame overlay. The full-size demo (the README's `make demo`) is measured, not tested.
 """
 
@@ -37,6 +37,7 @@ def test_demo_writes_everything_to_s3(ray_local, s3_bucket, s3_server):
     need_shared("videos", "labeled", "tw_TW01.mp4")
     out = f"{s3_bucket}/demo"
     code = load_job("demo").main(["--data", str(SHARED_DATA), "--output", out, "--videos", "tw_TW01",
+                                  "--taiwanese-limit", "120",
                                   "--fer2013-limit", "60", "--ckplus-limit", "60", "--max-frames", str(FRAMES),
                                   "--render-frames", str(RENDER_FRAMES)])
     assert code == 0
