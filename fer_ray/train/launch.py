@@ -237,10 +237,24 @@ def _write_index(config: TrainConfig, run: dict) -> dict:
     return index
 
 
+# Credentials Ray Tune would copy from the driver's environment into every trial actor's runtime_env, where
+# the runtime-env agent logs them and the dashboard's actor API shows them. Nodes get credentials from their
+# own environment or instance role instead (the trial actors inherit it like every other worker).
+_CREDENTIAL_VARS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN",
+                              "AWS_SESSION_TOKEN"})
+
+
+def _keep_credentials_out_of_runtime_envs() -> None:
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE = frozenset(class_cache.ENV_VARS_TO_PROPAGATE) - _CREDENTIAL_VARS
+
+
 def _run_stage(config: TrainConfig, run: dict, names: list[str], stage: int) -> dict[str, str]:
     """One Tune experiment over `names` (restored if a previous run left it unfinished); returns errors."""
     import ray.tune as tune
 
+    _keep_credentials_out_of_runtime_envs()
     storage_path, filesystem = _ray_storage(config.output)
     experiment = f"{config.experiment_name}-{run['version'][:12]}-s{stage}"
     # The trial function only drives its TorchTrainer: a token CPU share, so trainers get the cores.

@@ -219,3 +219,27 @@ def test_train_local_temporal_models(arch, task, loss):
     model, history = train_local(spec, rows, rows, device="cpu")
     assert history[0]["train_steps"] >= 1 and np.isfinite(history[0]["train_loss"])
     assert history[0]["val_frames"] > 0
+
+
+def test_tune_trials_get_no_credentials_in_their_runtime_env(monkeypatch):
+    """Ray Tune copies AWS_* keys from the driver into each trial actor's runtime_env (then logged by the
+    runtime-env agent and shown by the dashboard); train_all switches that off before building its Tuner."""
+    from ray.tune.execution import class_cache
+
+    from fer_ray.train import launch
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTTESTTEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-real-secret")
+    monkeypatch.setattr(class_cache, "ENV_VARS_TO_PROPAGATE", class_cache.ENV_VARS_TO_PROPAGATE)
+
+    class Before:
+        pass
+
+    class After:
+        pass
+
+    before = class_cache._ActorClassCache().get(Before)._default_options["runtime_env"]["env_vars"]
+    assert before["AWS_SECRET_ACCESS_KEY"] == "not-a-real-secret"  # what Ray does on its own
+    launch._keep_credentials_out_of_runtime_envs()
+    after = class_cache._ActorClassCache().get(After)._default_options["runtime_env"]["env_vars"]
+    assert not any(name.startswith("AWS_") for name in after), after
