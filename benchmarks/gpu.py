@@ -46,22 +46,12 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import numpy as np  # noqa: E402
 
+from benchmarks.annotate import REAL_CFC_SP  # noqa: E402
+from benchmarks.train import peak_tflops  # noqa: E402
 from fer_ray.runtime import machine_info  # noqa: E402
+from tests.helpers import SMOKE_MODELS  # noqa: E402
 
-REAL_CFC_SP = (  # (run name, arch, task): the CFC-SP models at their published input sizes
-    ("coarse_iresnet152", "iresnet152", "coarse"),
-    ("coarse_swin_s", "swin_s", "coarse"),
-    ("coarse_hrnet_w18", "hrnet_w18", "coarse"),
-    ("negative_repvgg_a2", "repvgg_a2", "negative"),
-)
-SMOKE_CFC_SP = (
-    ("coarse_iresnet", "iresnet_tiny", "coarse"),
-    ("coarse_swin", "swin_tiny_smoke", "coarse"),
-    ("coarse_hrnet", "hrnet_smoke", "coarse"),
-    ("negative_repvgg", "repvgg_smoke", "negative"),
-)
-# Dense bf16 tensor-core peak (TFLOP/s) by device-name substring (vendor data sheets, SXM parts).
-BF16_PEAK = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0, "L4": 121.0}
+SMOKE_CFC_SP = tuple(m for m in SMOKE_MODELS if m[2] in ("coarse", "negative"))
 PREPROCESS_TARGET, LOGITS_TARGET = 1000.0, 4000.0
 
 
@@ -95,10 +85,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.ray_videos is None:
         args.ray_videos = 0 if args.quick else 8
     return args
-
-
-def peak_tflops(name: str) -> float | None:
-    return next((value for key, value in BF16_PEAK.items() if key in name), None)
 
 
 def cuda_missing(device: str) -> str | None:

@@ -200,6 +200,16 @@ def _load_image(uri: str) -> np.ndarray:
         raise ValueError(f"{uri}: unreadable image ({exc})") from None
 
 
+def _validated(config: PreprocessConfig | dict) -> PreprocessConfig:
+    """The stage's config, built from a dict when Ray passes one, and validated."""
+    from fer_ray import config as config_module
+
+    if isinstance(config, dict):
+        config = config_module.from_dict(PreprocessConfig, config)
+    config.validate()
+    return config
+
+
 class _LabelledVideo:
     """`with _LabelledVideo(item, max_pixels) as (video, labels_of):` the open video of a work item and a
     function from frame indices to their labels (the EXPR file's, or the item's one label); a label file
@@ -242,13 +252,9 @@ class PreprocessStage:
     def __init__(self, config: PreprocessConfig | dict):
         import torch
 
-        from fer_ray import config as config_module
         from fer_ray.faces import FaceDetector
 
-        if isinstance(config, dict):
-            config = config_module.from_dict(PreprocessConfig, config)
-        config.validate()
-        self.config = config
+        self.config = config = _validated(config)
         torch.set_num_threads(max(1, int(config.worker_cpus)))
         det = config.detector
         self.detector = FaceDetector(device=det.device, min_face_size=det.min_face_size,
@@ -452,13 +458,8 @@ class DecodeStage:
     whose done marker matches. Never raises."""
 
     def __init__(self, config: PreprocessConfig | dict):
-        from fer_ray import config as config_module
-
-        if isinstance(config, dict):
-            config = config_module.from_dict(PreprocessConfig, config)
-        config.validate()
-        self.config = config
-        self.settings = config.fingerprint()
+        self.config = _validated(config)
+        self.settings = self.config.fingerprint()
 
     def __call__(self, batch):
         for item in _items(batch):
