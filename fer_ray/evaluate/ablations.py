@@ -17,6 +17,8 @@ Tables (pandas DataFrames):
 - table2: every non-empty subset of the coarse backbones x every non-empty subset of the negative ones
 - table3: each backbone alone on its own task, coarse 5-class and negative 4-class F1, no SP
 - table4: SP window sweep of the full system
+`held_out_windows` picks an SP window per video without using that video's labels (leave-one-video-out);
+table1(window=HELD_OUT) scores each system's SP rows at the windows it picks for that system.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from fer_ray.infer import cascade, fill, smoothing
 __all__ = [
     "DEFAULT_WINDOW", "DEFAULT_WINDOWS", "System", "VideoScores", "group_logits", "models_by_task",
     "full_system", "predict_video", "predict", "evaluate", "table1", "table2", "table3", "table4",
-    "all_tables",
+    "all_tables", "held_out_windows", "HELD_OUT",
 ]
 
 DEFAULT_WINDOW = 256  # best window in CFC-SP Table 4 (about 8 s at 30 fps)
@@ -186,10 +188,18 @@ def predict_video(video: VideoScores, system: System, window: int, num_frames: i
     return out
 
 
+Window = int | Mapping[str, int]  # one SP window, or one per video (held_out_windows)
+HELD_OUT = "held-out"  # table1: each system's SP window chosen per video by held_out_windows
+
+
+def _window_of(window: Window, video_id: str) -> int:
+    return int(window[video_id]) if isinstance(window, Mapping) else int(window)
+
+
 def predict(videos: Mapping[str, VideoScores], truth: Mapping[str, np.ndarray], system: System,
-            window: int) -> dict[str, np.ndarray]:
+            window: Window) -> dict[str, np.ndarray]:
     """video_id -> full-range labels for every video with both logits and ground truth."""
-    return {v: predict_video(videos[v], system, window, len(truth[v]))["label"]
+    return {v: predict_video(videos[v], system, _window_of(window, v), len(truth[v]))["label"]
             for v in sorted(set(videos) & set(truth))}
 
 
@@ -208,13 +218,39 @@ def _scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
 
 
 def evaluate(videos: Mapping[str, VideoScores], truth: Mapping[str, np.ndarray], system: System,
-             window: int) -> dict[str, float]:
-    """Frame-level f1 (8-class macro), accuracy and ABAW2 score of one system at one SP window."""
+             window: Window) -> dict[str, float]:
+    """Frame-level f1 (8-class macro), accuracy and ABAW2 score of one system at one SP window (or one per video)."""
     return _scores(*_concat(truth, predict(videos, truth, system, window)))
 
 
-def table1(videos, truth, window: int = DEFAULT_WINDOW, baseline: Sequence[str] | None = None) -> pd.DataFrame:
-    """Baseline (expr models) vs + C-F (the cascade) vs + SP vs both; rows a family lacks are left out."""
+def held_out_windows(videos, truth, system: System | None = None,
+                     windows: Sequence[int] = DEFAULT_WINDOWS) -> dict[str, int]:
+    """video_id -> the SP window with the best macro-F1 on all the *other* videos (ties: the smaller window).
+
+    Leave-one-video-out: a video's own labels never choose its window, so scores at these windows are a fair
+    estimate of what SP gives on new videos when the window has to be picked from labelled ones.
+    A single video gets the smallest window (there is nothing else to choose from)."""
+    system = system or full_system(videos)
+    names = sorted(set(videos) & set(truth))
+    ordered = sorted({int(w) for w in windows})
+    predicted = {w: predict(videos, truth, system, w) for w in ordered}
+    chosen = {}
+    for video in names:
+        others = {v: truth[v] for v in names if v != video}
+        if not others:
+            chosen[video] = ordered[0]
+            continue
+        f1 = [metrics.macro_f1(*_concat(others, {v: predicted[w][v] for v in others})) for w in ordered]
+        chosen[video] = ordered[int(np.argmax(f1))]  # argmax takes the first (smallest) of tied windows
+    return chosen
+
+
+def table1(videos, truth, window: Window | str = DEFAULT_WINDOW, baseline: Sequence[str] | None = None,
+           windows: Sequence[int] = DEFAULT_WINDOWS) -> pd.DataFrame:
+    """Baseline (expr models) vs + C-F (the cascade) vs + SP vs both; rows a family lacks are left out.
+
+    `window`: one SP window, a per-video mapping, or HELD_OUT: per system and video, the best of `windows`
+    on the other videos (the SP rows' window column then says "per video" / "held-out")."""
     tasks = models_by_task(videos)
     base = tuple(baseline) if baseline else tuple(tasks["expr"])
     rows = []
@@ -222,10 +258,13 @@ def table1(videos, truth, window: int = DEFAULT_WINDOW, baseline: Sequence[str] 
                        (True, full_system(videos) if tasks["coarse"] and tasks["negative"] else None)):
         if system is None:
             continue
+        sp_window = held_out_windows(videos, truth, system, windows) if window == HELD_OUT else window
         for sp in (False, True):
             name = "baseline" + (" + C-F" if cf else "") + (" + SP" if sp else "")
-            rows.append({"method": name, "coarse_to_fine": cf, "smooth": sp, "window": window if sp else 0,
-                         "system": system.name, **evaluate(videos, truth, system, window if sp else 0)})
+            shown = (window if isinstance(window, str) else "per video" if isinstance(window, Mapping)
+                     else int(window)) if sp else 0
+            rows.append({"method": name, "coarse_to_fine": cf, "smooth": sp, "window": shown,
+                         "system": system.name, **evaluate(videos, truth, system, sp_window if sp else 0)})
     return pd.DataFrame(rows)
 
 

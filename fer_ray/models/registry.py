@@ -50,17 +50,18 @@ class ModelInfo:
     clip_length: int = 1     # frames per model input: 1, 9 (Mao clip, centre prediction) or 64 (PRL chunk)
     family: str = ""
     smoke: bool = False      # a tiny variant for tests and smoke runs
+    sized: bool = False      # built for one input side (create with img_size=<side> for another one)
 
 
 def _infos() -> dict[str, ModelInfo]:
     rows = [
         # IResNet (ArcFace IR), CFC-SP coarse ensemble / face-recognition backbones
-        *(ModelInfo(n, 112, family="iresnet") for n in
+        *(ModelInfo(n, 112, family="iresnet", sized=True) for n in
           ("iresnet18", "iresnet34", "iresnet50", "iresnet100", "iresnet152")),
-        ModelInfo("iresnet_tiny", 112, family="iresnet", smoke=True),
+        ModelInfo("iresnet_tiny", 112, family="iresnet", smoke=True, sized=True),
         # CFC-SP coarse ensemble members
-        ModelInfo("swin_s", 224, family="swin"),
-        ModelInfo("swin_tiny_smoke", 112, family="swin", smoke=True),
+        ModelInfo("swin_s", 224, family="swin", sized=True),
+        ModelInfo("swin_tiny_smoke", 112, family="swin", smoke=True, sized=True),
         ModelInfo("hrnet_w18", 128, family="hrnet"),
         ModelInfo("hrnet_w32", 128, family="hrnet"),
         ModelInfo("hrnet_smoke", 128, family="hrnet", smoke=True),
@@ -112,7 +113,7 @@ def model_info(name: str) -> ModelInfo:
         return _MODELS[base]
     if not timm.is_model(base):
         raise _unknown(name)
-    side = 112
+    side, fixed = 112, False
     if base.startswith("hrnet"):
         side = 128
     else:
@@ -120,7 +121,7 @@ def model_info(name: str) -> ModelInfo:
         fixed = bool(cfg and cfg.fixed_input_size) or base.startswith(("swin", "vit", "deit", "beit", "eva"))
         if fixed and cfg is not None:
             side = int(cfg.input_size[-1])
-    return ModelInfo(base, side, family="timm")
+    return ModelInfo(base, side, family="timm", sized=fixed)
 
 
 def input_size(name: str) -> int:

@@ -114,8 +114,15 @@ class ModelSpec:
                               "(or any timm model name)")
         if not self.name or any(c in self.name for c in "/\\ ") or self.name.startswith(("_", ".")):
             raise ConfigError(f"model name {self.name!r} must be a non-empty path-safe word")
+        default_size = int(models.input_size(self.arch))
         if self.input_size is None:
-            self.input_size = int(models.input_size(self.arch))
+            self.input_size = default_size
+        if models.model_info(self.arch).sized and self.input_size != default_size:
+            # IResNet's embedding layer and Swin's position tables are built for one side: build this one
+            self.model_kwargs.setdefault("img_size", int(self.input_size))
+        if "img_size" in self.model_kwargs and int(self.model_kwargs["img_size"]) != self.input_size:
+            raise ConfigError(f"model {self.name!r}: model_kwargs.img_size {self.model_kwargs['img_size']} differs "
+                              f"from input_size {self.input_size}; set one of them")
         if self.kind is None:
             self.kind = models.model_kind(self.arch)
         if self.clip_length is None:

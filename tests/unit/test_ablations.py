@@ -191,3 +191,19 @@ def test_rejects_bad_tables():
         ablations.group_logits(bad_name)
     with pytest.raises(ValueError):
         ablations.System(coarse=("coarse/a",))
+
+
+def test_held_out_windows_never_use_the_videos_own_labels(videos):
+    # Cascade: v1 is right at w=0 and w=4; v2 needs w=4 (frame 10). Held out v1, v2's labels pick 4;
+    # held out v2, v1 ties and the smaller window, 0, wins, so v2 keeps its frame-10 mistake.
+    assert ablations.held_out_windows(videos, TRUTH, windows=(4, 0)) == {"v1": 4, "v2": 0}
+    table = ablations.table1(videos, TRUTH, window=ablations.HELD_OUT, windows=(0, 4))
+    assert table["window"].tolist() == [0, "held-out", 0, "held-out"]
+    # baseline: v1's negative frames stay Neutral at any window, v2 gets w=0: its raw predictions
+    for (_, row), pred in zip(table.iterrows(), (BASELINE_RAW, BASELINE_RAW, CASCADE_RAW, CASCADE_RAW)):
+        _check(row, pred)
+    per_video = ablations.table1(videos, TRUTH, window={"v1": 0, "v2": 4})
+    assert per_video["window"].tolist() == [0, "per video", 0, "per video"]
+    _check(per_video.iloc[3], PERFECT)
+    only_v2 = {"v2": TRUTH["v2"]}
+    assert ablations.held_out_windows(videos, only_v2, windows=(4, 0)) == {"v2": 0}  # nothing else to learn from

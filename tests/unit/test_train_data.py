@@ -145,6 +145,26 @@ def test_config_validation_and_defaults():
                                                                      "task": "valence"}]})
 
 
+def test_sized_architectures_are_built_for_the_configured_input_size():
+    from fer_ray.models import create_model
+
+    # IResNet's embedding layer and Swin's position tables depend on the side: the spec passes it on
+    for arch, side in (("iresnet_tiny", 64), ("swin_tiny_smoke", 224)):
+        spec = ModelSpec(name="m", arch=arch, task="coarse", input_size=side)
+        spec.validate()
+        assert spec.model_kwargs["img_size"] == side
+        with torch.inference_mode():
+            assert create_model(arch, 5, **spec.model_kwargs).eval()(torch.zeros(1, 3, side, side)).shape == (1, 5)
+    plain = ModelSpec(name="m", arch="resnet_smoke", input_size=64)
+    plain.validate()
+    assert "img_size" not in plain.model_kwargs  # convolutional: any side works
+    default = ModelSpec(name="m", arch="iresnet_tiny")
+    default.validate()
+    assert default.input_size == 112 and "img_size" not in default.model_kwargs
+    with pytest.raises(ConfigError, match="img_size 96 differs from input_size 64"):
+        ModelSpec(name="m", arch="iresnet_tiny", input_size=64, model_kwargs={"img_size": 96}).validate()
+
+
 @pytest.mark.parametrize("path", ["configs/smoke.yaml", "configs/cfc_sp.yaml", "configs/mao.yaml",
                                   "configs/prl.yaml", "configs/all.yaml"])
 def test_shipped_configs_load(path):
