@@ -100,6 +100,10 @@ class ModelSpec:
     clip_length: int | None = None        # frames per input; default from the registry (1, 9 or 64)
     kind: str | None = None               # resolved from the registry: frame | clip | sequence
     after: list[str] = field(default_factory=list)  # models that must finish first (e.g. a frozen backbone's)
+    # Frame models: read this worker's train/val rows into memory once instead of streaming them from Ray
+    # Data every epoch. For small face sets (thousands of ~5 KB crops), where the per-epoch stream start-up
+    # costs more than the epoch itself; temporal models always hold their rows in memory.
+    cache_rows: bool = False
 
     @property
     def num_classes(self) -> int:

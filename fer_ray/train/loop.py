@@ -3,7 +3,8 @@
 - `train_func(config)` runs on each Ray Train worker: reads `ray.train.get_dataset_shard("train"/"val")`,
   resumes from `ray.train.get_checkpoint()` (model, optimiser, scheduler, epoch, history), and after every
   epoch reports scalar metrics on all ranks (Train V2: every rank calls `report`, it is a barrier) with a
-  checkpoint from rank 0 only. Train/val shards of frame models stream (`iter_batches` + our decode);
+  checkpoint from rank 0 only. Train/val shards of frame models stream (`iter_batches` + our decode), or with
+  `cache_rows` are read into memory once and reshuffled each epoch (small face sets: no per-epoch stream start);
   clip/sequence models materialise their share of whole videos per worker (see data.TemporalSamples), each
   worker taking the videos `data.video_of_worker` gives it (the datasets are not split for them).
 - `train_local(spec, train_rows, val_rows)` runs the same epochs in-process, without Ray (tests, benchmarks).
@@ -201,7 +202,7 @@ def _better(row: dict, best: dict | None) -> bool:
 
 
 def _materialise(shard, columns: list[str], rank: int, world: int) -> dict:
-    """All rows of a (not split) dataset belonging to this worker's videos, as column lists."""
+    """All rows of a dataset shard belonging to this worker's videos (rank 0 of 1: every row), as column lists."""
     from fer_ray import schema
 
     out: dict[str, list] = {c: [] for c in columns}
@@ -235,12 +236,16 @@ def train_func(config: dict) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     temporal = spec.kind in ("clip", "sequence")
+    cached = not temporal and spec.cache_rows
     if temporal and start_epoch < spec.epochs:
         columns = data.TRAIN_COLUMNS
         train_set = data.TemporalSamples(_materialise(train_shard, columns, rank, world), spec.task, spec.kind,
                                          spec.clip_length, spec.input_size)
         val_set = data.TemporalSamples(_materialise(val_shard, columns, rank, world), spec.task, spec.kind,
                                        spec.clip_length, spec.input_size)
+    if cached and start_epoch < spec.epochs:  # frame shards are already split per worker: keep every row
+        train_rows = _materialise(train_shard, data.TRAIN_COLUMNS, 0, 1)
+        val_rows = _materialise(val_shard, data.TRAIN_COLUMNS, 0, 1)
 
     for epoch in range(start_epoch, spec.epochs):
         start = time.time()
@@ -249,13 +254,18 @@ def train_func(config: dict) -> None:
             train_batches = train_set.batches(trainer.train_tf, spec.batch_size, trainer.factors, epoch,
                                               trainer.seed)
             val_batches = val_set.batches(trainer.eval_tf, spec.batch_size, shuffle=False)
+        elif cached:
+            chunks = data.iter_row_chunks(train_rows, spec.batch_size, sampler.epoch_rng(trainer.seed, epoch, 99))
+            train_batches = _frame_train_batches(trainer, chunks, epoch, rank)
+            val_batches = data.frame_batches(data.iter_row_chunks(val_rows, spec.batch_size), spec.task,
+                                             trainer.eval_tf, spec.batch_size)
         else:
             rows = train_shard.iter_batches(batch_size=spec.batch_size, batch_format="numpy",
                                             local_shuffle_buffer_size=max(spec.batch_size * 8, 1024),
                                             prefetch_batches=1)
             train_batches = _frame_train_batches(trainer, rows, epoch, rank)
-            val_rows = val_shard.iter_batches(batch_size=spec.batch_size, batch_format="numpy", prefetch_batches=1)
-            val_batches = data.frame_batches(val_rows, spec.task, trainer.eval_tf, spec.batch_size)
+            streamed = val_shard.iter_batches(batch_size=spec.batch_size, batch_format="numpy", prefetch_batches=1)
+            val_batches = data.frame_batches(streamed, spec.task, trainer.eval_tf, spec.batch_size)
         stats = trainer.train_epoch(train_batches, spec.max_steps_per_epoch, sync=world > 1)
         val, cm = trainer.evaluate(val_batches, spec.max_val_steps)
         row = _epoch_row(epoch, stats, val, start, time.time(), lr)

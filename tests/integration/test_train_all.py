@@ -79,6 +79,8 @@ def _smoke_two_models(faces: str, output: str):
     raw["models"] = [m for m in raw["models"] if m["name"] in keep]
     for m in raw["models"]:
         m.update(epochs=2, max_steps_per_epoch=3, max_val_steps=2, batch_size=8)
+        if m["name"] == "negative_repvgg":  # the other input path: rows read into memory once, 64-px inputs
+            m.update(cache_rows=True, input_size=64)
     return load_config(raw, {"faces": [faces], "output": output})
 
 
@@ -124,12 +126,14 @@ def test_models_trained_and_indexed_on_s3(trained):
         metrics_csv = storage.read_bytes(storage.join(output, name, "metrics.csv")).decode()
         rows = list(csv.DictReader(io.StringIO(metrics_csv)))
         assert [int(r["epoch"]) for r in rows] == [0, 1]
+        assert all(int(r["train_images"]) > 0 and int(r["val_frames"]) > 0 for r in rows), rows
         assert all(float(r["epoch_end"]) > float(r["epoch_start"]) for r in rows)
         # the saved config reloads as a TrainConfig with just this model
         from fer_ray.train.config import TrainConfig
 
         saved = config_mod.load(TrainConfig, storage.join(output, name, "config.yaml"))
         assert [m.name for m in saved.models] == [name] and saved.models[0].input_size == entry["input_size"]
+    assert index["models"]["negative_repvgg"]["input_size"] == 64
 
 
 def test_two_trials_overlap_in_time(trained):
