@@ -91,6 +91,7 @@ def tables(annotated: str, label_dir: str) -> dict:
            "table1_held_out": ablations.table1(videos, truth, ablations.HELD_OUT, windows=WINDOWS),
            "held_out_windows": {"cascade": ablations.held_out_windows(videos, truth, full, WINDOWS)},
            "table4": ablations.table4(videos, truth, WINDOWS),
+           "table2": ablations.table2(videos, truth, 0),
            "table3": ablations.table3(videos, truth)}
     per_class = {"cascade + SP": per_class_f1(videos, truth, full, WINDOW),
                  "cascade": per_class_f1(videos, truth, full, 0)}
@@ -114,6 +115,12 @@ def print_report(result: dict) -> None:
     print("\nTable 4 analogue (SP window sweep of the full cascade):")
     print(result["table4"][["window", "f1", "accuracy", "abaw2_score"]].to_string(
         index=False, float_format=lambda x: f"{x:.4f}"))
+    print("\nTable 2 analogue (which backbones in the coarse / negative ensembles; cascade without SP):")
+    table2 = result["table2"]
+    members = [c for c in table2.columns if "/" in c]
+    shown = table2.assign(models=table2[members].apply(
+        lambda row: " + ".join(m.split("/", 1)[1] for m in members if row[m]), axis=1))
+    print(shown[["models", "f1", "accuracy", "abaw2_score"]].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     print("\nTable 3 analogue (each backbone on its own task, no SP):")
     print(result["table3"].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     print("\nPer-class F1:")
@@ -195,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         "videos": result["videos"], "window": WINDOW, "verdict": verdict,
         "table1": result["table1"].to_dict(orient="records"),
         "table1_held_out": result["table1_held_out"].to_dict(orient="records"),
-        "held_out_windows": result["held_out_windows"], "table3": result["table3"].to_dict(orient="records"),
+        "held_out_windows": result["held_out_windows"], "table2": result["table2"].to_dict(orient="records"),
+        "table3": result["table3"].to_dict(orient="records"),
         "table4": result["table4"].to_dict(orient="records"), "per_class": result["per_class"],
         "models": models_json,
     }

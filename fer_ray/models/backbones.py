@@ -19,6 +19,8 @@ records their input sizes in :mod:`fer_ray.models.registry`. This module registe
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch.nn as nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models import swin_transformer as _swin
@@ -113,7 +115,8 @@ def _create_hrnet(variant: str, pretrained: bool = False, **kwargs) -> HighResol
 
 def _create_byobnet(variant: str, pretrained: bool = False, **kwargs) -> ByobNet:
     _no_download(variant, pretrained)
-    return build_model_with_cfg(ByobNet, variant, False, model_cfg=SMOKE_MODEL_CFGS[variant],
+    kwargs.setdefault("model_cfg", SMOKE_MODEL_CFGS[variant])
+    return build_model_with_cfg(ByobNet, variant, False,
                                 pretrained_filter_fn=_byob_filter,
                                 feature_cfg=dict(flatten_sequential=True), **kwargs)
 
@@ -149,7 +152,16 @@ def hrnet_smoke(pretrained=False, **kwargs) -> HighResolutionNet:
 
 
 @register_model
-def repvgg_smoke(pretrained=False, **kwargs) -> ByobNet:
+def repvgg_smoke(pretrained=False, channels=None, stem_width=None, **kwargs) -> ByobNet:
+    """Four one-block RepVGG stages; `channels` (4 widths, default 16-128) and `stem_width` widen it."""
+    if channels is not None or stem_width is not None:
+        base = SMOKE_MODEL_CFGS["repvgg_smoke"]
+        widths = tuple(channels) if channels is not None else tuple(b.c for b in base.blocks)
+        if len(widths) != len(base.blocks):
+            raise ValueError(f"repvgg_smoke: channels needs {len(base.blocks)} widths, got {list(widths)}")
+        kwargs["model_cfg"] = dataclasses.replace(
+            base, blocks=tuple(dataclasses.replace(b, c=int(c)) for b, c in zip(base.blocks, widths)),
+            stem_chs=int(stem_width or base.stem_chs))
     return _create_byobnet("repvgg_smoke", pretrained, **kwargs)
 
 

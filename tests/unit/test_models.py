@@ -313,6 +313,7 @@ def _meta(name, num_classes=8, **extra):
 
 @pytest.mark.parametrize("name,kwargs", [
     ("iresnet_tiny", {}),
+    ("repvgg_smoke", {"channels": [24, 48, 96, 192], "stem_width": 24}),
     ("mao_cnn_gru_smoke", {"hidden_size": 16, "bidirectional": True}),
     ("prl_fusion_smoke", {"embed_dim": 8, "pos_embed": "sinusoidal"}),
 ])
@@ -477,3 +478,11 @@ def test_wrapped_models_save_and_load_bare_keys(tmp_path):
     target = nn.DataParallel(create_model("resnet_smoke", 8))
     assert load_pretrained(target, uri) == []
     assert torch.equal(target.module.conv1.weight, model.conv1.weight)
+
+
+def test_repvgg_smoke_widths():
+    wide = create_model("repvgg_smoke", 4, channels=[32, 64, 128, 256], stem_width=32)
+    assert wide.stem.conv_kxk.conv.out_channels == 32 and wide.head.fc.in_features == 256
+    assert sum(p.numel() for p in wide.parameters()) > 3 * sum(p.numel() for p in create_model("repvgg_smoke", 4).parameters())
+    with pytest.raises(ValueError, match="needs 4 widths"):
+        create_model("repvgg_smoke", 4, channels=[8, 16])
