@@ -81,6 +81,29 @@ def per_class_f1(videos, truth, system: ablations.System, window: int) -> dict:
             "support": {c: int(s) for c, s in zip(labels.ABAW_CLASSES, stats["support"])}}
 
 
+def segment_errors(videos, truth, system: ablations.System) -> dict:
+    """How much of a system's raw (w = 0) error smoothing could fix: the share of wrong frames that lie in a
+    ground-truth segment whose majority prediction is itself wrong (no window can repair those), and the
+    predicted vs true label changes per 1,000 frames."""
+    predicted = ablations.predict(videos, truth, system, 0)
+    wrong = in_lost = flips = true_flips = frames = 0
+    for video, pred in predicted.items():
+        y = np.asarray(truth[video], dtype=np.int64)
+        starts = np.r_[0, np.flatnonzero(np.diff(y)) + 1, len(y)]
+        for a, b in zip(starts[:-1], starts[1:]):
+            if y[a] < 0:
+                continue
+            bad = int((pred[a:b] != y[a]).sum())
+            wrong += bad
+            in_lost += bad if np.bincount(pred[a:b], minlength=labels.NUM_CLASSES).argmax() != y[a] else 0
+        flips += int((pred[1:] != pred[:-1]).sum())
+        true_flips += int((y[1:] != y[:-1]).sum())
+        frames += len(y)
+    return {"system": system.name, "wrong_frames": wrong,
+            "share_in_segments_with_wrong_majority": in_lost / wrong if wrong else 0.0,
+            "pred_changes_per_1000": 1000 * flips / frames, "true_changes_per_1000": 1000 * true_flips / frames}
+
+
 def tables(annotated: str, label_dir: str) -> dict:
     videos = ablations.group_logits(writers.read_logits(annotated))
     truth = load_truth(label_dir, sorted(videos))
@@ -101,6 +124,8 @@ def tables(annotated: str, label_dir: str) -> dict:
         per_class = {"baseline": per_class_f1(videos, truth, base, 0),
                      "baseline + SP": per_class_f1(videos, truth, base, WINDOW), **per_class}
     out["per_class"] = per_class
+    systems = [full] + ([ablations.System(expr=tuple(tasks["expr"]))] if tasks["expr"] else [])
+    out["segment_errors"] = [segment_errors(videos, truth, system) for system in systems]
     return out
 
 
@@ -131,6 +156,12 @@ def print_report(result: dict) -> None:
               + f"{row['macro_f1']:>10.4f}{row['accuracy']:>8.3f}")
     support = next(iter(result["per_class"].values()))["support"]
     print(f"{'support':<16}" + "".join(f"{support[c]:>10d}" for c in labels.ABAW_CLASSES))
+    print("\nWhat SP could fix (raw predictions, w = 0):")
+    for row in result["segment_errors"]:
+        print(f"  {row['system']}: {row['wrong_frames']} wrong frames, "
+              f"{100 * row['share_in_segments_with_wrong_majority']:.0f} % of them in ground-truth segments whose "
+              f"majority prediction is wrong; label changes per 1,000 frames: predicted "
+              f"{row['pred_changes_per_1000']:.1f}, true {row['true_changes_per_1000']:.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         "table1": result["table1"].to_dict(orient="records"),
         "table1_held_out": result["table1_held_out"].to_dict(orient="records"),
         "held_out_windows": result["held_out_windows"], "table2": result["table2"].to_dict(orient="records"),
+        "segment_errors": result["segment_errors"],
         "table3": result["table3"].to_dict(orient="records"),
         "table4": result["table4"].to_dict(orient="records"), "per_class": result["per_class"],
         "models": models_json,

@@ -104,6 +104,9 @@ class ModelSpec:
     # Data every epoch. For small face sets (thousands of ~5 KB crops), where the per-epoch stream start-up
     # costs more than the epoch itself; temporal models always hold their rows in memory.
     cache_rows: bool = False
+    # Which epoch becomes checkpoint.pt: the best validation macro-F1, or the last (a fixed schedule, for
+    # validation splits too small to rank epochs: a few subjects pick a noisy early epoch).
+    keep: Literal["best", "last"] = "best"
 
     @property
     def num_classes(self) -> int:

@@ -6,7 +6,7 @@ crashed worker group restarts from the last reported checkpoint), then calls `fi
 (max_concurrent_trials)` lets several models train at the same time. Ray state lives under `<output>/_ray/`.
 
 Outputs (URIs: local or s3://):
-  <output>/<model>/checkpoint.pt   best epoch by val macro-F1 (fer_ray.models.save_checkpoint, meta inside)
+  <output>/<model>/checkpoint.pt   best epoch by val macro-F1 (the last one with `keep: last`) (fer_ray.models.save_checkpoint, meta inside)
   <output>/<model>/config.yaml     the resolved TrainConfig with just this model (fer_ray.config.load-able)
   <output>/<model>/metrics.csv     one row per epoch, wall-clock epoch_start / epoch_end (unix seconds)
   <output>/<model>/summary.json    written last: the model's models.json entry (its "done" marker)
@@ -86,8 +86,11 @@ def _write_outputs(run: dict, spec_dict: dict, result, started_at: float) -> dic
 
     spec = spec_from_dict(spec_dict)
     out = model_dir(run["output"], spec.name)
-    best_ckpt = result.get_best_checkpoint(METRIC, "max") if result.best_checkpoints else None
-    best_ckpt = best_ckpt or result.checkpoint
+    if spec.keep == "last":  # the schedule's final weights, whatever a small validation split says
+        best_ckpt = result.checkpoint
+    else:
+        best_ckpt = result.get_best_checkpoint(METRIC, "max") if result.best_checkpoints else None
+        best_ckpt = best_ckpt or result.checkpoint
     if best_ckpt is None:
         raise RuntimeError(f"{spec.name}: training reported no checkpoint")
     with best_ckpt.as_directory() as directory:
