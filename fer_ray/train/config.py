@@ -30,7 +30,9 @@ class LossConfig:
     label_smoothing: float = 0.0
     alpha: float | None = None          # focal: scalar weight (PRL: 0.9); None = 1
     gamma: float = 2.0                  # focal: focusing parameter (PRL: 2)
-    class_weights: list[float] | None = None  # one per task class
+    # one per task class, or "balanced": n / (K * n_c) from the training split's class counts after
+    # oversampling, so every class carries the same share of the loss (fer_ray.train.losses.balanced_weights)
+    class_weights: list[float] | Literal["balanced"] | None = None
 
     def validate(self) -> None:
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -140,7 +142,7 @@ class ModelSpec:
                 raise ConfigError(f"model {self.name!r}: {name} must be >= 1")
         if self.cpus_per_worker <= 0:
             raise ConfigError(f"model {self.name!r}: cpus_per_worker must be > 0")
-        if self.loss.class_weights is not None and len(self.loss.class_weights) != self.num_classes:
+        if isinstance(self.loss.class_weights, list) and len(self.loss.class_weights) != self.num_classes:
             raise ConfigError(f"model {self.name!r}: loss.class_weights needs {self.num_classes} values "
                               f"for task {self.task}")
 

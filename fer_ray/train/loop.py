@@ -17,6 +17,7 @@ summed across ranks first.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -33,6 +34,7 @@ from fer_ray.train.losses import build_loss
 
 __all__ = ["Trainer", "confusion_metrics", "train_func", "train_local", "STATE_FILE"]
 
+log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 SCORE = "val_macro_f1"
 
@@ -88,10 +90,13 @@ class Trainer:
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, spec.epochs))
         elif spec.scheduler == "multistep":
             self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, spec.milestones, spec.lr_gamma)
-        self.loss_fn = build_loss(spec.loss).to(self.device)
         self.factors = None
         if spec.oversample.enabled and class_counts is not None:
             self.factors = sampler.repeat_factors(class_counts, spec.oversample.threshold)
+        self.loss_fn = build_loss(spec.loss, class_counts, self.factors).to(self.device)
+        if spec.loss.class_weights == "balanced":
+            log.info("%s: balanced class weights %s from class counts %s", spec.name,
+                      np.round(self.loss_fn.weight.tolist(), 3).tolist(), list(class_counts))
         self.train_tf = augment.train_transform(spec.input_size, spec.augment)
         self.eval_tf = augment.eval_transform(spec.input_size)
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 IGNORE_INDEX = -1
 
-__all__ = ["FocalLoss", "CrossEntropy", "build_loss", "IGNORE_INDEX"]
+__all__ = ["FocalLoss", "CrossEntropy", "build_loss", "balanced_weights", "IGNORE_INDEX"]
 
 
 def _flatten(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,10 +71,36 @@ class FocalLoss(nn.Module):
         return loss.mean()
 
 
-def build_loss(loss_config) -> nn.Module:
-    """The loss module for a `LossConfig` (fer_ray.train.config)."""
+def balanced_weights(counts: Sequence[float], factors: Sequence[float] | None = None) -> list[float]:
+    """Per-class loss weights w_c = n / (K * n_c) that give every class the same share of the loss.
+
+    counts: training samples per class; factors: the oversampler's repeat factors, applied first, so the
+    weights correct what oversampling leaves (a class the sampler already repeats needs less weight).
+    K counts only the classes with samples; a class without any gets weight 0 (it is never a target).
+    Why: CFC-SP groups four classes into Negative; on a set where those four are common (posed photo
+    sets: 61 % of the coarse labels) the coarse net learns that prior and routes most frames to Negative.
+    """
+    drawn = np.asarray(counts, dtype=np.float64)
+    if factors is not None:
+        drawn = drawn * np.asarray(factors, dtype=np.float64)
+    present = drawn > 0
+    if not present.any():
+        raise ValueError("balanced class weights need at least one class with training samples")
+    weights = np.zeros_like(drawn)
+    weights[present] = drawn.sum() / (present.sum() * drawn[present])
+    return weights.tolist()
+
+
+def build_loss(loss_config, counts: Sequence[float] | None = None, factors: Sequence[float] | None = None) -> nn.Module:
+    """The loss module for a `LossConfig` (fer_ray.train.config); `class_weights: balanced` needs the
+    training split's per-class counts (and the oversampling factors, if any)."""
+    weights = loss_config.class_weights
+    if weights == "balanced":
+        if counts is None:
+            raise ValueError("loss.class_weights 'balanced' needs the training class counts")
+        weights = balanced_weights(counts, factors)
     if loss_config.name == "focal":
-        return FocalLoss(loss_config.alpha, loss_config.gamma, loss_config.class_weights, loss_config.label_smoothing)
+        return FocalLoss(loss_config.alpha, loss_config.gamma, weights, loss_config.label_smoothing)
     if loss_config.name == "ce":
-        return CrossEntropy(loss_config.label_smoothing, loss_config.class_weights)
+        return CrossEntropy(loss_config.label_smoothing, weights)
     raise ValueError(f"unknown loss {loss_config.name!r}; valid: ce, focal")

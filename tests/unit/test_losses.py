@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 
-from fer_ray.train.config import LossConfig
-from fer_ray.train.losses import CrossEntropy, FocalLoss, build_loss
+from fer_ray.config import ConfigError
+from fer_ray.train import sampler
+from fer_ray.train.config import LossConfig, ModelSpec
+from fer_ray.train.losses import CrossEntropy, FocalLoss, balanced_weights, build_loss
 
 
 def _softmax(row):
@@ -68,3 +70,67 @@ def test_label_smoothing_and_class_weights():
 def test_build_loss_from_config():
     assert isinstance(build_loss(LossConfig(name="focal", alpha=0.9)), FocalLoss)
     assert isinstance(build_loss(LossConfig()), CrossEntropy)
+
+
+def test_balanced_weights_by_hand_and_with_oversampling():
+    # coarse labels of the accuracy benchmark's training photos: Neutral, Happiness, Surprise, Other, Negative
+    counts = [34, 95, 72, 0, 309]
+    weights = balanced_weights(counts)
+    n, k = sum(counts), 4  # Other has no photos: it is not counted and gets weight 0
+    assert weights == pytest.approx([n / (k * 34), n / (k * 95), n / (k * 72), 0.0, n / (k * 309)])
+    factors = sampler.repeat_factors(counts, 0.15)  # Neutral is repeated 1.5x, Surprise 1.03x
+    drawn = [c * f for c, f in zip(counts, factors)]
+    with_factors = balanced_weights(counts, factors)
+    shares = [d * w for d, w in zip(drawn, with_factors) if d > 0]
+    assert shares == pytest.approx([shares[0]] * 4)  # every class carries the same share of the loss
+    assert with_factors[0] < weights[0]  # oversampling already did part of the work
+    with pytest.raises(ValueError, match="at least one class"):
+        balanced_weights([0, 0, 0])
+
+
+def test_balanced_weights_remove_the_label_prior():
+    """A model that can only learn a class prior (one bias per class) ends at the uniform prior when the loss
+    is balanced, and at the label frequencies when it is not."""
+    counts = [5, 40, 15]
+    target = torch.repeat_interleave(torch.arange(3), torch.tensor(counts))
+    for loss, expected in ((build_loss(LossConfig(class_weights="balanced"), counts), [1 / 3] * 3),
+                           (build_loss(LossConfig()), [c / sum(counts) for c in counts])):
+        bias = torch.zeros(3, requires_grad=True)
+        opt = torch.optim.LBFGS([bias], max_iter=200, line_search_fn="strong_wolfe")
+
+        def step(bias=bias, opt=opt, loss=loss):
+            opt.zero_grad()
+            value = loss(bias.expand(len(target), 3), target)
+            value.backward()
+            return value
+
+        opt.step(step)
+        assert torch.softmax(bias, 0).tolist() == pytest.approx(expected, abs=1e-4)
+
+
+def test_balanced_class_weights_config():
+    with pytest.raises(ValueError, match="needs the training class counts"):
+        build_loss(LossConfig(class_weights="balanced"))
+    spec = ModelSpec(name="m", arch="resnet_smoke", task="coarse", loss=LossConfig(class_weights="balanced"))
+    spec.validate()  # "balanced" needs no per-class list
+    from fer_ray.config import from_dict
+
+    with pytest.raises(ConfigError, match="'balanced'"):
+        from_dict(LossConfig, {"class_weights": "balance"})
+    with pytest.raises(ConfigError, match="needs 5 values"):
+        ModelSpec(name="m", arch="resnet_smoke", task="coarse", loss=LossConfig(class_weights=[1.0, 2.0])).validate()
+
+
+def test_trainer_balances_its_loss_from_the_split_counts():
+    from fer_ray.train.config import OversampleConfig
+    from fer_ray.train.loop import Trainer
+
+    spec = ModelSpec(name="m", arch="resnet_smoke", task="coarse", oversample=OversampleConfig(enabled=True),
+                     loss=LossConfig(class_weights="balanced"))
+    spec.validate()
+    counts = [34, 95, 72, 0, 309]
+    trainer = Trainer(spec, "cpu", counts)
+    expected = balanced_weights(counts, sampler.repeat_factors(counts, spec.oversample.threshold))
+    assert trainer.loss_fn.weight.tolist() == pytest.approx(expected)
+    with pytest.raises(ValueError, match="class counts"):
+        Trainer(spec, "cpu", None)
