@@ -2,7 +2,7 @@
 dev videos and print the CFC-SP Table 1 / Table 4 analogues, per-class F1 and macro-F1.
 
     python benchmarks/accuracy.py [--data ../shared/data] [--output accuracy_out] [--config configs/accuracy.yaml]
-        [--videos tw_TW01 tw_TW07 ...] [--fer2013-limit N] [--ckplus-limit N] [--epochs N]
+        [--videos tw_TW01 tw_TW07 ...] [--fer2013-limit N] [--ckplus-limit N] [--epochs N] [--seed N]
 
 Not part of `make test` (it trains for tens of minutes on CPU). Steps, each the real job run in this process
 on one local Ray instance through jobs/demo.py's helpers (a rerun on the same --output resumes):
@@ -58,12 +58,15 @@ def labelled_videos(data: str) -> list[str]:
     return sorted(p.stem for p in Path(data, "videos", "labeled").glob("*.mp4") if p.with_suffix(".txt").exists())
 
 
-def train_config(source: str, out: str, epochs: int | None) -> str:
-    """The train config, with every model's epochs replaced by --epochs when given, saved under the output."""
+def train_config(source: str, out: str, epochs: int | None, seed: int | None = None) -> str:
+    """The train config, with every model's epochs replaced by --epochs and the seed by --seed when given,
+    saved under the output."""
     raw = yaml.safe_load(storage.read_bytes(source).decode())
     if epochs is not None:
         for model in raw["models"]:
             model["epochs"] = int(epochs)
+    if seed is not None:
+        raw["seed"] = int(seed)
     target = storage.join(out, "train_config.yaml")
     storage.write_text(target, yaml.safe_dump(raw, sort_keys=False))
     return target
@@ -106,6 +109,25 @@ def segment_errors(videos, truth, system: ablations.System) -> dict:
             "pred_changes_per_1000": 1000 * flips / frames, "true_changes_per_1000": 1000 * true_flips / frames}
 
 
+def differences(videos, truth, base, full, windows: dict) -> list[dict]:
+    """Table 1's steps as paired differences in macro-F1 with 95 % intervals from resampling ground-truth
+    segments (one photo held 1-6 s: its frames are one sample, not a hundred)."""
+    names = sorted(set(videos) & set(truth))
+    y = np.concatenate([np.asarray(truth[v], dtype=np.int64) for v in names])
+    groups = np.concatenate([metrics.segment_ids(truth[v], start=len(y) * i) for i, v in enumerate(names)])
+
+    def labels_of(system, window):
+        predicted = ablations.predict(videos, truth, system, window)
+        return np.concatenate([predicted[v] for v in names])
+
+    raw = {"baseline": labels_of(base, 0), "cascade": labels_of(full, 0)}
+    steps = [("C-F over the baseline", raw["baseline"], raw["cascade"])]
+    for name, system in (("baseline", base), ("cascade", full)):
+        steps += [(f"SP w={WINDOW} on the {name}", raw[name], labels_of(system, WINDOW)),
+                  (f"SP held-out w on the {name}", raw[name], labels_of(system, windows[name]))]
+    return [{"step": step, **metrics.paired_bootstrap(y, a, b, groups)} for step, a, b in steps]
+
+
 def tables(annotated: str, label_dir: str) -> dict:
     videos = ablations.group_logits(writers.read_logits(annotated))
     truth = load_truth(label_dir, sorted(videos))
@@ -126,6 +148,8 @@ def tables(annotated: str, label_dir: str) -> dict:
         per_class = {"baseline": per_class_f1(videos, truth, base, 0),
                      "baseline + SP": per_class_f1(videos, truth, base, WINDOW), **per_class}
     out["per_class"] = per_class
+    if tasks["expr"]:
+        out["differences"] = differences(videos, truth, base, full, out["held_out_windows"])
     systems = [full] + ([ablations.System(expr=tuple(tasks["expr"]))] if tasks["expr"] else [])
     out["segment_errors"] = [segment_errors(videos, truth, system) for system in systems]
     return out
@@ -158,6 +182,11 @@ def print_report(result: dict) -> None:
               + f"{row['macro_f1']:>10.4f}{row['accuracy']:>8.3f}")
     support = next(iter(result["per_class"].values()))["support"]
     print(f"{'support':<16}" + "".join(f"{support[c]:>10d}" for c in labels.ABAW_CLASSES))
+    if result.get("differences"):
+        print("\nPaired differences in macro-F1, 95 % interval from resampling ground-truth segments:")
+        for row in result["differences"]:
+            print(f"  {row['step']:<34} {row['diff']:+.4f}  [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]  "
+                  f"better in {100 * row['p_b_better']:.0f} % of {row['n_boot']} resamples of {row['groups']} segments")
     print("\nWhat SP could fix (raw predictions, w = 0):")
     for row in result["segment_errors"]:
         print(f"  {row['system']}: {row['wrong_frames']} wrong frames, "
@@ -178,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ckplus-limit", dest="ckplus_limit", type=int, default=0,
                         help="add a seeded sample of N ckplus48 faces to training (default 0: none)")
     parser.add_argument("--epochs", type=int, help="override every model's epochs")
+    parser.add_argument("--seed", type=int, help="override the train config's seed (initialisation, sampling)")
     args = parser.parse_args(argv)
     start, host = time.perf_counter(), machine_info()
     data, out = str(Path(args.data).resolve()), args.output
@@ -206,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         if limit > 0:
             step("preprocess", ["--input", f"{data}/images/{name}/labels.csv", "--output", faces,
                                 "--limit", str(limit)])
-    step("train_all", ["--config", train_config(args.config, out, args.epochs), "--faces", faces,
+    step("train_all", ["--config", train_config(args.config, out, args.epochs, args.seed), "--faces", faces,
                        "--output", models])
     step("annotate", ["--input", manifest, "--models", models, "--output", annotated, "--system", "cfc_sp",
                       "--window", str(WINDOW), "--keep-logits", "--stride", "1", "--track-every", "5"])
@@ -236,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         "table1": result["table1"].to_dict(orient="records"),
         "table1_held_out": result["table1_held_out"].to_dict(orient="records"),
         "held_out_windows": result["held_out_windows"], "table2": result["table2"].to_dict(orient="records"),
-        "segment_errors": result["segment_errors"],
+        "segment_errors": result["segment_errors"], "differences": result.get("differences", []),
         "table3": result["table3"].to_dict(orient="records"),
         "table4": result["table4"].to_dict(orient="records"), "per_class": result["per_class"],
         "models": models_json,

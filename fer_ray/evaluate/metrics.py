@@ -29,7 +29,8 @@ from fer_ray import labels
 __all__ = [
     "confusion_matrix", "per_class", "macro_f1", "macro_f1_present", "accuracy", "abaw2_score",
     "coarse_f1", "negative_f1", "frame_metrics", "duration_seconds", "flips_per_minute",
-    "segment_lengths", "temporal_metrics", "ABAW2_F1_WEIGHT", "ABAW2_ACC_WEIGHT",
+    "segment_lengths", "temporal_metrics", "segment_ids", "paired_bootstrap", "ABAW2_F1_WEIGHT",
+    "ABAW2_ACC_WEIGHT",
 ]
 
 ABAW2_F1_WEIGHT = 0.67
@@ -193,3 +194,58 @@ def temporal_metrics(y_true, y_pred, fps: float | None = None, timestamps: Seque
         out[f"{name}_mean_segment_frames"] = mean_frames
         out[f"{name}_mean_segment_s"] = mean_frames * seconds_per_frame
     return out
+
+
+# ---- how sure a difference is ----
+
+def segment_ids(sequence, start: int = 0) -> np.ndarray:
+    """An id per frame for the maximal run of one ground-truth label it lies in (ids from `start`)."""
+    values = np.asarray(sequence, dtype=np.int64).ravel()
+    if values.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return start + np.cumsum(np.r_[0, values[1:] != values[:-1]])
+
+
+def _group_confusions(y_true, y_pred, groups, num_classes: int) -> np.ndarray:
+    """(G, K*K) confusion counts per group, annotated frames only."""
+    groups = np.asarray(groups, dtype=np.int64).ravel()
+    if groups.size != np.asarray(y_true).size:
+        raise ValueError(f"{groups.size} group ids for {np.asarray(y_true).size} frames")
+    groups = groups[np.asarray(y_true).ravel() != labels.UNANNOTATED]
+    y_true, y_pred = _pairs(y_true, y_pred, num_classes)
+    if np.any(y_pred < 0):
+        raise ValueError("paired_bootstrap needs a class for every annotated frame (no -1 predictions)")
+    _, dense = np.unique(groups, return_inverse=True)
+    size = num_classes * num_classes
+    flat = dense * size + y_true * num_classes + y_pred
+    return np.bincount(flat, minlength=(dense.max(initial=-1) + 1) * size).reshape(-1, size)
+
+
+def _macro_f1_of_confusions(cm: np.ndarray, num_classes: int) -> np.ndarray:
+    cm = cm.reshape(-1, num_classes, num_classes).astype(np.float64)
+    tp = np.diagonal(cm, axis1=1, axis2=2)
+    den = cm.sum(axis=1) + cm.sum(axis=2)  # (TP + FN) + (TP + FP)
+    return np.divide(2 * tp, den, out=np.zeros_like(tp), where=den > 0).mean(axis=1)
+
+
+def paired_bootstrap(y_true, pred_a, pred_b, groups, n_boot: int = 2000, seed: int = 0,
+                     num_classes: int = labels.NUM_CLASSES) -> dict[str, float]:
+    """Macro-F1 of b minus a, with a 95 % interval from resampling whole groups with replacement.
+
+    Frames of one group (a ground-truth segment: one photo held for seconds, or one expression episode)
+    are not independent, so groups, not frames, are resampled; both systems see the same resamples.
+    Returns diff (on all frames), ci_low, ci_high and p_b_better (the share of resamples where b wins)."""
+    cm_a = _group_confusions(y_true, pred_a, groups, num_classes)
+    cm_b = _group_confusions(y_true, pred_b, groups, num_classes)
+    rng = np.random.default_rng(seed)
+    n_groups = cm_a.shape[0]
+    picks = rng.integers(0, n_groups, size=(n_boot, n_groups))
+    weights = np.zeros((n_boot, n_groups))
+    np.add.at(weights, (np.arange(n_boot)[:, None], picks), 1.0)
+    diffs = (_macro_f1_of_confusions(weights @ cm_b, num_classes)
+             - _macro_f1_of_confusions(weights @ cm_a, num_classes))
+    full = (_macro_f1_of_confusions(cm_b.sum(axis=0), num_classes)
+            - _macro_f1_of_confusions(cm_a.sum(axis=0), num_classes))[0]
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return {"diff": float(full), "ci_low": float(low), "ci_high": float(high),
+            "p_b_better": float(np.mean(diffs > 0)), "groups": int(n_groups), "n_boot": int(n_boot)}

@@ -116,3 +116,40 @@ def test_temporal_from_timestamps_matches_fps():
     assert by_fps["pred_flips_per_min"] == pytest.approx(149 / (10 / 60))  # 2 flips per block + 49 between blocks
     with pytest.raises(ValueError):
         metrics.flips_per_minute(pred)
+
+
+def test_segment_ids_follow_ground_truth_runs():
+    assert metrics.segment_ids([0, 0, 1, 1, 1, 0, -1, -1]).tolist() == [0, 0, 1, 1, 1, 2, 3, 3]
+    assert metrics.segment_ids([4, 4, 2], start=10).tolist() == [10, 10, 11]
+    assert metrics.segment_ids([]).size == 0
+
+
+def _segmented(rng, segments=40, length=50, wrong=10):
+    """Ground truth of `segments` runs; b is right everywhere, a is wrong on `wrong` whole runs."""
+    y = np.repeat(rng.integers(0, 7, segments), length)
+    y[:7] = -1  # unannotated frames are left out
+    a = y.copy()
+    for s in rng.choice(segments, wrong, replace=False):
+        a[s * length:(s + 1) * length] = (y[s * length] + 1) % 7
+    a[a < 0] = 0
+    b = np.where(y >= 0, y, 3)
+    return y, a, b
+
+
+def test_paired_bootstrap_difference_and_interval():
+    rng = np.random.default_rng(0)
+    y, a, b = _segmented(rng)
+    groups = metrics.segment_ids(y)
+    out = metrics.paired_bootstrap(y, a, b, groups, n_boot=500)
+    assert out["diff"] == pytest.approx(metrics.macro_f1(y, b) - metrics.macro_f1(y, a))
+    assert 0 < out["ci_low"] <= out["diff"] <= out["ci_high"] and out["p_b_better"] == 1.0
+    same = metrics.paired_bootstrap(y, a, a, groups, n_boot=200)
+    assert (same["diff"], same["ci_low"], same["ci_high"], same["p_b_better"]) == (0.0, 0.0, 0.0, 0.0)
+    # errors come in whole segments: resampling frames as if independent understates the spread
+    frames = metrics.paired_bootstrap(y, a, b, np.arange(y.size), n_boot=500)
+    assert frames["diff"] == pytest.approx(out["diff"])
+    assert frames["ci_high"] - frames["ci_low"] < 0.5 * (out["ci_high"] - out["ci_low"])
+    with pytest.raises(ValueError, match="group ids"):
+        metrics.paired_bootstrap(y, a, b, groups[:-1])
+    with pytest.raises(ValueError, match="no -1 predictions"):
+        metrics.paired_bootstrap(y, np.where(y >= 0, -1, 0), b, groups)
