@@ -41,7 +41,7 @@ DemoConfig, run_job, write_inputs = _DEMO["DemoConfig"], _DEMO["run_job"], _DEMO
 from fer_ray import labels, storage  # noqa: E402
 from fer_ray.evaluate import ablations, metrics  # noqa: E402
 from fer_ray.evaluate.run import load_truth  # noqa: E402
-from fer_ray.infer import writers  # noqa: E402
+from fer_ray.infer import cascade, writers  # noqa: E402
 from fer_ray.runtime import (  # noqa: E402
     init_ray,
     machine_info,
@@ -128,7 +128,41 @@ def differences(videos, truth, base, full, windows: dict) -> list[dict]:
     return [{"step": step, **metrics.paired_bootstrap(y, a, b, groups)} for step, a, b in steps]
 
 
-def tables(annotated: str, label_dir: str) -> dict:
+def prior_corrected(videos: dict, index: dict) -> dict | None:
+    """The stored probabilities with each model's training prior divided out (what annotate
+    --prior-correction computes), or None when models.json records no prior for some model."""
+    models = index.get("models", {})
+    priors = {}
+    for name in {m for v in videos.values() for m in v.probs}:
+        prior = models.get(cascade.split_model_name(name)[1], {}).get("train_prior")
+        if prior is None:
+            return None
+        priors[name] = prior
+    return {video_id: ablations.VideoScores(v.frames, {m: cascade.correct_prior(p, priors[m])
+                                                       for m, p in v.probs.items()})
+            for video_id, v in videos.items()}
+
+
+def prior_tables(videos, corrected, truth, base, full) -> dict:
+    """Table 1 and its paired differences again with the training priors divided out, and what the
+    correction itself changes in each system (raw vs corrected, no SP)."""
+    windows = {"cascade": ablations.held_out_windows(corrected, truth, full, WINDOWS),
+               "baseline": ablations.held_out_windows(corrected, truth, base, WINDOWS)}
+    names = sorted(set(videos) & set(truth))
+    y = np.concatenate([np.asarray(truth[v], dtype=np.int64) for v in names])
+    groups = np.concatenate([metrics.segment_ids(truth[v], start=len(y) * i) for i, v in enumerate(names)])
+    effect = []
+    for name, system in (("baseline", base), ("cascade", full)):
+        raw, fixed = (ablations.predict(scores, truth, system, 0) for scores in (videos, corrected))
+        effect.append({"step": f"prior correction of the {name}", **metrics.paired_bootstrap(
+            y, np.concatenate([raw[v] for v in names]), np.concatenate([fixed[v] for v in names]), groups)})
+    return {"table1_prior": ablations.table1(corrected, truth, WINDOW),
+            "table1_prior_held_out": ablations.table1(corrected, truth, ablations.HELD_OUT, windows=WINDOWS),
+            "held_out_windows_prior": windows,
+            "differences_prior": effect + differences(corrected, truth, base, full, windows)}
+
+
+def tables(annotated: str, label_dir: str, index: dict | None = None) -> dict:
     videos = ablations.group_logits(writers.read_logits(annotated))
     truth = load_truth(label_dir, sorted(videos))
     tasks = ablations.models_by_task(videos)
@@ -150,6 +184,9 @@ def tables(annotated: str, label_dir: str) -> dict:
     out["per_class"] = per_class
     if tasks["expr"]:
         out["differences"] = differences(videos, truth, base, full, out["held_out_windows"])
+        corrected = prior_corrected(videos, index or {})
+        if corrected is not None:
+            out.update(prior_tables(videos, corrected, truth, base, full))
     systems = [full] + ([ablations.System(expr=tuple(tasks["expr"]))] if tasks["expr"] else [])
     out["segment_errors"] = [segment_errors(videos, truth, system) for system in systems]
     return out
@@ -182,10 +219,17 @@ def print_report(result: dict) -> None:
               + f"{row['macro_f1']:>10.4f}{row['accuracy']:>8.3f}")
     support = next(iter(result["per_class"].values()))["support"]
     print(f"{'support':<16}" + "".join(f"{support[c]:>10d}" for c in labels.ABAW_CLASSES))
-    if result.get("differences"):
-        print("\nPaired differences in macro-F1, 95 % interval from resampling ground-truth segments:")
-        for row in result["differences"]:
-            print(f"  {row['step']:<34} {row['diff']:+.4f}  [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]  "
+    for key, title in (("differences", ""), ("differences_prior", ", training priors divided out")):
+        if not result.get(key):
+            continue
+        if key == "differences_prior":
+            print(f"\nTable 1 with the training priors divided out (annotate --prior-correction), SP window {WINDOW}:")
+            print(result["table1_prior"][cols].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+            print("... and with held-out SP windows:")
+            print(result["table1_prior_held_out"][cols].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+        print(f"\nPaired differences in macro-F1{title}, 95 % interval from resampling ground-truth segments:")
+        for row in result[key]:
+            print(f"  {row['step']:<36} {row['diff']:+.4f}  [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]  "
                   f"better in {100 * row['p_b_better']:.0f} % of {row['n_boot']} resamples of {row['groups']} segments")
     print("\nWhat SP could fix (raw predictions, w = 0):")
     for row in result["segment_errors"]:
@@ -242,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                       "--window", str(WINDOW), "--keep-logits", "--stride", "1", "--track-every", "5"])
     step("evaluate", ["--predictions", annotated, "--labels", f"{data}/videos/labeled", "--output", report,
                       "--logits", annotated, "--window", str(WINDOW), "--windows", *map(str, WINDOWS)])
-    result = tables(annotated, f"{data}/videos/labeled")
+    models_json = storage.read_json(storage.join(models, "models.json"))
+    result = tables(annotated, f"{data}/videos/labeled", models_json)
     wall = time.perf_counter() - start
     print_report(result)
     verdict = {}
@@ -255,7 +300,6 @@ def main(argv: list[str] | None = None) -> int:
                    "sp_held_out_raises_f1": bool(held["baseline + SP"] > held["baseline"]),
                    "sp_held_out_raises_cascade_f1": bool(held["baseline + C-F + SP"] > held["baseline + C-F"])}
         print("\n" + "; ".join(f"{k}: {v}" for k, v in verdict.items()))
-    models_json = storage.read_json(storage.join(models, "models.json"))
     print(f"\nvideos: {', '.join(result['videos'])}")
     print(f"wall time {wall / 60:.1f} min ({', '.join(f'{k} {v / 60:.1f}' for k, v in timings.items())} min); "
           f"machine: {host['cpus']} CPUs, {host['cpu_model']}, load avg at start {host['load_average_at_start'][0]:.1f}")
@@ -267,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         "table1_held_out": result["table1_held_out"].to_dict(orient="records"),
         "held_out_windows": result["held_out_windows"], "table2": result["table2"].to_dict(orient="records"),
         "segment_errors": result["segment_errors"], "differences": result.get("differences", []),
+        **{key: (value.to_dict(orient="records") if hasattr(value, "to_dict") else value)
+           for key, value in result.items() if key.endswith("_prior") or key.endswith("_prior_held_out")},
         "table3": result["table3"].to_dict(orient="records"),
         "table4": result["table4"].to_dict(orient="records"), "per_class": result["per_class"],
         "models": models_json,

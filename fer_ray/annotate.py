@@ -30,6 +30,7 @@ class AnnotateConfig:
     model_names: list[str] | None = None  # exact models.json run names; default: the system's models
     weights: dict[str, float] = field(default_factory=dict)  # run name -> ensemble weight (Mao)
     keep_logits: bool = False  # also write per-model logits (the ablation tables read them)
+    prior_correction: bool = False  # divide out each frame model's training class prior (models.json)
     since: str | None = None  # only videos modified after this ISO time, or "last" (previous run's start)
     device: str = "auto"
     batch_size: int = 128

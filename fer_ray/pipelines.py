@@ -182,7 +182,8 @@ def _annotate_chain(config, parts: list[str], entries, extras, version: str):
     faces = ray.data.read_parquet(paths, filesystem=fs, columns=columns, num_cpus=0.25)
     logits = faces.map_batches(
         LogitsStage, fn_constructor_kwargs={"models": entries + extras, "device": config.device,
-                                            "threads": config.threads},
+                                            "threads": config.threads,
+                                            "prior_correction": config.prior_correction},
         batch_size=config.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=config.num_workers),
         num_cpus=config.worker_cpus, num_gpus=gpus or None)
@@ -219,9 +220,12 @@ def run_annotate(config) -> dict:
     start = time.perf_counter()
     index = systems.read_index(config.models)
     entries = systems.select(systems.entries(index, config.models), config.system, config.model_names)
-    version = systems.model_version(index, entries, config.system, config.window, config.weights)
+    version = systems.model_version(index, entries, config.system, config.window, config.weights,
+                                    config.prior_correction)
     extras = systems.ablation_extras(systems.entries(index, config.models), config.system, entries) \
         if config.keep_logits else []
+    if config.prior_correction:  # fail before any video is decoded, not inside an actor
+        systems.check_prior_correction(entries + extras)
     faces_uri = config.input if annotate.is_faces_output(config.input) else _preprocess_for_annotate(config)
     todo, finished = annotate.pending_videos(faces_uri, config.output, version)
     log.info("system %s, models %s, version %s: %d videos to annotate, %d already done",

@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-names", dest="model_names", nargs="+", help="exact models.json run names")
     parser.add_argument("--keep-logits", dest="keep_logits", action="store_true", default=None,
                         help="also write per-model logits (for ablation tables)")
+    parser.add_argument("--prior-correction", dest="prior_correction", action="store_true", default=None,
+                        help="divide out each model's training class prior (for videos whose classes are "
+                             "distributed unlike the training set's)")
     parser.add_argument("--since", help="only videos modified after this ISO time, or 'last'")
     parser.add_argument("--device", help="auto (default), cpu or cuda")
     parser.add_argument("--batch-size", dest="batch_size", type=int)

@@ -22,7 +22,7 @@ from fer_ray import labels
 
 __all__ = [
     "softmax", "ensemble_probs", "weighted_ensemble", "route", "abaw_probs", "normalize_rows",
-    "MODEL_NAME_SEP", "model_name", "split_model_name", "num_scores",
+    "MODEL_NAME_SEP", "model_name", "split_model_name", "num_scores", "log_prior", "correct_prior",
 ]
 
 _ABAW_OF_COARSE = np.asarray(labels.ABAW_OF_COARSE, dtype=np.int64)
@@ -72,6 +72,19 @@ def weighted_ensemble(scores: Mapping[str, np.ndarray], weights: Mapping[str, fl
     if total <= 0:
         raise ValueError("ensemble weights must sum to a positive number")
     return ensemble_probs([scores[n] for n in names], [weights[n] for n in names]) / total
+
+
+def log_prior(prior: Sequence[float]) -> np.ndarray:
+    """log of a model's training class shares, 0 for classes it never saw (their scores stay as they are).
+
+    Logits minus this are the logits of a model trained on balanced classes (logit adjustment)."""
+    prior = np.asarray(prior, dtype=np.float64)
+    return np.log(np.where(prior > 0, prior, 1.0))
+
+
+def correct_prior(probs: np.ndarray, prior: Sequence[float]) -> np.ndarray:
+    """Probabilities with the training prior divided out: softmax(logits - log_prior(prior)), from probs."""
+    return normalize_rows(np.asarray(probs, dtype=np.float64) * np.exp(-log_prior(prior)))
 
 
 def normalize_rows(values: np.ndarray) -> np.ndarray:

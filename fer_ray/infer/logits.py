@@ -4,6 +4,10 @@ Frame models emit their logits; clip/sequence models (Mao, PRL) emit per-frame C
 cheap temporal heads run later per video (fer_ray.infer.postprocess), where the frame order is known.
 Each model gets its own resize from the one stored face (112/128/224). GPU with bf16 and channels_last
 when one is present, float32 on CPU.
+
+Prior correction (`prior_correction=True`, frame models only): logits minus the log of the class shares
+the model saw in training (models.json `train_prior`), so its softmax no longer carries the training
+set's class balance (logit adjustment). Classes the model never saw in training keep their logit.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import torch
 from PIL import Image
 
 from fer_ray import schema
-from fer_ray.infer.systems import ModelEntry
+from fer_ray.infer.cascade import log_prior
+from fer_ray.infer.systems import ModelEntry, check_prior_correction
 from fer_ray.models import load_checkpoint
 from fer_ray.train.augment import eval_transform
 
@@ -49,7 +54,8 @@ def decode_faces(faces) -> tuple[np.ndarray, np.ndarray]:
 class LogitsStage:
     """`__call__(batch) -> batch`: adds one scores column per model; frames without a face get NaN rows."""
 
-    def __init__(self, models: list[ModelEntry], device: str = "auto", threads: int = 1):
+    def __init__(self, models: list[ModelEntry], device: str = "auto", threads: int = 1,
+                 prior_correction: bool = False):
         torch.set_num_threads(threads)
         self.device = pick_device(device)
         self.entries = list(models)
@@ -59,6 +65,11 @@ class LogitsStage:
             if self.device == "cuda":
                 model = model.to(memory_format=torch.channels_last)
             self.models[entry.key] = model
+        self.log_prior = {}
+        if prior_correction:
+            check_prior_correction(self.entries)
+            for entry in self.entries:
+                self.log_prior[entry.key] = log_prior(entry.train_prior).astype(np.float32)
         self.transforms = {e.input_size: eval_transform(e.input_size) for e in self.entries}
         # Output widths are fixed up front so a batch without any face still has well-shaped columns.
         probe = self._inputs(np.zeros((1, 112, 112, 3), dtype=np.uint8))
@@ -93,6 +104,6 @@ class LogitsStage:
         for entry in self.entries:
             full = np.full((len(present), self.widths[entry.key]), np.nan, dtype=np.float32)
             if inputs is not None:
-                full[present] = self._run(entry, inputs[entry.input_size])
+                full[present] = self._run(entry, inputs[entry.input_size]) - self.log_prior.get(entry.key, 0.0)
             out[column(entry)] = full
         return out

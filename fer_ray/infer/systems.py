@@ -34,6 +34,7 @@ class ModelEntry:
     kind: str
     input_size: int
     checkpoint: str  # absolute URI
+    train_prior: tuple[float, ...] | None = None  # class shares seen in training (models.json), if recorded
 
     @property
     def key(self) -> str:
@@ -54,8 +55,9 @@ def entries(index: dict, models_uri: str) -> list[ModelEntry]:
         checkpoint = info["checkpoint"]
         if "://" not in checkpoint and not checkpoint.startswith("/"):
             checkpoint = storage.join(models_uri, checkpoint)
+        prior = info.get("train_prior")
         out.append(ModelEntry(name, info["arch"], info["task"], info.get("kind", "frame"),
-                              int(info["input_size"]), checkpoint))
+                              int(info["input_size"]), checkpoint, tuple(prior) if prior else None))
     return out
 
 
@@ -115,12 +117,29 @@ def system_of(chosen: list[ModelEntry], system: str, weights: dict[str, float] |
     return System(expr=keys["expr"], weights=by_key)
 
 
+def check_prior_correction(chosen: list[ModelEntry]) -> None:
+    """Prior correction needs frame models (it adjusts logits; clip/sequence models emit features) whose
+    models.json entry records the training prior."""
+    temporal = [e.name for e in chosen if e.kind != "frame"]
+    if temporal:
+        raise ValueError(f"prior correction adjusts frame-model logits; {temporal} are clip/sequence models: "
+                         "use it with the cfc_sp or baseline system")
+    missing = [e.name for e in chosen if e.train_prior is None]
+    if missing:
+        raise ValueError(f"prior correction needs each model's train_prior in models.json; {missing} have none "
+                         "(trained before it was recorded): retrain them or drop --prior-correction")
+
+
 def model_version(index: dict, chosen: list[ModelEntry], system: str, window: int,
-                  weights: dict[str, float] | None = None) -> str:
-    """A short stable id of what produced a prediction: the index version, the models, system and window."""
-    payload = json.dumps({
+                  weights: dict[str, float] | None = None, prior_correction: bool = False) -> str:
+    """A short stable id of what produced a prediction: the index version, the models, system, window and
+    prior correction."""
+    fields = {
         "index": index.get("version", ""), "system": system, "window": window,
         "models": [(e.name, e.checkpoint.rsplit("/", 2)[-2:]) for e in chosen],
         "weights": weights or {},
-    }, sort_keys=True)
+    }
+    if prior_correction:  # only when on, so versions of earlier runs stay what they were
+        fields["prior_correction"] = True
+    payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha1(payload.encode()).hexdigest()[:12]

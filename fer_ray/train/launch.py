@@ -11,7 +11,8 @@ Outputs (URIs: local or s3://):
   <output>/<model>/metrics.csv     one row per epoch, wall-clock epoch_start / epoch_end (unix seconds)
   <output>/<model>/summary.json    written last: the model's models.json entry (its "done" marker)
   <output>/models.json             {"version", "models": {name: {arch, task, input_size, kind, num_classes,
-                                    clip_length, checkpoint (relative), metrics (best), started_at, finished_at}}}
+                                    clip_length, checkpoint (relative), metrics (best), started_at, finished_at,
+                                    class_counts (training split), train_prior (loop.training_prior)}}}
 Rerunning: a model whose summary.json exists for the same spec and data is skipped; an interrupted model
 resumes from its latest Ray Train checkpoint (same run name and storage); an interrupted Tune experiment is
 restored with `Tuner.restore` (errored trials resumed).
@@ -82,7 +83,7 @@ def _write_outputs(run: dict, spec_dict: dict, result, started_at: float) -> dic
     import torch
 
     from fer_ray.models import create_model, save_checkpoint
-    from fer_ray.train.loop import STATE_FILE
+    from fer_ray.train.loop import STATE_FILE, training_prior
 
     spec = spec_from_dict(spec_dict)
     out = model_dir(run["output"], spec.name)
@@ -120,6 +121,8 @@ def _write_outputs(run: dict, spec_dict: dict, result, started_at: float) -> dic
         "confusion": best_state["history"][-1].get("confusion"),
         "started_at": started_at, "finished_at": time.time(), "epochs": len(history),
         "spec_hash": run["spec_hashes"][spec.name], "version": run["version"],
+        "class_counts": list(run["class_counts"][spec.name]),
+        "train_prior": training_prior(spec, run["class_counts"][spec.name]),
     }
     storage.write_json(storage.join(out, SUMMARY_FILE), entry)
     return entry

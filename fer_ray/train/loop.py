@@ -30,9 +30,9 @@ import torch.nn as nn
 
 from fer_ray.train import augment, data, sampler
 from fer_ray.train.config import ModelSpec, spec_from_dict
-from fer_ray.train.losses import build_loss
+from fer_ray.train.losses import balanced_weights, build_loss
 
-__all__ = ["Trainer", "confusion_metrics", "train_func", "train_local", "STATE_FILE"]
+__all__ = ["Trainer", "confusion_metrics", "train_func", "train_local", "training_prior", "STATE_FILE"]
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
@@ -59,6 +59,23 @@ def _all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
         return tensor
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MIN)
     return tensor
+
+
+def training_prior(spec: ModelSpec, class_counts) -> list[float]:
+    """The class shares the loss saw in training: counts x oversampling factors x class weights, normalised.
+
+    A model's softmax carries this prior; annotation's prior correction (fer_ray.infer.logits) divides it
+    out, for videos whose classes are distributed otherwise (posed photo sets vs mostly-Neutral videos)."""
+    counts = np.asarray(class_counts, dtype=np.float64)
+    factors = sampler.repeat_factors(counts, spec.oversample.threshold) if spec.oversample.enabled else None
+    drawn = counts * (1.0 if factors is None else factors)
+    weights = spec.loss.class_weights
+    if weights == "balanced":
+        weights = balanced_weights(counts, factors)
+    if weights is not None:
+        drawn = drawn * np.asarray(weights, dtype=np.float64)
+    total = drawn.sum()
+    return (drawn / total).tolist() if total > 0 else drawn.tolist()
 
 
 class Trainer:

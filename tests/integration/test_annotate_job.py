@@ -121,3 +121,26 @@ def test_other_systems_from_face_shards(first_run, system):
     assert rows[schema.FRAME_INDEX].tolist() == list(range(frames["tw_TW01"]))
     assert set(rows[schema.SYSTEM]) == {system}
     assert len(rows[schema.COARSE_PROBS][0]) == 0  # no cascade parts outside CFC-SP
+
+
+def test_prior_correction_subtracts_each_models_log_prior(first_run):
+    first, base, _ = first_run
+    with pytest.raises(ValueError, match="train_prior"):  # untrained smoke models record no prior
+        _run(base, f"{base}/prior_missing", input=f"{base}/out", prior_correction=True)
+    index = storage.read_json(f"{base}/models/models.json")
+    for entry in index["models"].values():  # the first class of every task was 90 % of "training"
+        k = entry["num_classes"]
+        entry["checkpoint"] = f"{base}/models/{entry['checkpoint']}"
+        entry["train_prior"] = [0.9] + [0.1 / (k - 1)] * (k - 1)
+    storage.write_json(f"{base}/models_prior/models.json", index)
+    summary = _run(base, f"{base}/prior", input=f"{base}/out", models=f"{base}/models_prior",
+                   prior_correction=True)
+    assert summary["videos_annotated"] == 2 and summary["model_version"] != first["model_version"]
+    key = [schema.VIDEO_ID, schema.FRAME_INDEX, schema.MODEL]
+    raw = read_logits(f"{base}/out").to_pandas().set_index(key).sort_index()
+    corrected = read_logits(f"{base}/prior").to_pandas().set_index(key).sort_index()
+    assert corrected.index.equals(raw.index)
+    for (_, _, model), got, want in zip(raw.index, corrected[schema.SCORES], raw[schema.SCORES]):
+        k = len(want)
+        shift = np.log([0.9] + [0.1 / (k - 1)] * (k - 1))
+        np.testing.assert_allclose(got, np.asarray(want) - shift, atol=1e-4, err_msg=model)

@@ -133,6 +133,12 @@ def test_models_trained_and_indexed_on_s3(trained):
 
         saved = config_mod.load(TrainConfig, storage.join(output, name, "config.yaml"))
         assert [m.name for m in saved.models] == [name] and saved.models[0].input_size == entry["input_size"]
+        # the training split's class counts and the prior they give the model (annotate --prior-correction)
+        from fer_ray.train.loop import training_prior
+
+        assert len(entry["class_counts"]) == classes and sum(entry["class_counts"]) > 0
+        assert entry["train_prior"] == pytest.approx(training_prior(saved.models[0], entry["class_counts"]))
+        assert sum(entry["train_prior"]) == pytest.approx(1.0)
     assert index["models"]["negative_repvgg"]["input_size"] == 64
     # keep: last exports the final epoch's weights and metrics, not the best validation epoch's
     from fer_ray.models import load_checkpoint

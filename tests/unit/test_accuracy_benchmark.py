@@ -1,0 +1,59 @@
+"""benchmarks/accuracy.py: Table 1's steps as paired differences, on the hand-built logits of test_ablations."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_ray.evaluate import ablations
+from tests.unit.test_ablations import TRUTH, _logits
+
+ACCURACY = runpy.run_path(str(Path(__file__).resolve().parents[2] / "benchmarks" / "accuracy.py"), run_name="acc")
+
+
+def test_differences_are_table1_steps_with_intervals():
+    videos = ablations.group_logits(_logits())
+    base = ablations.System(expr=("expr/baseline",))
+    full = ablations.full_system(videos)
+    windows = {"baseline": {"v1": 0, "v2": 4}, "cascade": {"v1": 4, "v2": 4}}
+    rows = {row["step"]: row for row in ACCURACY["differences"](videos, TRUTH, base, full, windows)}
+    window = ACCURACY["WINDOW"]
+    assert list(rows) == ["C-F over the baseline", f"SP w={window} on the baseline",
+                          "SP held-out w on the baseline", f"SP w={window} on the cascade",
+                          "SP held-out w on the cascade"]
+    cf = rows["C-F over the baseline"]
+    expected = ablations.evaluate(videos, TRUTH, full, 0)["f1"] - ablations.evaluate(videos, TRUTH, base, 0)["f1"]
+    assert cf["diff"] == pytest.approx(expected) and cf["diff"] > 0  # the baseline calls negatives Neutral
+    held = rows["SP held-out w on the baseline"]
+    expected = (ablations.evaluate(videos, TRUTH, base, windows["baseline"])["f1"]
+                - ablations.evaluate(videos, TRUTH, base, 0)["f1"])
+    assert held["diff"] == pytest.approx(expected)
+    for row in rows.values():
+        assert row["ci_low"] <= row["diff"] + 1e-12 and row["diff"] <= row["ci_high"] + 1e-12
+        assert row["groups"] == 5  # annotated ground-truth runs: N H A S in v1, H in v2
+
+
+def _index(prior_of):
+    widths = {"a": 5, "b": 5, "repvgg": 4, "baseline": 8}
+    return {"models": {name: {"train_prior": prior_of(k)} for name, k in widths.items()}}
+
+
+def test_prior_tables_from_the_recorded_priors():
+    videos = ablations.group_logits(_logits())
+    base, full = ablations.System(expr=("expr/baseline",)), ablations.full_system(videos)
+    assert ACCURACY["prior_corrected"](videos, {"models": {}}) is None  # nothing recorded: no such tables
+    uniform = ACCURACY["prior_corrected"](videos, _index(lambda k: [1 / k] * k))
+    for video_id, scores in videos.items():  # a uniform prior changes nothing
+        for model, probs in scores.probs.items():
+            np.testing.assert_allclose(uniform[video_id].probs[model], probs)
+    skewed = ACCURACY["prior_corrected"](videos, _index(lambda k: [0.7] + [0.3 / (k - 1)] * (k - 1)))
+    out = ACCURACY["prior_tables"](videos, skewed, TRUTH, base, full)
+    assert set(out) == {"table1_prior", "table1_prior_held_out", "held_out_windows_prior", "differences_prior"}
+    effect = {row["step"]: row for row in out["differences_prior"]}["prior correction of the cascade"]
+    expected = ablations.evaluate(skewed, TRUTH, full, 0)["f1"] - ablations.evaluate(videos, TRUTH, full, 0)["f1"]
+    assert effect["diff"] == pytest.approx(expected)
+    assert out["table1_prior"].set_index("method").loc["baseline + C-F", "f1"] == pytest.approx(
+        ablations.evaluate(skewed, TRUTH, full, 0)["f1"])
