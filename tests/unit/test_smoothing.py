@@ -69,19 +69,20 @@ def test_float64_accumulation_keeps_precision():
                                rtol=1e-6)
 
 
-def _best_time(n, window, repeats=5):
+def _best_times(n, windows, repeats=5):
+    """Best of `repeats` runs per window, the windows interleaved so machine load hits them alike."""
     scores = np.random.default_rng(n).random((n, 8), dtype=np.float32)
-    best = float("inf")
+    best = dict.fromkeys(windows, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        smooth(scores, window)
-        best = min(best, time.perf_counter() - start)
+        for window in windows:
+            start = time.perf_counter()
+            smooth(scores, window)
+            best[window] = min(best[window], time.perf_counter() - start)
     return best
 
 
-def test_linear_in_frames_not_window():
-    small = _best_time(100_000, 256)
-    large = _best_time(400_000, 256)
-    assert large / small < 6.0, f"400k/100k time ratio {large / small:.1f}"
-    # and the window size does not matter (an O(n*w) version would be ~16x slower at w=4096)
-    assert _best_time(100_000, 4096) / small < 3.0
+def test_cost_does_not_grow_with_the_window():
+    # An O(n*w) version is ~16x slower at w=4096 than at w=256; the cumsum costs the same. Only a ratio of
+    # interleaved runs on the same data is checked (absolute and n-scaling speed: benchmarks/annotate.py).
+    best = _best_times(100_000, (256, 4096))
+    assert best[4096] / best[256] < 3.0, best
