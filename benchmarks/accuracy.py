@@ -109,12 +109,22 @@ def segment_errors(videos, truth, system: ablations.System) -> dict:
             "pred_changes_per_1000": 1000 * flips / frames, "true_changes_per_1000": 1000 * true_flips / frames}
 
 
+def pooled_truth(truth, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The videos' ground truth end to end, and ground-truth segment ids that are unique across videos."""
+    y, groups, start = [], [], 0
+    for video in names:
+        ids = metrics.segment_ids(truth[video], start)
+        start = int(ids[-1]) + 1 if ids.size else start
+        y.append(np.asarray(truth[video], dtype=np.int64))
+        groups.append(ids)
+    return np.concatenate(y), np.concatenate(groups)
+
+
 def differences(videos, truth, base, full, windows: dict) -> list[dict]:
     """Table 1's steps as paired differences in macro-F1 with 95 % intervals from resampling ground-truth
     segments (one photo held 1-6 s: its frames are one sample, not a hundred)."""
     names = sorted(set(videos) & set(truth))
-    y = np.concatenate([np.asarray(truth[v], dtype=np.int64) for v in names])
-    groups = np.concatenate([metrics.segment_ids(truth[v], start=len(y) * i) for i, v in enumerate(names)])
+    y, groups = pooled_truth(truth, names)
 
     def labels_of(system, window):
         predicted = ablations.predict(videos, truth, system, window)
@@ -149,8 +159,7 @@ def prior_tables(videos, corrected, truth, base, full) -> dict:
     windows = {"cascade": ablations.held_out_windows(corrected, truth, full, WINDOWS),
                "baseline": ablations.held_out_windows(corrected, truth, base, WINDOWS)}
     names = sorted(set(videos) & set(truth))
-    y = np.concatenate([np.asarray(truth[v], dtype=np.int64) for v in names])
-    groups = np.concatenate([metrics.segment_ids(truth[v], start=len(y) * i) for i, v in enumerate(names)])
+    y, groups = pooled_truth(truth, names)
     effect = []
     for name, system in (("baseline", base), ("cascade", full)):
         raw, fixed = (ablations.predict(scores, truth, system, 0) for scores in (videos, corrected))
