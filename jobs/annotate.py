@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     init_ray()
     from fer_ray.pipelines import run_annotate
 
-    summary = run_annotate(cfg)
+    try:
+        summary = run_annotate(cfg)
+    except config.ConfigError as exc:  # options the models cannot serve (e.g. --prior-correction): one line
+        raise SystemExit(f"annotate: invalid configuration: {exc}") from None
     print_summary(summary)
     log.info("wrote %s", storage.join(cfg.output, "summary.json"))
     return 1 if cfg.strict and summary["videos_failed"] else 0

@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 
 from fer_ray import storage
+from fer_ray.config import ConfigError
 from fer_ray.evaluate.ablations import System
 from fer_ray.infer import cascade
 
@@ -122,11 +123,11 @@ def check_prior_correction(chosen: list[ModelEntry]) -> None:
     models.json entry records the training prior."""
     temporal = [e.name for e in chosen if e.kind != "frame"]
     if temporal:
-        raise ValueError(f"prior correction adjusts frame-model logits; {temporal} are clip/sequence models: "
+        raise ConfigError(f"prior correction adjusts frame-model logits; {temporal} are clip/sequence models: "
                          "use it with the cfc_sp or baseline system")
     missing = [e.name for e in chosen if e.train_prior is None]
     if missing:
-        raise ValueError(f"prior correction needs each model's train_prior in models.json; {missing} have none "
+        raise ConfigError(f"prior correction needs each model's train_prior in models.json; {missing} have none "
                          "(trained before it was recorded): retrain them or drop --prior-correction")
 
 

@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from fer_ray.train import augment, data, sampler
 from fer_ray.train.config import ModelSpec, spec_from_dict
-from fer_ray.train.losses import balanced_weights, build_loss
+from fer_ray.train.losses import build_loss, class_weights
 
 __all__ = ["Trainer", "confusion_metrics", "train_func", "train_local", "training_prior", "STATE_FILE"]
 
@@ -61,17 +61,22 @@ def _all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
     return tensor
 
 
+def oversample_factors(spec: ModelSpec, class_counts) -> np.ndarray | None:
+    """Per-class repeat factors of the spec's oversampling, None when it is off or counts are unknown."""
+    if not spec.oversample.enabled or class_counts is None:
+        return None
+    return sampler.repeat_factors(class_counts, spec.oversample.threshold)
+
+
 def training_prior(spec: ModelSpec, class_counts) -> list[float]:
     """The class shares the loss saw in training: counts x oversampling factors x class weights, normalised.
 
     A model's softmax carries this prior; annotation's prior correction (fer_ray.infer.logits) divides it
     out, for videos whose classes are distributed otherwise (posed photo sets vs mostly-Neutral videos)."""
     counts = np.asarray(class_counts, dtype=np.float64)
-    factors = sampler.repeat_factors(counts, spec.oversample.threshold) if spec.oversample.enabled else None
+    factors = oversample_factors(spec, counts)
     drawn = counts * (1.0 if factors is None else factors)
-    weights = spec.loss.class_weights
-    if weights == "balanced":
-        weights = balanced_weights(counts, factors)
+    weights = class_weights(spec.loss, counts, factors)
     if weights is not None:
         drawn = drawn * np.asarray(weights, dtype=np.float64)
     total = drawn.sum()
@@ -107,9 +112,7 @@ class Trainer:
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, spec.epochs))
         elif spec.scheduler == "multistep":
             self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, spec.milestones, spec.lr_gamma)
-        self.factors = None
-        if spec.oversample.enabled and class_counts is not None:
-            self.factors = sampler.repeat_factors(class_counts, spec.oversample.threshold)
+        self.factors = oversample_factors(spec, class_counts)
         self.loss_fn = build_loss(spec.loss, class_counts, self.factors).to(self.device)
         if spec.loss.class_weights == "balanced":
             log.info("%s: balanced class weights %s from class counts %s", spec.name,

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 IGNORE_INDEX = -1
 
-__all__ = ["FocalLoss", "CrossEntropy", "build_loss", "balanced_weights", "IGNORE_INDEX"]
+__all__ = ["FocalLoss", "CrossEntropy", "build_loss", "balanced_weights", "class_weights", "IGNORE_INDEX"]
 
 
 def _flatten(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,14 +91,21 @@ def balanced_weights(counts: Sequence[float], factors: Sequence[float] | None = 
     return weights.tolist()
 
 
-def build_loss(loss_config, counts: Sequence[float] | None = None, factors: Sequence[float] | None = None) -> nn.Module:
-    """The loss module for a `LossConfig` (fer_ray.train.config); `class_weights: balanced` needs the
+def class_weights(loss_config, counts: Sequence[float] | None = None,
+                  factors: Sequence[float] | None = None) -> list[float] | None:
+    """A `LossConfig`'s per-class weights: its list, None, or for `balanced` the weights computed from the
     training split's per-class counts (and the oversampling factors, if any)."""
     weights = loss_config.class_weights
-    if weights == "balanced":
-        if counts is None:
-            raise ValueError("loss.class_weights 'balanced' needs the training class counts")
-        weights = balanced_weights(counts, factors)
+    if weights != "balanced":
+        return weights
+    if counts is None:
+        raise ValueError("loss.class_weights 'balanced' needs the training class counts")
+    return balanced_weights(counts, factors)
+
+
+def build_loss(loss_config, counts: Sequence[float] | None = None, factors: Sequence[float] | None = None) -> nn.Module:
+    """The loss module for a `LossConfig` (fer_ray.train.config), weighted as `class_weights` says."""
+    weights = class_weights(loss_config, counts, factors)
     if loss_config.name == "focal":
         return FocalLoss(loss_config.alpha, loss_config.gamma, weights, loss_config.label_smoothing)
     if loss_config.name == "ce":

@@ -12,7 +12,7 @@ from fer_ray.annotate import AnnotateConfig
 from fer_ray.infer.postprocess import PREDICTIONS, submission_uri
 from fer_ray.infer.writers import read_logits
 from tests.conftest import need_shared
-from tests.helpers import write_untrained_models
+from tests.helpers import load_job, write_untrained_models
 
 pytestmark = pytest.mark.slow
 VIDEOS = {"tw_TW01": "labeled/tw_TW01", "noface": "unlabeled/pyfeat_no_face"}
@@ -127,6 +127,11 @@ def test_prior_correction_subtracts_each_models_log_prior(first_run):
     first, base, _ = first_run
     with pytest.raises(ValueError, match="train_prior"):  # untrained smoke models record no prior
         _run(base, f"{base}/prior_missing", input=f"{base}/out", prior_correction=True)
+    with pytest.raises(SystemExit) as caught:  # the job says so in one line, before any video is read
+        load_job("annotate").main(["--input", f"{base}/out", "--models", f"{base}/models",
+                                   "--output", f"{base}/prior_missing", "--prior-correction"])
+    assert str(caught.value.code).startswith("annotate: invalid configuration: prior correction needs")
+    assert not storage.exists(f"{base}/prior_missing/summary.json")
     index = storage.read_json(f"{base}/models/models.json")
     for entry in index["models"].values():  # the first class of every task was 90 % of "training"
         k = entry["num_classes"]
