@@ -226,17 +226,22 @@ def read_parquet_many(uris: list[str], columns: list[str] | None = None, schema:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+KEY_MARK = "~"  # only encoded keys contain it: a plain id can never equal an encoded one
+_PLAIN_MAX = 120
 
 
 def safe_key(video_id: str) -> str:
-    """A video id made safe as one object-key / file-name component.
+    """A video id made safe as one object-key / file-name component, injectively.
 
-    Anything outside [A-Za-z0-9._-] (slashes, '..', spaces, unicode) is replaced, and a short hash of
-    the original id is appended whenever the id changed, so two distinct ids never share a key.
+    A plain id ([A-Za-z0-9._-], no leading/trailing '.' or '_', no '..', at most 120 characters) is its
+    own key, so ordinary ids keep their keys. Any other id becomes a readable cleaned prefix, '~' and 64
+    bits of the SHA-256 of the original id: '~' is outside the plain alphabet, so an encoded key never
+    equals a plain one, and two encoded keys coincide only if their ids' hashes do.
     """
     text = str(video_id)
-    cleaned = _UNSAFE.sub("_", text).strip("._") or "video"
-    cleaned = re.sub(r"\.{2,}", "_", cleaned)[:120]
-    if cleaned == text:
-        return cleaned
-    return f"{cleaned}-{hashlib.sha1(text.encode('utf-8')).hexdigest()[:8]}"
+    cleaned = _UNSAFE.sub("_", text).strip("._")
+    cleaned = re.sub(r"\.{2,}", "_", cleaned)
+    if text and cleaned == text and len(text) <= _PLAIN_MAX:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{cleaned[:_PLAIN_MAX].rstrip('.') or 'video'}{KEY_MARK}{digest}"

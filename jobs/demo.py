@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             + (["--max-frames", str(cfg.max_frames)] if cfg.max_frames else []))
     run_job("evaluate", ["--predictions", annotated, "--labels", f"{data}/videos/labeled", "--output", report,
                          "--logits", annotated])
-    overlay = storage.join(out, f"overlay_{cfg.videos[0]}.mp4")
+    overlay = storage.join(out, f"overlay_{storage.safe_key(cfg.videos[0])}.mp4")
     if (ROOT / "jobs" / "render.py").exists():
         run_job("render", ["--video", f"{data}/videos/labeled/{cfg.videos[0]}.mp4", "--predictions", annotated,
                            "--faces", annotated, "--output", overlay, "--max-frames", str(cfg.render_frames)])

@@ -65,7 +65,7 @@ def load_truth(source: str, video_ids: list[str]) -> dict[str, np.ndarray]:
         return {v: table[v] for v in video_ids if v in table}
     out = {}
     for video_id in video_ids:
-        uri = storage.join(source, f"{video_id}.txt")
+        uri = storage.join(source, f"{storage.safe_key(video_id)}.txt")  # an id never walks out of source
         if storage.exists(uri):
             out[video_id] = labels.read_expr(uri)
     return out

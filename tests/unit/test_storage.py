@@ -51,7 +51,7 @@ def test_errors_are_clear(tmp_path):
 def test_safe_key_is_one_safe_component(video_id):
     key = storage.safe_key(video_id)
     assert "/" not in key and ".." not in key and " " not in key
-    assert key.isascii() and 0 < len(key) <= 130
+    assert key.isascii() and 0 < len(key) <= 150
 
 
 def test_safe_key_distinct_ids_distinct_keys():
