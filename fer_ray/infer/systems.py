@@ -144,3 +144,16 @@ def model_version(index: dict, chosen: list[ModelEntry], system: str, window: in
         fields["prior_correction"] = True
     payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha1(payload.encode()).hexdigest()[:12]
+
+
+def resolve(config) -> tuple[list[ModelEntry], list[ModelEntry], str]:
+    """(the system's models, models whose logits are only kept, model version) for an annotate config;
+    fails before any video is decoded when the options cannot be served."""
+    index = read_index(config.models)
+    available = entries(index, config.models)
+    chosen = select(available, config.system, config.model_names)
+    version = model_version(index, chosen, config.system, config.window, config.weights, config.prior_correction)
+    extras = ablation_extras(available, config.system, chosen) if config.keep_logits else []
+    if config.prior_correction:
+        check_prior_correction(chosen + extras)
+    return chosen, extras, version
