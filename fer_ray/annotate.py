@@ -46,6 +46,7 @@ class AnnotateConfig:
     track_every: int = 1
     decode_workers: int = 0  # > 0: CPU actors decode videos for the detector actors (PreprocessConfig)
     strict: bool = False
+    allowed_roots: list[str] = field(default_factory=list)  # besides the input's own folder (--allow-root)
 
     def validate(self) -> None:
         if self.system not in systems.SYSTEMS:
@@ -120,7 +121,7 @@ def work_items(config: AnnotateConfig, pre) -> list[dict]:
     """Videos under config.input (new ones only with --since); inputs rejected up front become failures."""
     from fer_ray.inputs import discover
 
-    found = discover(config.input, image_batch_size=pre.image_batch_size)
+    found = discover(config.input, image_batch_size=pre.image_batch_size, allowed_roots=config.allowed_roots)
     for reject in found.rejected:
         shards.write_failure(config.output, reject[schema.VIDEO_ID], reject[schema.URI], reject["stage"],
                              reject[schema.ERROR])

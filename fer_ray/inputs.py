@@ -14,6 +14,12 @@ label) plus `members`:
 
 Problems found while listing (duplicate ids, empty fields, unknown label names) do not raise: they come
 back in `Inputs.rejected` as failure records (video_id, uri, stage="inputs", error) for the job to write.
+
+Inputs are confined: a video, label file or image may only be read from the input's own folder or prefix
+(the folder holding the manifest or labels.csv, or the folder / prefix given) or from `allowed_roots` the
+user names explicitly (`--allow-root`). Paths are compared after resolving `..`, `file://` and, for local
+files, symlinks; a reference outside becomes a rejection and is never read. Rejections and errors never
+quote what a file contains: they name the file, the row or line, and what was expected.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ __all__ = [
     "from_manifest",
     "item_fingerprint",
     "resolve",
+    "within",
     "work_item",
 ]
 
@@ -102,6 +109,43 @@ def _reject(video_id: str, uri: str, error: str) -> dict:
     return {schema.VIDEO_ID: str(video_id), schema.URI: str(uri), schema.STAGE: STAGE, schema.ERROR: error}
 
 
+# --------------------------------------------------------------------------- confinement
+
+
+def canonical(uri: str) -> str:
+    """A URI in the one form confinement compares: s3://bucket/key with `..` resolved, or a local real path
+    (file:// dropped, `..` and symlinks resolved). Other schemes are returned as given (they match only a
+    root spelled the same way)."""
+    uri = str(uri).strip()
+    if storage.is_s3(uri):
+        bucket, _, key = uri[len("s3://"):].partition("/")
+        key = posixpath.normpath("/" + key).lstrip("/")  # `..` cannot climb above the bucket
+        return f"s3://{bucket}/{key}".rstrip("/")
+    if uri.startswith("file://"):
+        uri = uri[len("file://"):]
+    if "://" in uri:
+        return uri
+    return os.path.realpath(os.path.abspath(uri))
+
+
+def within(uri: str, roots) -> bool:
+    """True when `uri` is one of `roots` or lies under one of them (compared in canonical form)."""
+    path = canonical(uri)
+    for root in roots:
+        root = canonical(root)
+        if path == root or path.startswith(root.rstrip("/") + "/"):
+            return True
+    return False
+
+
+def _roots(own: str, allowed_roots) -> tuple[str, ...]:
+    return (own, *[str(r) for r in (allowed_roots or ())])
+
+
+def _outside(what: str) -> str:
+    return f"{what} is outside the allowed input roots (the input's own folder and --allow-root)"
+
+
 # --------------------------------------------------------------------------- URIs
 
 
@@ -157,18 +201,21 @@ def _text(value) -> str:
     return "" if value is None else str(value).strip()
 
 
-def from_manifest(uri: str) -> Inputs:
+def from_manifest(uri: str, allowed_roots=()) -> Inputs:
     """Items from a CSV or Parquet manifest: video_id, uri[, label_uri][, subject][, kind][, label].
 
     Relative uris are resolved against the manifest's folder. Every row of an id that appears more than
-    once is rejected (which one is meant is unknowable), with the row numbers in the reason.
+    once is rejected (which one is meant is unknowable), with the row numbers in the reason. A row whose
+    video or label file lies outside the manifest's folder and `allowed_roots` is rejected.
     """
     table = _read_table(uri)
     missing = {schema.VIDEO_ID, schema.URI} - set(table.columns)
     if missing:
-        raise ValueError(f"{uri}: manifest lacks column(s) {', '.join(sorted(missing))}; "
-                         f"has {', '.join(map(str, table.columns))}")
+        # the header is the file's content: say what is missing, never quote what is there
+        raise ValueError(f"{uri}: manifest lacks column(s) {', '.join(sorted(missing))} "
+                         f"(its header row has {len(table.columns)} column(s))")
     base = _parent(uri)
+    roots = _roots(base, allowed_roots)
     records = table.to_dict("records")
     counts = Counter(_text(r[schema.VIDEO_ID]) for r in records)
     rows_of: dict[str, list[int]] = {}
@@ -196,7 +243,8 @@ def from_manifest(uri: str) -> Inputs:
         label_uri = _text(record.get(schema.LABEL_URI))
         kind = _text(record.get(schema.KIND)) or "video"
         if kind not in KINDS:
-            out.rejected.append(_reject(video_id, raw_uri, f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}"))
+            out.rejected.append(_reject(video_id, raw_uri, f"{where}: kind {labels.excerpt(kind)} is not one of "
+                                                             f"{', '.join(KINDS)}"))
             continue
         try:
             label = labels.class_index(_text(record.get(schema.LABEL)) or labels.UNANNOTATED)
@@ -204,10 +252,18 @@ def from_manifest(uri: str) -> Inputs:
             out.rejected.append(_reject(video_id, raw_uri, f"{where}: {exc}"))
             continue
         item_uri = resolve(raw_uri, base)
+        label_uri = resolve(label_uri, base) if label_uri else None
+        if not within(item_uri, roots):
+            what = "video file" if kind == "video" else "image"
+            out.rejected.append(_reject(video_id, item_uri, f"{where}: {_outside(what)}"))
+            continue
+        if label_uri and not within(label_uri, roots):
+            out.rejected.append(_reject(video_id, item_uri, f"{where}: {_outside('label file')}"))
+            continue
         subject = _text(record.get(schema.SUBJECT)) or None
         members = [member(video_id, item_uri, label, subject)] if kind != "video" else []
-        out.items.append(work_item(video_id, item_uri, resolve(label_uri, base) if label_uri else None,
-                                   kind=kind, subject=subject, label=label, members=members))
+        out.items.append(work_item(video_id, item_uri, label_uri, kind=kind, subject=subject, label=label,
+                                   members=members))
     return out
 
 
@@ -222,9 +278,10 @@ def _image_side(uri: str) -> int:
 
 
 def from_image_set(labels_uri: str, limit: int | None = None, batch_size: int = 256, seed: int = 0,
-                   kind: str | None = None, name: str | None = None) -> Inputs:
+                   kind: str | None = None, name: str | None = None, allowed_roots=()) -> Inputs:
     """Batches of images from a labelled set: `labels.csv` with path,label[,subject] (paths relative to it).
 
+    An image outside the labels.csv's folder and `allowed_roots` is rejected before anything reads it.
     Images are batched in a seeded random order (see below); `limit` takes a seeded random subset.
     `kind` None: "face_crop" when the first image's longest side is <= FACE_CROP_MAX_SIDE, else "image".
     """
@@ -233,8 +290,10 @@ def from_image_set(labels_uri: str, limit: int | None = None, batch_size: int = 
     table = _read_table(labels_uri)
     missing = {"path", "label"} - set(table.columns)
     if missing:
-        raise ValueError(f"{labels_uri}: labels.csv lacks column(s) {', '.join(sorted(missing))}")
+        raise ValueError(f"{labels_uri}: labels.csv lacks column(s) {', '.join(sorted(missing))} "
+                         f"(its header row has {len(table.columns)} column(s))")
     base = _parent(labels_uri)
+    roots = _roots(base, allowed_roots)
     name = name or storage.basename(base)
     records = table.to_dict("records")
     # Seeded shuffle before batching: image sets are often sorted by class, and training streams shards
@@ -253,6 +312,9 @@ def from_image_set(labels_uri: str, limit: int | None = None, batch_size: int = 
         # live elsewhere (absolute paths), so ids never carry a machine's directory layout
         inside = image_uri.startswith(base.rstrip("/") + "/")
         video_id = f"{name}/{_without_ext(_relative(image_uri, base if inside else common))}"
+        if not within(image_uri, roots):
+            out.rejected.append(_reject(video_id, image_uri, f"{labels_uri}: {_outside('image')}"))
+            continue
         try:
             label = labels.class_index(_text(record["label"]) or labels.UNANNOTATED)
         except labels.LabelFormatError as exc:
@@ -278,42 +340,56 @@ def from_image_set(labels_uri: str, limit: int | None = None, batch_size: int = 
 # --------------------------------------------------------------------------- directories
 
 
-def from_directory(uri: str, limit: int | None = None, image_batch_size: int = 256, seed: int = 0) -> Inputs:
+def from_directory(uri: str, limit: int | None = None, image_batch_size: int = 256, seed: int = 0,
+                   allowed_roots=()) -> Inputs:
     """Every video under a folder or S3 prefix (id: its path relative to the folder, no extension), with
-    `<stem>.txt` beside it as its label file, plus every labelled image set (a `labels.csv`) under it."""
+    `<stem>.txt` beside it as its label file, plus every labelled image set (a `labels.csv`) under it.
+    A file that resolves outside the folder and `allowed_roots` (a symlink out of it) is rejected."""
     root = _root_uri(uri)
+    roots = _roots(root, allowed_roots)
     files = storage.list_files(root)
     set_roots = sorted(_parent(f) for f in files if storage.basename(f) == LABELS_CSV)
     out = Inputs()
     for set_root in set_roots:  # a set is named after its folder, however the job was pointed at it
         out.extend(from_image_set(storage.join(set_root, LABELS_CSV), limit=limit,
-                                  batch_size=image_batch_size, seed=seed))
+                                  batch_size=image_batch_size, seed=seed, allowed_roots=roots))
     present = set(files)
     for file in files:
         if not file.lower().endswith(VIDEO_EXTENSIONS):
             continue
         if any(file.startswith(r.rstrip("/") + "/") for r in set_roots):
             continue
+        video_id = _without_ext(_relative(file, root))
         label_uri = file.rsplit(".", 1)[0] + ".txt"
-        out.items.append(work_item(_without_ext(_relative(file, root)), file,
-                                   label_uri if label_uri in present else None))
+        label_uri = label_uri if label_uri in present else None
+        if not within(file, roots):
+            out.rejected.append(_reject(video_id, file, f"{uri}: {_outside('video file')}"))
+        elif label_uri and not within(label_uri, roots):
+            out.rejected.append(_reject(video_id, file, f"{uri}: {_outside('label file')}"))
+        else:
+            out.items.append(work_item(video_id, file, label_uri))
     if not out.items and not out.rejected:
         log.warning("%s: no videos (%s) and no labels.csv found", uri, " ".join(VIDEO_EXTENSIONS))
     return out
 
 
-def discover(source: str, limit: int | None = None, image_batch_size: int = 256, seed: int = 0) -> Inputs:
-    """Work items from a manifest (.csv/.parquet), a `labels.csv` image set, a folder/prefix, or one video."""
+def discover(source: str, limit: int | None = None, image_batch_size: int = 256, seed: int = 0,
+             allowed_roots=()) -> Inputs:
+    """Work items from a manifest (.csv/.parquet), a `labels.csv` image set, a folder/prefix, or one video.
+
+    `allowed_roots`: folders / prefixes besides the input's own that its files may be read from."""
     source = str(source)
     lower = source.lower().rstrip("/")
     if storage.basename(lower) == LABELS_CSV:
-        result = from_image_set(source, limit=limit, batch_size=image_batch_size, seed=seed)
+        result = from_image_set(source, limit=limit, batch_size=image_batch_size, seed=seed,
+                                allowed_roots=allowed_roots)
     elif lower.endswith((".csv", ".parquet")):
-        result = from_manifest(source)
+        result = from_manifest(source, allowed_roots=allowed_roots)
     elif lower.endswith(VIDEO_EXTENSIONS) and not storage.is_dir(source):
         result = Inputs(items=[work_item(storage.stem(source), source)])
     elif storage.is_dir(source) or storage.is_s3(source):
-        result = from_directory(source, limit=limit, image_batch_size=image_batch_size, seed=seed)
+        result = from_directory(source, limit=limit, image_batch_size=image_batch_size, seed=seed,
+                                allowed_roots=allowed_roots)
     else:
         raise FileNotFoundError(f"input {source!r} is not a manifest, labels.csv, video or folder that exists")
     ids = Counter(item[schema.VIDEO_ID] for item in result.items)

@@ -42,8 +42,22 @@ _ALIASES = {
 }
 
 
+MAX_LABEL_FILE_BYTES = 64 * 1024 * 1024  # ~10 M frames of EXPR text; anything larger is not a label file
+
+
 class LabelFormatError(ValueError):
-    """A label file or label value that does not follow the expected format."""
+    """A label file or label value that does not follow the expected format.
+
+    Messages name the file, the line and what was expected, never the line itself: a label file pointed at
+    the wrong file (a config, a key) must not have its contents copied into logs and failure rows."""
+
+
+def excerpt(text, limit: int = 24) -> str:
+    """A value from a user's file for an error message: shown only when it is a short plain word."""
+    text = str(text).strip()
+    if text and len(text) <= limit and text.isascii() and text.replace("_", "").replace("-", "").isalpha():
+        return repr(text)
+    return f"(a value of {len(text)} characters, not shown)"
 
 
 def class_index(name: str | int) -> int:
@@ -57,7 +71,7 @@ def class_index(name: str | int) -> int:
         return class_index(int(text))
     key = _ALIASES.get(text.lower())
     if key is None:
-        raise LabelFormatError(f"unknown expression label {name!r}; valid: {', '.join(ABAW_CLASSES)}")
+        raise LabelFormatError(f"unknown expression label {excerpt(name)}; valid: {', '.join(ABAW_CLASSES)}")
     return ABAW_CLASSES.index(key)
 
 
@@ -80,7 +94,7 @@ def parse_expr(text: str, source: str = "<text>") -> np.ndarray:
         raise LabelFormatError(f"{source}: empty label file")
     header = lines[0].strip().replace(" ", "")
     if header != EXPR_HEADER:
-        raise LabelFormatError(f"{source}:1: wrong header {lines[0].strip()!r}; expected {EXPR_HEADER!r}")
+        raise LabelFormatError(f"{source}:1: wrong header; expected {EXPR_HEADER!r}")
     values = []
     for number, line in enumerate(lines[1:], start=2):
         item = line.strip()
@@ -91,7 +105,8 @@ def parse_expr(text: str, source: str = "<text>") -> np.ndarray:
         try:
             value = int(item)
         except ValueError:
-            raise LabelFormatError(f"{source}:{number}: not an integer: {item!r}") from None
+            raise LabelFormatError(f"{source}:{number}: not an integer (expected a class index "
+                                   f"-1..{NUM_CLASSES - 1})") from None
         if not UNANNOTATED <= value < NUM_CLASSES:
             raise LabelFormatError(f"{source}:{number}: value {value} outside -1..{NUM_CLASSES - 1}")
         values.append(value)
@@ -113,10 +128,12 @@ def read_expr(uri: str) -> np.ndarray:
     """Read an EXPR txt file from any URI storage understands."""
     from fer_ray import storage
 
+    if storage.size(uri) > MAX_LABEL_FILE_BYTES:
+        raise LabelFormatError(f"{uri}: unreadable label file: over {MAX_LABEL_FILE_BYTES} bytes")
     try:
         text = storage.read_bytes(uri).decode("utf-8")
     except UnicodeDecodeError:
-        raise LabelFormatError(f"{uri}: not UTF-8 text") from None
+        raise LabelFormatError(f"{uri}: unreadable label file: not UTF-8 text") from None
     return parse_expr(text, source=uri)
 
 

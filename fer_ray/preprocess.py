@@ -104,6 +104,7 @@ class PreprocessConfig:
     decode_workers: int = 0
     decode_cpus: float = 0.5  # CPUs reserved per decode actor
     strict: bool = False  # job exits 1 when anything failed
+    allowed_roots: list[str] = field(default_factory=list)  # besides the input's own folder (--allow-root)
 
     def validate(self) -> None:
         if not self.output:

@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--detect-gpus", dest="detect_gpus", type=float,
                         help="GPUs per face-detector actor (> 0: detection and alignment on CUDA)")
     parser.add_argument("--strict", action="store_true", default=None, help="exit 1 if any video failed")
+    parser.add_argument("--allow-root", dest="allowed_roots", action="append", metavar="URI",
+                        help="a folder or prefix inputs may also be read from (repeatable); by default only "
+                             "the input's own folder")
     return parser.parse_args(argv)
 
 

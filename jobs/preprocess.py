@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--worker-gpus", dest="worker_gpus", type=float,
                         help="GPUs per detector actor, e.g. 0.5 for two actors per GPU")
     parser.add_argument("--strict", action="store_true", default=None, help="exit 1 if anything failed")
+    parser.add_argument("--allow-root", dest="allowed_roots", action="append", metavar="URI",
+                        help="a folder or prefix inputs may also be read from (repeatable); by default only "
+                             "the input's own folder")
     parser.add_argument("--address", help="Ray cluster to join ('auto' = the one `ray start` runs here); "
                         "default: RAY_ADDRESS, else a private local instance")
     return parser.parse_args(argv)
@@ -95,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     if not cfg.input:
         raise SystemExit("--input (or input: in --config) is required")
     start = time.perf_counter()
-    found = discover(cfg.input, limit=cfg.limit, image_batch_size=cfg.image_batch_size, seed=cfg.seed)
+    found = discover(cfg.input, limit=cfg.limit, image_batch_size=cfg.image_batch_size, seed=cfg.seed,
+                     allowed_roots=cfg.allowed_roots)
     log.info("%s: %d work items (%d videos/images), %d rejected", cfg.input, len(found.items),
              found.num_units, len(found.rejected))
     for reject in found.rejected:
