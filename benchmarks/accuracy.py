@@ -284,14 +284,14 @@ def main(argv: list[str] | None = None) -> int:
     train_csv, manifest = write_inputs(train_cfg)
     if set(videos) != set(held_out):  # a manifest of just the chosen videos (its labels.csv is unused)
         manifest = write_inputs(DemoConfig(data=data, output=storage.join(out, "subset"), videos=videos))[1]
-    step("preprocess", ["--input", train_csv, "--output", faces])
+    step("preprocess", ["--input", train_csv, "--output", faces, "--allow-root", data])
     for name, limit in (("ckplus48", args.ckplus_limit), ("fer2013", args.fer2013_limit)):
         if limit > 0:
             step("preprocess", ["--input", f"{data}/images/{name}/labels.csv", "--output", faces,
                                 "--limit", str(limit)])
     step("train_all", ["--config", train_config(args.config, out, args.epochs, args.seed), "--faces", faces,
                        "--output", models])
-    step("annotate", ["--input", manifest, "--models", models, "--output", annotated, "--system", "cfc_sp",
+    step("annotate", ["--input", manifest, "--allow-root", data, "--models", models, "--output", annotated, "--system", "cfc_sp",
                       "--window", str(WINDOW), "--keep-logits", "--stride", "1", "--track-every", "5"])
     step("evaluate", ["--predictions", annotated, "--labels", f"{data}/videos/labeled", "--output", report,
                       "--logits", annotated, "--window", str(WINDOW), "--windows", *map(str, WINDOWS)])

@@ -58,11 +58,11 @@ def prepare(data: str, out: str, fer2013: int) -> tuple[str, str]:
     train_csv, manifest = write_inputs(cfg)
     faces, video_faces = storage.join(out, "faces"), storage.join(out, "video_faces")
     init_ray()
-    run_job("preprocess", ["--input", train_csv, "--output", faces])
+    run_job("preprocess", ["--input", train_csv, "--output", faces, "--allow-root", data])
     run_job("preprocess", ["--input", f"{data}/images/ckplus48/labels.csv", "--output", faces])
     run_job("preprocess", ["--input", f"{data}/images/fer2013/labels.csv", "--output", faces,
                            "--limit", str(fer2013)])
-    run_job("preprocess", ["--input", manifest, "--output", video_faces, "--stride", "3", "--track-every", "5"])
+    run_job("preprocess", ["--input", manifest, "--allow-root", data, "--output", video_faces, "--stride", "3", "--track-every", "5"])
     return faces, video_faces
 
 

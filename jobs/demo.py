@@ -107,14 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     annotated, report = storage.join(out, "annotate"), storage.join(out, "evaluate")
     init_ray()
     train_csv, manifest = write_inputs(cfg)
-    run_job("preprocess", ["--input", train_csv, "--output", faces]
+    run_job("preprocess", ["--input", train_csv, "--output", faces, "--allow-root", data]  # images stay in data
             + (["--limit", str(cfg.taiwanese_limit)] if cfg.taiwanese_limit else []))
     run_job("preprocess", ["--input", f"{data}/images/ckplus48/labels.csv", "--output", faces,
                            "--limit", str(cfg.ckplus_limit)])
     run_job("preprocess", ["--input", f"{data}/images/fer2013/labels.csv", "--output", faces,
                            "--limit", str(cfg.fer2013_limit)])
     run_job("train_all", ["--config", cfg.train_config, "--faces", faces, "--output", models])
-    run_job("annotate", ["--input", manifest, "--models", models, "--output", annotated, "--system", cfg.system,
+    run_job("annotate", ["--input", manifest, "--allow-root", data, "--models", models, "--output", annotated,
+                         "--system", cfg.system,
                          "--window", str(cfg.window), "--keep-logits", "--track-every", str(cfg.track_every)]
             + (["--max-frames", str(cfg.max_frames)] if cfg.max_frames else []))
     run_job("evaluate", ["--predictions", annotated, "--labels", f"{data}/videos/labeled", "--output", report,

@@ -170,6 +170,7 @@ def test_bad_inputs_become_failures(ray_local, tmp_path):
         csv.writer(handle).writerows([("video_id", "uri", "label_uri"), *rows])
     output = tmp_path / "out"
     code, summary = run_job("--input", str(tmp_path / "manifest.csv"), "--output", str(output),
+                            "--allow-root", str(good.parent), "--allow-root", str(dev.parent),
                             "--max-frames", "8", "--strict", "--worker-cpus", "0.5")
     assert code == 1
     failures = {r[schema.VIDEO_ID]: r[schema.ERROR] for r in shards.read_failures(str(output)).to_pylist()}
