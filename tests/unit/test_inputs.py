@@ -35,7 +35,7 @@ def test_manifest_relative_uris_duplicates_and_empty_fields(tmp_path):
         ("dup", "y.mp4", ""),
         ("../escape", "e.mp4", ""),
     ])
-    result = inputs.from_manifest(manifest)
+    result = inputs.from_manifest(manifest, allowed_roots=[tmp_path / "videos", "/abs", "s3://bucket/labels"])
     items = by_id(result)
     assert set(items) == {"a", "b", "c", "../escape"}
     assert items["a"][schema.URI] == str(tmp_path / "sub" / "a.mp4")
@@ -56,6 +56,7 @@ def test_manifest_parquet_with_images_and_s3_base(tmp_path):
                           "label": ["", "happy"], "subject": ["S1", "S2"]})
     path = tmp_path / "m.parquet"
     frame.to_parquet(path)
+    assert inputs.from_manifest(str(path)).rejected == []
     items = by_id(inputs.from_manifest(str(path)))
     assert items["v"][schema.SUBJECT] == "S1" and items["v"][schema.LABEL] == labels.UNANNOTATED
     image = items["img"]
@@ -70,6 +71,72 @@ def test_manifest_without_required_columns(tmp_path):
     path = write_manifest(tmp_path / "m.csv", [("a.mp4",)], header=("path",))
     with pytest.raises(ValueError, match="lacks column"):
         inputs.from_manifest(path)
+    secret = write_manifest(tmp_path / "s.csv", [("x",)], header=("AWS_SECRET_ACCESS_KEY=Zq9marker",))
+    with pytest.raises(ValueError, match=r"lacks column\(s\) uri, video_id \(its header row has 1 column") as info:
+        inputs.from_manifest(secret)
+    assert "marker" not in str(info.value)  # the header is the file's content: never quoted
+
+
+def test_references_outside_the_input_folder_are_rejected_unread(tmp_path):
+    """Manifest rows, label files and labels.csv images may only point inside the input's own folder or an
+    allowed root: `..`, absolute paths, file:// and symlinks are resolved before the check."""
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "secret.txt").write_text("password=hunter2\n")
+    (tmp_path / "in" / "link.txt").symlink_to(tmp_path / "elsewhere" / "secret.txt")
+    (tmp_path / "in" / "clip.mp4").write_bytes(b"x")
+    outside = str(tmp_path / "elsewhere" / "secret.txt")
+    manifest = write_manifest(tmp_path / "in" / "m.csv", [
+        ("ok", "clip.mp4", "sub/../clip.txt"),
+        ("dotdot", "clip.mp4", "../elsewhere/secret.txt"),
+        ("absolute", "clip.mp4", outside),
+        ("file_uri", "clip.mp4", "file://" + outside),
+        ("symlink", "clip.mp4", "link.txt"),
+        ("video_out", "../elsewhere/secret.txt", ""),
+        ("s3_out", "clip.mp4", "s3://other/secret.txt"),
+    ])
+    result = inputs.from_manifest(manifest)
+    assert set(by_id(result)) == {"ok"}
+    errors = {r[schema.VIDEO_ID]: r[schema.ERROR] for r in result.rejected}
+    assert set(errors) == {"dotdot", "absolute", "file_uri", "symlink", "video_out", "s3_out"}
+    for video_id, error in errors.items():
+        what = "video file" if video_id == "video_out" else "label file"
+        assert f"{what} is outside the allowed input roots" in error, (video_id, error)
+        assert "hunter2" not in error
+    allowed = inputs.from_manifest(manifest, allowed_roots=["file://" + str(tmp_path / "elsewhere"),
+                                                            "s3://other/"])
+    assert set(by_id(allowed)) == set(errors) | {"ok"}  # the user allowed those roots explicitly
+
+
+def test_directory_and_image_set_confinement(tmp_path):
+    (tmp_path / "in" / "set").mkdir(parents=True)
+    (tmp_path / "private").mkdir()
+    (tmp_path / "private" / "a.mp4").write_bytes(b"x")
+    (tmp_path / "private" / "a.txt").write_text("password=hunter2\n")
+    (tmp_path / "in" / "v.mp4").write_bytes(b"x")
+    (tmp_path / "in" / "v.txt").symlink_to(tmp_path / "private" / "a.txt")
+    (tmp_path / "in" / "w.mp4").symlink_to(tmp_path / "private" / "a.mp4")
+    write_manifest(tmp_path / "in" / "set" / "labels.csv", [("../../private/face.png", "happy"),
+                                                             (str(tmp_path / "private" / "face.png"), "sad")],
+                   header=("path", "label"))
+    result = inputs.discover(str(tmp_path / "in"))
+    assert result.items == []
+    errors = sorted((r[schema.VIDEO_ID], r[schema.ERROR].split(": ")[-1]) for r in result.rejected)
+    outside = "is outside the allowed input roots (the input's own folder and --allow-root)"
+    assert errors == [("set/face", f"image {outside}"), ("set/face", f"image {outside}"),
+                      ("v", f"label file {outside}"), ("w", f"video file {outside}")]
+    allowed = inputs.discover(str(tmp_path / "in"), allowed_roots=[str(tmp_path / "private")])
+    assert sorted(i[schema.VIDEO_ID] for i in allowed.items) == ["set/batch-00000", "v", "w"]
+
+
+def test_canonical_and_within():
+    assert inputs.canonical("s3://b/in/../x/./y") == "s3://b/x/y"
+    assert inputs.canonical("s3://b/../../etc") == "s3://b/etc"  # `..` cannot leave the bucket
+    assert inputs.within("s3://b/in/a/../c.mp4", ["s3://b/in/"])
+    assert not inputs.within("s3://b/in/../out/c.mp4", ["s3://b/in"])
+    assert not inputs.within("s3://b/input2/c.mp4", ["s3://b/in"])  # a prefix is a folder, not a string
+    assert not inputs.within("s3://c/in/c.mp4", ["s3://b/in"])
+    assert inputs.within("file:///data/in/x.mp4", ["/data/in"]) and not inputs.within("/data/inx", ["/data/in"])
 
 
 def test_directory_of_videos_with_label_files():
@@ -121,7 +188,7 @@ def test_unknown_label_names_are_rejected_per_image(tmp_path):
     write_manifest(tmp_path / "set" / "labels.csv", [(str(image / first["path"]), "Anger", "S1"),
                                                       (str(image / first["path"]), "bored", "S1")],
                    header=("path", "label", "subject"))
-    result = inputs.discover(str(tmp_path / "set" / "labels.csv"))
+    result = inputs.discover(str(tmp_path / "set" / "labels.csv"), allowed_roots=[str(image)])
     assert len(result.items) == 1 and len(result.items[0][inputs.MEMBERS]) == 1
     assert "unknown expression label 'bored'" in result.rejected[0][schema.ERROR]
 
@@ -164,7 +231,7 @@ def test_image_ids_never_carry_absolute_folders(tmp_path):
     (tmp_path / "set").mkdir()
     write_manifest(tmp_path / "set" / "labels.csv", [(str(image / p), "Anger", "S1") for p in paths],
                    header=("path", "label", "subject"))
-    members = inputs.discover(str(tmp_path / "set" / "labels.csv")).items[0][inputs.MEMBERS]
+    members = inputs.discover(str(tmp_path / "set" / "labels.csv"), allowed_roots=[image]).items[0][inputs.MEMBERS]
     assert [m[schema.VIDEO_ID] for m in members] == ["set/" + p.removeprefix("images/").rsplit(".", 1)[0]
                                                      for p in paths]
     assert [m[schema.URI] for m in members] == [str(image / p) for p in paths]

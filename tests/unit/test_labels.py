@@ -40,7 +40,7 @@ def test_expr_round_trip(tmp_path):
     ("", "empty label file"),
     ("Neutral,Anger\n0\n", ":1: wrong header"),
     (labels.EXPR_HEADER + "\n0\n8\n", ":3: value 8 outside -1..7"),
-    (labels.EXPR_HEADER + "\n0\nhappy\n", ":3: not an integer: 'happy'"),
+    (labels.EXPR_HEADER + "\n0\nhappy\n", ":3: not an integer"),
     (labels.EXPR_HEADER + "\n0\n\n1\n", ":3: empty line"),
     (labels.EXPR_HEADER + "\n-2\n", ":2: value -2 outside"),
 ])
@@ -50,12 +50,35 @@ def test_parse_errors_name_file_and_line(text, message):
     assert str(info.value).startswith("clip.txt")
 
 
+SECRET_LINES = ["AWS_SECRET_ACCESS_KEY=Zq9marker8xYw", "password=Zq9marker8xYw", "Zq9marker8xYw",
+                "-----BEGIN RSA PRIVATE KEY-----"]
+
+
+@pytest.mark.parametrize("line", SECRET_LINES)
+@pytest.mark.parametrize("where", ["header", "body"])
+def test_parse_errors_never_quote_the_file(line, where):
+    text = f"{line}\n0\n" if where == "header" else f"{labels.EXPR_HEADER}\n0\n{line}\n"
+    with pytest.raises(LabelFormatError) as info:
+        labels.parse_expr(text, source="clip.txt")
+    message = str(info.value)
+    assert ("wrong header" if where == "header" else ":3: not an integer") in message
+    assert "marker" not in message and "BEGIN" not in message and "password" not in message, message
+
+
+def test_label_values_are_quoted_only_when_short_plain_words():
+    with pytest.raises(LabelFormatError, match="unknown expression label 'bored'"):
+        labels.class_index("bored")
+    with pytest.raises(LabelFormatError, match=r"a value of 35 characters, not shown") as info:
+        labels.class_index("AWS_SECRET_ACCESS_KEY=Zq9marker8xYw")
+    assert "marker" not in str(info.value)
+
+
 def test_read_expr_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         labels.read_expr(str(tmp_path / "missing.txt"))
     binary = tmp_path / "bin.txt"
     binary.write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(LabelFormatError, match="not UTF-8"):
+    with pytest.raises(LabelFormatError, match="unreadable label file: not UTF-8"):
         labels.read_expr(str(binary))
 
 
