@@ -29,6 +29,7 @@ from fer_ray.models import backbones as _backbones  # noqa: F401
 from fer_ray.models import fusion as _fusion  # noqa: F401
 from fer_ray.models import iresnet as _iresnet  # noqa: F401
 from fer_ray.models import temporal as _temporal  # noqa: F401
+from fer_ray.safe_load import load_data
 
 __all__ = [
     "ModelInfo", "create_model", "list_models", "input_size", "model_kind", "model_info", "clip_length",
@@ -166,10 +167,7 @@ def _read_state_dict(uri: str) -> dict[str, torch.Tensor]:
         data = storage.read_bytes(uri)
     except FileNotFoundError:
         raise FileNotFoundError(f"weights file not found: {uri}") from None
-    try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle / zip errors of many kinds
-        raise ValueError(f"{uri}: not a PyTorch checkpoint or state dict ({type(exc).__name__}: {exc})") from None
+    obj = load_data(data, uri, "cpu", kind="PyTorch checkpoint or state dict")  # weights only: data, never code
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "state_dict_ema", "model_state_dict"):
             if isinstance(obj.get(key), dict):
@@ -329,10 +327,7 @@ def load_checkpoint(uri: str, device: str = "cpu") -> tuple[nn.Module, dict]:
         data = storage.read_bytes(uri)
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint not found: {uri}") from None
-    try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{uri}: not a fer-ray checkpoint ({type(exc).__name__}: {exc})") from None
+    obj = load_data(data, uri, "cpu", kind="fer-ray checkpoint")  # weights only: data, never code
     if not isinstance(obj, dict) or "state_dict" not in obj or not isinstance(obj.get("meta"), dict):
         raise ValueError(f"{uri}: not a fer-ray checkpoint (needs 'state_dict' and 'meta'; "
                          "use load_pretrained for plain state dicts)")

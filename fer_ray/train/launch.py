@@ -80,9 +80,9 @@ def _ray_storage(output: str) -> tuple[str, Any]:
 
 def _write_outputs(run: dict, spec_dict: dict, result, started_at: float) -> dict:
     """Best weights, config, per-epoch metrics and the summary (last) of one finished model."""
-    import torch
 
     from fer_ray.models import create_model, save_checkpoint
+    from fer_ray.safe_load import load_data
     from fer_ray.train.loop import STATE_FILE, training_prior
 
     spec = spec_from_dict(spec_dict)
@@ -95,9 +95,9 @@ def _write_outputs(run: dict, spec_dict: dict, result, started_at: float) -> dic
     if best_ckpt is None:
         raise RuntimeError(f"{spec.name}: training reported no checkpoint")
     with best_ckpt.as_directory() as directory:
-        best_state = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=False)
+        best_state = load_data(os.path.join(directory, STATE_FILE), f"{best_ckpt.path}/{STATE_FILE}")
     with result.checkpoint.as_directory() as directory:
-        last_state = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=False)
+        last_state = load_data(os.path.join(directory, STATE_FILE), f"{result.checkpoint.path}/{STATE_FILE}")
     history = last_state["history"]
     best = {k: v for k, v in best_state["history"][-1].items() if k != "confusion"}
     model = create_model(spec.arch, spec.num_classes, **spec.model_kwargs)

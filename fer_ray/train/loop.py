@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from fer_ray.safe_load import as_plain, load_data
 from fer_ray.train import augment, data, sampler
 from fer_ray.train.config import ModelSpec, spec_from_dict
 from fer_ray.train.losses import build_loss, class_weights
@@ -254,7 +255,7 @@ def train_func(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            state = torch.load(os.path.join(directory, STATE_FILE), map_location=device, weights_only=False)
+            state = load_data(os.path.join(directory, STATE_FILE), f"{checkpoint.path}/{STATE_FILE}", device)
         trainer.load_state(state)
         start_epoch, history, best = state["epoch"] + 1, state["history"], state["best"]
 
@@ -300,7 +301,8 @@ def train_func(config: dict) -> None:
         history.append({**row, "confusion": cm.tolist()})
         if rank == 0:
             with tempfile.TemporaryDirectory() as directory:
-                torch.save(trainer.state(epoch, history, best), os.path.join(directory, STATE_FILE))
+                # plain data only, so resuming loads it with weights_only=True
+                torch.save(as_plain(trainer.state(epoch, history, best)), os.path.join(directory, STATE_FILE))
                 ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(directory),
                                  checkpoint_dir_name=f"epoch-{epoch:04d}")
         else:
