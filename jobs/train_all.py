@@ -2,6 +2,7 @@
 
     python jobs/train_all.py --config configs/smoke.yaml [--faces <preprocess output uri>] [--output <uri>]
     ray job submit --working-dir . -- python jobs/train_all.py --config configs/cfc_sp.yaml
+    python jobs/train_all.py --config configs/cfc_sp.yaml --plan cluster/aws.yaml   # fit check only
 
 Joins the cluster named by --address or RAY_ADDRESS (`ray job submit` sets it; `--address auto` finds a
 local `ray start`), otherwise starts a local Ray (dashboard on 127.0.0.1). A rerun skips finished models
@@ -32,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--address", help="Ray cluster to join ('auto', host:port; default: $RAY_ADDRESS, "
                         "else a local Ray)")
     parser.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
+    parser.add_argument("--plan", help="check only: every model's training worker fits a node type of this "
+                        "cluster-launcher YAML or KubeRay manifest (e.g. cluster/aws.yaml); no Ray, no training")
     return parser.parse_args(argv)
 
 
@@ -67,7 +70,20 @@ def main(argv: list[str] | None = None) -> int:
         config.models = [config.spec(n) for n in wanted]  # KeyError lists the valid names
         for model in config.models:  # dependencies outside the selection are taken as already trained
             model.after = [a for a in model.after if a in wanted]
+    from fer_ray.train import resources
+
+    if args.plan:
+        try:
+            resources.check_fit(config.models, resources.plan_node_types(args.plan), args.plan)
+        except ValueError as exc:
+            raise SystemExit(f"train_all: invalid configuration: {exc}") from None
+        print(f"every model's training worker fits a node type of {args.plan}")
+        return 0
     runtime.init_ray(args.num_cpus, args.address)  # --address / RAY_ADDRESS, else a local Ray
+    try:  # a worker that fits no node would wait for resources forever: say so now, in one line
+        resources.check_fit(config.models, resources.live_node_types(), "this Ray cluster")
+    except ValueError as exc:
+        raise SystemExit(f"train_all: invalid configuration: {exc}") from None
     result = train_all(config)
     print(format_table(result))
     print(f"\nversion {result['version']}  index {result['index']}")

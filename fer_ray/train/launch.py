@@ -158,6 +158,7 @@ def _trial(tune_config: dict, run: dict) -> None:
 
     from fer_ray import pipelines
     from fer_ray.train.loop import train_func
+    from fer_ray.train.resources import worker_bundle
 
     name = tune_config["model"]
     spec_dict = run["specs"][name]
@@ -174,10 +175,10 @@ def _trial(tune_config: dict, run: dict) -> None:
         "train": train_set,
         "val": pipelines.faces_dataset(run["faces"], run["val_videos"], run["read_cpus"]),
     }
-    use_gpu = spec_dict["use_gpu"]
-    if use_gpu is None:
-        use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-    resources = {"CPU": spec_dict["cpus_per_worker"], **({"GPU": 1} if use_gpu else {})}
+    # the bundle train_all's fit check (fer_ray.train.resources) checks against the node types
+    resources = worker_bundle(spec_dict["cpus_per_worker"], spec_dict["use_gpu"],
+                              ray.cluster_resources().get("GPU", 0) > 0)
+    use_gpu = "GPU" in resources
     storage_path, filesystem = _ray_storage(run["output"])
     trainer = TorchTrainer(
         train_func,
