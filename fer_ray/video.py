@@ -9,7 +9,9 @@ holds at most `chunk_size` frames and at most `max_chunk_bytes` of pixels. Times
 stream (`get_frame_timestamp`, so variable-frame-rate videos are right); index / fps is the fallback.
 
 Every problem opening or decoding a file raises `VideoError` with a message naming the file and what is
-wrong (missing, empty, not a video, truncated, too large); decord's own exceptions never escape.
+wrong; decord's own exceptions never escape. Before decord sees a file its header is probed (MP4 boxes,
+then PyAV), so each kind of bad file gets its own reason (the REASON_* phrases) instead of one generic
+"cannot open", and a frame size over the limit is refused from the header, before any pixel is decoded.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +43,23 @@ log = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 MAX_PIXELS = 8192 * 8192  # refuse frames larger than this before decoding a chunk of them
 MAX_CHUNK_BYTES = 256 * 1024 * 1024
+
+# Stable phrases each failure message contains (tests and users can match on them).
+REASON_MISSING = "no such file"
+REASON_EMPTY = "empty file (0 bytes)"
+REASON_NO_INDEX = "truncated video: no frame index"
+REASON_DATA_ENDS = "truncated video: data ends early"
+REASON_NOT_CONTAINER = "not a video container"
+REASON_STILL_IMAGE = "a still image, not a video"
+REASON_NO_VIDEO_STREAM = "no video stream"
+REASON_NO_FRAMES = "video has no frames"
+REASON_TOO_LARGE = "is over the limit"  # "frame size WxH is over the limit (N pixels)"
+REASON_UNDECODABLE = "cannot open as a video"
+
+_MP4_TOP_LEVEL = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pdin", b"moof", b"mfra", b"styp",
+                  b"sidx", b"uuid", b"meta")
+_MP4_CONTAINERS = (b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts")
+_MAX_MOOV_BYTES = 64 * 1024 * 1024
 
 
 class VideoError(RuntimeError):
@@ -94,11 +114,11 @@ class Video:
         try:
             nbytes = storage.size(self.uri)
         except FileNotFoundError:
-            raise VideoError(f"{self.uri}: no such file") from None
+            raise VideoError(f"{self.uri}: {REASON_MISSING}") from None
         if storage.is_dir(self.uri):
             raise VideoError(f"{self.uri}: is a directory, not a video file")
         if nbytes == 0:
-            raise VideoError(f"{self.uri}: empty file (0 bytes), not a video")
+            raise VideoError(f"{self.uri}: {REASON_EMPTY}, not a video")
         if not storage.is_s3(self.uri):
             return storage.filesystem(self.uri)[1]
         # decord reads local files only: copy the object to a temp file (streamed, not held in memory).
@@ -113,22 +133,21 @@ class Video:
     def _open(self) -> None:
         import decord
 
+        probe(self.path, self.uri, self.max_pixels)
         try:
             self._reader = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=1)
         except _decord_errors() as exc:
-            raise VideoError(f"{self.uri}: cannot open as a video: not a video, truncated or corrupt "
+            raise VideoError(f"{self.uri}: {REASON_UNDECODABLE}: corrupt or unsupported "
                              f"(decord: {_short(exc)})") from None
         self.num_frames = len(self._reader)
         if self.num_frames <= 0:
-            raise VideoError(f"{self.uri}: video has no frames")
+            raise VideoError(f"{self.uri}: {REASON_NO_FRAMES}")
         try:
             first = self._reader[0].asnumpy()
         except _decord_errors() as exc:
             raise VideoError(f"{self.uri}: cannot decode the first frame ({_short(exc)})") from None
         self.height, self.width = int(first.shape[0]), int(first.shape[1])
-        if self.height * self.width > self.max_pixels or self.height == 0 or self.width == 0:
-            raise VideoError(f"{self.uri}: frame size {self.width}x{self.height} is over the limit "
-                             f"({self.max_pixels} pixels)")
+        _check_size(self.uri, self.width, self.height, self.max_pixels)
         fps = float(self._reader.get_avg_fps() or 0.0)
         self.fps = fps if np.isfinite(fps) and fps > 0 else 0.0
 
@@ -196,6 +215,118 @@ def read_frames(uri: str, stride: int = 1, max_frames: int | None = None) -> Chu
         if len(indices) == 0:
             return Chunk(indices, np.zeros(0), np.zeros((0, video.height, video.width, 3), np.uint8))
         return Chunk(indices=indices, timestamps=video.timestamps(indices), frames=video.read(indices))
+
+
+# --------------------------------------------------------------------------- header probe
+
+
+def _check_size(uri: str, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels or width <= 0 or height <= 0:
+        raise VideoError(f"{uri}: frame size {width}x{height} {REASON_TOO_LARGE} ({max_pixels} pixels)")
+
+
+def _boxes(data: bytes, start: int, end: int):
+    """(type, payload start, box end) of the MP4 boxes in data[start:end]; stops at a malformed size."""
+    at = start
+    while at + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, at)
+        header = 8
+        if size == 1 and at + 16 <= end:
+            size, header = struct.unpack_from(">Q", data, at + 8)[0], 16
+        elif size == 0:
+            size = end - at
+        if size < header:
+            return
+        yield kind, at + header, at + size
+        at += size
+
+
+def _top_level(path: str, nbytes: int) -> list[tuple[bytes, int, int]]:
+    """Top-level MP4 boxes (type, offset, declared end), read box header by box header (no payload)."""
+    out = []
+    with open(path, "rb") as handle:
+        at = 0
+        while at + 8 <= nbytes:
+            handle.seek(at)
+            head = handle.read(16)
+            size, kind = struct.unpack_from(">I4s", head)
+            if size == 1 and len(head) >= 16:
+                size = struct.unpack_from(">Q", head, 8)[0]
+            elif size == 0:
+                size = nbytes - at
+            if size < 8:
+                break
+            out.append((kind, at, at + size))
+            at += size
+    return out
+
+
+def _mp4_tracks(moov: bytes) -> list[tuple[int, int]]:
+    """Display (width, height) of each track in a moov box's payload (tkhd, 16.16 fixed point)."""
+    sizes = []
+
+    def walk(start: int, end: int) -> None:
+        for kind, body, stop in _boxes(moov, start, min(end, len(moov))):
+            if kind in _MP4_CONTAINERS:
+                walk(body, stop)
+            elif kind == b"tkhd" and stop <= len(moov):
+                offset = body + (88 if moov[body] == 1 else 76)  # version 1 has 64-bit times
+                if offset + 8 <= stop:
+                    width, height = struct.unpack_from(">II", moov, offset)
+                    sizes.append((width >> 16, height >> 16))
+
+    walk(0, len(moov))
+    return sizes
+
+
+def _probe_mp4(path: str, uri: str, max_pixels: int) -> list[tuple[int, int]] | None:
+    """Checks of an MP4/MOV file's box structure; the tracks' display sizes, or None if not MP4."""
+    nbytes = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if len(head) < 8 or head[4:8] not in _MP4_TOP_LEVEL:
+        return None
+    boxes = _top_level(path, nbytes)
+    kinds = {kind for kind, _, _ in boxes}
+    if b"moov" not in kinds:
+        raise VideoError(f"{uri}: {REASON_NO_INDEX} (the MP4 'moov' box is missing; the file was cut short "
+                         f"or never finished)")
+    cut = [(kind, end) for kind, _, end in boxes if end > nbytes]
+    if cut:
+        raise VideoError(f"{uri}: {REASON_DATA_ENDS} (the '{cut[0][0].decode('latin-1')}' box declares "
+                         f"{cut[0][1]} bytes, the file has {nbytes})")
+    _, start, end = next(b for b in boxes if b[0] == b"moov")
+    if end - start > _MAX_MOOV_BYTES:
+        return []
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        moov = handle.read(end - start)
+    return _mp4_tracks(moov[8:])
+
+
+def probe(path: str, uri: str, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse a local file from its header, with a specific reason, before a decoder reads any frame."""
+    import av
+
+    tracks = _probe_mp4(path, uri, max_pixels)
+    try:
+        container = av.open(path)
+    except (av.error.FFmpegError, ValueError, OSError):
+        raise VideoError(f"{uri}: {REASON_NOT_CONTAINER} (no known format recognised)") from None
+    with container:
+        fmt = container.format.name or ""
+        streams = list(container.streams.video)
+        if fmt.endswith("_pipe") or fmt.startswith("image2"):
+            raise VideoError(f"{uri}: {REASON_STILL_IMAGE} ({fmt.removesuffix('_pipe')} data)")
+        if not streams:
+            if any(w > 0 and h > 0 for w, h in tracks or []):
+                raise VideoError(f"{uri}: {REASON_NO_FRAMES} (its video track is empty)")
+            raise VideoError(f"{uri}: {REASON_NO_VIDEO_STREAM} (the container holds no video track)")
+        width, height = streams[0].width, streams[0].height
+    if width <= 0 or height <= 0:  # FFmpeg refused the header's size: take the track header's
+        width, height = max(tracks or [(0, 0)], key=lambda s: s[0] * s[1])
+    if width > 0 and height > 0:
+        _check_size(uri, width, height, max_pixels)
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:

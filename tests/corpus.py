@@ -2,8 +2,9 @@
 
 Nothing here is committed as a binary: `build_corpus(tmp_dir)` writes every file in about two
 seconds with PyAV, numpy and byte patches of the MP4 boxes. Each entry documents what a correct
-pipeline should report for it (`Entry.expect`) and whether decord can decode it (`Entry.decord`),
-so the tests can check that the corpus really is what it claims to be.
+pipeline should report for it (`Entry.expect`), the phrase its failure row must contain (`Entry.reason`:
+each bad entry has its own, so one generic message cannot pass for all of them) and whether decord can
+decode it (`Entry.decord`), so the tests can check that the corpus really is what it claims to be.
 
 Videos carry no face on purpose (moving grey and white shapes): they exercise decoding and the
 failure paths, not detection.
@@ -38,6 +39,7 @@ class Entry:
     build: Callable[[Path], None]
     decord: str  # "decodes" (opens and reads every frame), "raises" (opening raises), "n/a" (not a video)
     expect: str  # what a correct pipeline reports for this input
+    reason: str = ""  # the specific phrase of its failure row ("" when the input is accepted)
 
 
 # --------------------------------------------------------------------------- video helpers
@@ -236,6 +238,10 @@ def _labels_non_integer(path: Path) -> None:
     _write_lines(path, [EXPR_HEADER] + ["0"] * 10 + ["1.5", "happy"] + ["0"] * (GOOD_FRAMES - 12))
 
 
+def _labels_not_utf8(path: Path) -> None:
+    path.write_bytes(EXPR_HEADER.encode() + b"\n" + b"\xff\xfe\x00\x01\n" * GOOD_FRAMES)
+
+
 def _write_manifest(path: Path, rows: Sequence[tuple[str, str, str]]) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -274,15 +280,17 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("good_small", "good_small.mp4", _good_small, "decodes",
           "accepted: 30 frames 64x64, every frame 'no_face'"),
     Entry("zero_byte", "zero_byte.mp4", _zero_byte, "raises",
-          "failure row: empty file (0 bytes), before any decoder is opened"),
+          "failure row: empty file (0 bytes), before any decoder is opened", reason="empty file (0 bytes)"),
     Entry("truncated_no_index", "truncated_no_index.mp4", _truncated_no_index, "raises",
-          "failure row: unreadable video (moov atom not found / truncated)"),
+          "failure row: truncated, the MP4 index (moov box) is missing", reason="truncated video: no frame index"),
     Entry("truncated_mid_data", "truncated_mid_data.mp4", _truncated_mid_data, "raises",
-          "failure row: truncated video (index promises 30 frames, data ends early); no partial shard marked done"),
+          "failure row: truncated video (index promises 30 frames, data ends early); no partial shard marked done",
+          reason="truncated video: data ends early"),
     Entry("text_as_mp4", "text_as_mp4.mp4", _text_as_mp4, "raises",
-          "failure row: not a video (no container recognised)"),
+          "failure row: not a video (no container recognised)", reason="not a video container"),
     Entry("png_as_mp4", "png_as_mp4.mp4", _png_as_mp4, "raises",
-          "failure row: not a video (a still image; no duration or frame count)"),
+          "failure row: not a video (a still image; no duration or frame count)",
+          reason="a still image, not a video"),
     Entry("valid_avi", "valid.avi", _valid_avi, "decodes",
           "accepted as a video (AVI is decodable), or rejected by extension with that reason; never silently skipped"),
     Entry("valid_mkv", "valid.mkv", _valid_mkv, "decodes",
@@ -290,11 +298,13 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("mkv_named_mp4", "mkv_named_mp4.mp4", _mkv_named_mp4, "decodes",
           "accepted: the content is probed, the extension is only a hint"),
     Entry("huge_declared_dims", "huge_declared_dims.mp4", _huge_declared_dims, "raises",
-          f"failure row: frame size {HUGE_SIDE}x{HUGE_SIDE} over the limit (check the header before decoding; never OOM)"),
+          f"failure row: frame size {HUGE_SIDE}x{HUGE_SIDE} over the limit (check the header before decoding; never OOM)",
+          reason=f"frame size {HUGE_SIDE}x{HUGE_SIDE} is over the limit"),
     Entry("wide_real", "wide_real.mp4", _wide_real, "decodes",
           "accepted: 4096x64 is real; frames are resized for detection, memory stays bounded by chunking"),
     Entry("zero_frames", "zero_frames.mp4", _zero_frames, "raises",
-          "failure row: video has no frames (a header and an empty track)"),
+          "failure row: no video stream (the muxer writes no track for a stream without frames)",
+          reason="no video stream"),
     Entry("variable_frame_rate", "variable_frame_rate.mp4", _variable_frame_rate, "decodes",
           "accepted: 30 frames; timestamps come from the stream (irregular), not frame_index / fps"),
     Entry("rotated_90", "rotated_90.mp4", _rotated_90, "decodes",
@@ -308,15 +318,19 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("labels_good", "labels_good.txt", _labels_good, "n/a",
           "accepted: 30 labels, matches good.mp4"),
     Entry("labels_wrong_header", "labels_wrong_header.txt", _labels_wrong_header, "n/a",
-          "LabelFormatError: wrong header (line 1)"),
+          "LabelFormatError: wrong header (line 1), the header itself not quoted", reason=":1: wrong header"),
     Entry("labels_wrong_length", "labels_wrong_length.txt", _labels_wrong_length, "n/a",
-          "failure row: 25 labels for a 30-frame video (length mismatch is an error, not a silent pad)"),
+          "failure row: 25 labels for a 30-frame video (length mismatch is an error, not a silent pad)",
+          reason="25 labels for 30 frames"),
     Entry("labels_out_of_range", "labels_out_of_range.txt", _labels_out_of_range, "n/a",
-          "LabelFormatError: value 8 outside -1..7 (line 12)"),
+          "LabelFormatError: value 8 outside -1..7 (line 12)", reason=":12: value 8 outside -1..7"),
     Entry("labels_non_integer", "labels_non_integer.txt", _labels_non_integer, "n/a",
-          "LabelFormatError: not an integer '1.5' (line 12)"),
+          "LabelFormatError: not an integer (line 12), the line itself not quoted", reason=":12: not an integer"),
+    Entry("labels_not_utf8", "labels_not_utf8.txt", _labels_not_utf8, "n/a",
+          "LabelFormatError: unreadable label file, not UTF-8 text", reason="unreadable label file: not UTF-8"),
     Entry("manifest_duplicate_ids", "manifest_duplicate_ids.csv", _manifest_duplicate_ids, "n/a",
-          "job refuses to start: duplicate video_id 'clip' (rows 2 and 4)"),
+          "every row of the id is rejected: duplicate video_id 'clip' (rows 2, 4); the other rows run",
+          reason="duplicate video_id 'clip'"),
     Entry("manifest_unsafe_ids", "manifest_unsafe_ids.csv", _manifest_unsafe_ids, "n/a",
           "job refuses to start (or the id is rejected per row): ids with '..', '/' or a leading '/' "
           "would write outside the output prefix"),

@@ -176,8 +176,8 @@ def test_bad_inputs_become_failures(ray_local, tmp_path):
     failures = {r[schema.VIDEO_ID]: r[schema.ERROR] for r in shards.read_failures(str(output)).to_pylist()}
     expected = {
         "zero": "empty file (0 bytes)",
-        "truncated": "truncated or corrupt",
-        "text": "cannot open as a video",
+        "truncated": "truncated video: no frame index",
+        "text": "not a video container",
         "missing": "no such file",
         "bad_header": "wrong header",
         "short_labels": "70 labels for 72 frames",
@@ -296,7 +296,7 @@ def test_split_decode_matches_fused(local_run, good_inputs, tmp_path):
     code, summary = run_job(*argv)
     assert code == 0 and summary["done"] == len(VIDEOS) + len(IMAGES), summary
     errors = {f["video_id"]: f["error"] for f in summary["failures"]}
-    assert "empty file" in errors.pop("zero") and "truncated or corrupt" in errors.pop("truncated")
+    assert "empty file" in errors.pop("zero") and "truncated video: no frame index" in errors.pop("truncated")
     assert not errors
     assert {r[schema.VIDEO_ID] for r in shards.read_failures(str(output)).to_pylist()} == {"zero", "truncated"}
     key = [schema.VIDEO_ID, schema.FRAME_INDEX]

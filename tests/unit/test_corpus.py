@@ -49,7 +49,47 @@ def test_every_entry_documents_an_expectation():
     for entry in ENTRIES:
         assert entry.decord in {"decodes", "raises", "n/a"}, entry.name
         assert entry.expect.strip(), entry.name
+        assert bool(entry.reason) == entry.expect.startswith(("failure row", "LabelFormatError", "every row")), \
+            entry.name
     assert set(DECODES) == set(FRAME_COUNTS)
+
+
+def test_every_bad_entry_has_its_own_reason():
+    reasons = [entry.reason for entry in ENTRIES if entry.reason]
+    assert len(reasons) >= 12 and len(set(reasons)) == len(reasons), reasons
+    for a in reasons:  # no reason is a fragment of another, so matching one cannot match a sibling's message
+        assert not [b for b in reasons if a != b and a in b], a
+
+
+@pytest.mark.parametrize("name", RAISES)
+def test_open_video_reports_the_specific_reason(paths, name):
+    """fer_ray.video names what is wrong with each bad file (header probe before decord), one reason each."""
+    from fer_ray.video import VideoError, open_video
+
+    entry = next(e for e in ENTRIES if e.name == name)
+    start = time.perf_counter()
+    with pytest.raises(VideoError) as info:
+        open_video(str(paths[name]))
+    message = str(info.value)
+    assert entry.reason in message and message.startswith(str(paths[name])), message
+    assert time.perf_counter() - start < 2  # refused from the header, nothing decoded
+    others = [e.reason for e in ENTRIES if e.reason and e.name != name]
+    assert not [r for r in others if r in message], message
+
+
+@pytest.mark.parametrize("name", DECODES)
+def test_open_video_accepts_the_good_ones(paths, name):
+    from fer_ray.video import open_video
+
+    with open_video(str(paths[name])) as video:
+        assert video.num_frames == FRAME_COUNTS[name]
+
+
+def test_frame_size_guard_uses_the_configured_limit(paths):
+    from fer_ray.video import VideoError, open_video
+
+    with pytest.raises(VideoError, match=r"frame size 4096x64 is over the limit \(100000 pixels\)"):
+        open_video(str(paths["wide_real"]), max_pixels=100_000)  # a real stream's size, from PyAV's header
 
 
 @pytest.mark.parametrize("name", DECODES)
@@ -110,17 +150,17 @@ def test_variable_frame_rate_timestamps_are_irregular(paths):
 
 
 def test_label_files(paths):
-    from fer_ray.labels import LabelFormatError, parse_expr
+    from fer_ray.labels import LabelFormatError, read_expr
 
-    def read(name):
-        return parse_expr(paths[name].read_text(encoding="utf-8"), source=name)
-
-    assert len(read("labels_good")) == GOOD_FRAMES
-    assert len(read("labels_wrong_length")) != GOOD_FRAMES  # well-formed; only the video shows the error
-    for name, message in [("labels_wrong_header", "wrong header"), ("labels_out_of_range", "outside"),
-                          ("labels_non_integer", "not an integer")]:
-        with pytest.raises(LabelFormatError, match=message):
-            read(name)
+    assert len(read_expr(str(paths["labels_good"]))) == GOOD_FRAMES
+    assert len(read_expr(str(paths["labels_wrong_length"]))) == GOOD_FRAMES - 5  # only the video shows the error
+    for entry in ENTRIES:
+        if not entry.name.startswith("labels_") or entry.name in ("labels_good", "labels_wrong_length"):
+            continue
+        with pytest.raises(LabelFormatError) as info:
+            read_expr(str(paths[entry.name]))
+        assert entry.reason in str(info.value), (entry.name, str(info.value))
+        assert "happy" not in str(info.value) and "Happy" not in str(info.value)  # lines are never quoted
 
 
 def read_ids(path):

@@ -78,8 +78,8 @@ def test_errors_name_the_file_and_the_problem(tmp_path, clip):
     truncated.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
     folder = tmp_path / "folder.mp4"
     folder.mkdir()
-    cases = [(missing, "no such file"), (empty, "empty file"), (text, "cannot open as a video"),
-             (truncated, "cannot open as a video"), (folder, "directory")]
+    cases = [(missing, "no such file"), (empty, "empty file"), (text, "not a video container"),
+             (truncated, "truncated video: "), (folder, "directory")]
     for path, message in cases:
         with pytest.raises(VideoError, match=message) as info:
             open_video(str(path))
@@ -92,7 +92,8 @@ def test_frame_size_limit(clip):
 
 
 def test_cut_after_the_index_is_an_error(tmp_path):
-    """A faststart file (frame index first) cut short: the index promises frames that are gone."""
+    """A faststart file (frame index first) cut short: the index promises frames that are gone. The header
+    probe sees the data box end before its declared size and refuses the file before decoding."""
     pytest.importorskip("av")
     from tests.corpus import make_video
 
@@ -101,8 +102,31 @@ def test_cut_after_the_index_is_an_error(tmp_path):
     data = full.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: len(data) * 2 // 3])
-    with pytest.raises(VideoError, match="truncated or corrupt") as info:
+    with pytest.raises(VideoError, match="truncated video: data ends early") as info:
         with open_video(str(cut)) as video:
             for _ in video.chunks(chunk_size=8):
                 pass
     assert str(cut) in str(info.value)
+
+
+def test_header_probe_reasons(tmp_path):
+    """Each kind of bad header has its own reason; fer_ray.video.probe runs before decord."""
+    pytest.importorskip("av")
+    import av
+
+    from fer_ray import video as v
+    from tests.corpus import make_video
+
+    audio = tmp_path / "audio.mp4"
+    with av.open(str(audio), "w") as output:  # an MP4 with a sound track and no picture
+        stream = output.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        output.mux(stream.encode(frame))
+        output.mux(stream.encode())
+    with pytest.raises(VideoError, match=v.REASON_NO_VIDEO_STREAM):
+        open_video(str(audio))
+    big = make_video(tmp_path / "big.mp4", frames=2, size=(640, 480))
+    with pytest.raises(VideoError, match=r"frame size 640x480 is over the limit \(300000 pixels\)"):
+        v.probe(str(big), str(big), max_pixels=300_000)
+    v.probe(str(big), str(big), max_pixels=640 * 480)  # at the limit is fine
