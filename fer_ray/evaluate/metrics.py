@@ -237,11 +237,8 @@ def paired_bootstrap(y_true, pred_a, pred_b, groups, n_boot: int = 2000, seed: i
     Returns diff (on all frames), ci_low, ci_high and p_b_better (the share of resamples where b wins)."""
     cm_a = _group_confusions(y_true, pred_a, groups, num_classes)
     cm_b = _group_confusions(y_true, pred_b, groups, num_classes)
-    rng = np.random.default_rng(seed)
     n_groups = cm_a.shape[0]
-    picks = rng.integers(0, n_groups, size=(n_boot, n_groups))
-    weights = np.zeros((n_boot, n_groups))
-    np.add.at(weights, (np.arange(n_boot)[:, None], picks), 1.0)
+    weights = _resample_weights(n_groups, n_boot, seed)
     diffs = (_macro_f1_of_confusions(weights @ cm_b, num_classes)
              - _macro_f1_of_confusions(weights @ cm_a, num_classes))
     full = (_macro_f1_of_confusions(cm_b.sum(axis=0), num_classes)
@@ -249,3 +246,42 @@ def paired_bootstrap(y_true, pred_a, pred_b, groups, n_boot: int = 2000, seed: i
     low, high = np.percentile(diffs, [2.5, 97.5])
     return {"diff": float(full), "ci_low": float(low), "ci_high": float(high),
             "p_b_better": float(np.mean(diffs > 0)), "groups": int(n_groups), "n_boot": int(n_boot)}
+
+
+def _resample_weights(n_groups: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_groups) how often each group is drawn in each resample (with replacement)."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, n_groups, size=(n_boot, n_groups))
+    weights = np.zeros((n_boot, n_groups))
+    np.add.at(weights, (np.arange(n_boot)[:, None], picks), 1.0)
+    return weights
+
+
+def bootstrap_f1(y_true, y_pred, groups, n_boot: int = 2000, seed: int = 0,
+                 num_classes: int = labels.NUM_CLASSES) -> dict[str, float]:
+    """Macro-F1 with a 95 % interval from resampling whole groups (segments), as paired_bootstrap does."""
+    cm = _group_confusions(y_true, y_pred, groups, num_classes)
+    resampled = _macro_f1_of_confusions(_resample_weights(cm.shape[0], n_boot, seed) @ cm, num_classes)
+    low, high = np.percentile(resampled, [2.5, 97.5])
+    return {"f1": float(_macro_f1_of_confusions(cm.sum(axis=0), num_classes)[0]), "ci_low": float(low),
+            "ci_high": float(high), "groups": int(cm.shape[0]), "n_boot": int(n_boot)}
+
+
+def reference_scores(y_true, num_classes: int = labels.NUM_CLASSES) -> dict:
+    """What two predictors that never look at a face score on the same annotated frames: the majority
+    class on every frame, and a uniformly random class (expected values). A model's figures mean
+    something only next to these."""
+    truth = _annotated(y_true)
+    counts = np.bincount(truth, minlength=num_classes).astype(np.float64)
+    share = counts / counts.sum() if counts.sum() else counts
+    majority = int(np.argmax(counts))
+    guess = 1.0 / num_classes
+    # uniform guessing: precision of class c is its share, recall is 1/K
+    chance_f1 = np.divide(2 * share * guess, share + guess, out=np.zeros_like(share), where=share > 0)
+    return {
+        "majority_class": labels.ABAW_CLASSES[majority] if num_classes == labels.NUM_CLASSES else majority,
+        "majority_f1": macro_f1(truth, np.full_like(truth, majority), num_classes),
+        "majority_accuracy": float(share[majority]),
+        "chance_f1": float(chance_f1.mean()),
+        "chance_accuracy": guess,
+    }

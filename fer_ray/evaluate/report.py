@@ -61,7 +61,7 @@ def write_tables(output: str, tables: Mapping[str, pd.DataFrame]) -> None:
 
 
 def _html_table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, escape=True, na_rep="", float_format=lambda v: f"{v:.4f}", border=0)
+    return frame.to_html(index=False, escape=True, na_rep="", float_format=lambda v: f"{v:.3f}", border=0)
 
 
 def _write_plot(output: str, name: str, png: bytes) -> str:
@@ -75,8 +75,82 @@ def _figure(src: str, alt: str) -> str:
     return f'<figure><img src="{html.escape(src)}" alt="{html.escape(alt)}"></figure>'
 
 
-_STYLE = """body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}
-td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}img{max-width:100%}"""
+# Tables titled as the papers title them; the CSV/Markdown files keep every column under the plain names.
+TITLES = {
+    "overall": "All frames",
+    "per_class": "Per class",
+    "per_video": "Per video",
+    "table1": "Table 1: baseline, + C-F (coarse-to-fine cascade), + SP (Smooth Predicting)",
+    "table2": "Table 2: coarse-net and negative-net backbone combinations (cascade)",
+    "table3": "Table 3: each backbone alone on its own task (no SP)",
+    "table4": "Table 4: Smooth Predicting window sweep of the full system",
+}
+# Columns a reader needs on the page; the rest (raw system strings, temporal detail) stay in tables/*.csv.
+SHOWN = {
+    "per_video": ["video_id", "frames", "annotated", "filled_frames", "f1", "accuracy", "pred_flips_per_min",
+                  "true_flips_per_min"],
+    "table1": ["method", "window", "f1", "accuracy", "abaw2_score"],
+    "table4": ["window", "f1", "accuracy", "abaw2_score"],
+}
+HEADERS = {"f1": "macro-F1", "f1_present": "macro-F1 (classes present)", "abaw2_score": "ABAW2 score",
+           "coarse_f1": "coarse F1", "negative_f1": "negative F1", "filled_frames": "filled",
+           "pred_flips_per_min": "flips/min (pred.)", "true_flips_per_min": "flips/min (truth)",
+           "video_id": "video", "abaw2": "ABAW2 score"}
+_HIDDEN = {"system"}  # "coarse[a+b]>negative[c]" strings: the method column already says what each row is
+
+
+def _shown(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    if name == "overall":  # one wide row reads better as a list of figures
+        row = frame.iloc[0] if len(frame) else pd.Series(dtype=float)
+        values = [f"{v:,}" if float(v).is_integer() and k in ("frames", "annotated") else _format(float(v))
+                  for k, v in row.items()]
+        return pd.DataFrame({"figure": [HEADERS.get(k, k.replace("_", " ")) for k in row.index],
+                             "value": values})
+    columns = [c for c in SHOWN.get(name, frame.columns) if c in frame.columns and c not in _HIDDEN]
+    headers = {**HEADERS, "f1": "F1"} if name == "per_class" else HEADERS  # one class: not a macro average
+    return frame[columns].rename(columns=lambda c: headers.get(c, c.replace("_", " ")))
+
+
+def _format(value, digits: int = 3) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
+
+
+def _headline_rows(headline: Mapping) -> list[tuple[str, str]]:
+    """(label, value) lines of the summary: the model's figures next to those of predictors that never
+    look at a face, on the same frames."""
+    ci = f" [95 % CI {_format(headline.get('ci_low'))}, {_format(headline.get('ci_high'))}]" \
+        if headline.get("ci_low") is not None else ""
+    rows = [
+        ("Macro-F1 (8 classes)", f"{_format(headline['f1'])}{ci}"),
+        (f"Majority class ({headline['majority_class']} on every frame)", _format(headline["majority_f1"])),
+        ("Chance (a uniformly random class)", _format(headline["chance_f1"])),
+        ("Accuracy / majority / chance", " / ".join(_format(headline[k]) for k in
+                                                    ("accuracy", "majority_accuracy", "chance_accuracy"))),
+        ("Annotated frames", f"{headline['annotated']:,}"),
+        ("Videos", f"{headline['videos']:,}"),
+    ]
+    if headline.get("tracks") is not None:
+        rows.append(("Face tracks", f"{headline['tracks']:,}"))
+    return rows
+
+
+def _summary_section(summary: Mapping) -> str:
+    headline = summary.get("headline")
+    if not headline:
+        return ""
+    cells = "".join(f"<tr><th>{html.escape(label)}</th><td>{html.escape(value)}</td></tr>"
+                    for label, value in _headline_rows(headline))
+    note = ("<p class=\"note\">The interval resamples whole ground-truth segments (frames of one held "
+            "expression are not independent). A model is worth reading only where it clears the majority "
+            "and chance rows.</p>")
+    return f'<h2>Summary</h2><table class="summary">{cells}</table>{note}'
+
+
+_STYLE = """body{font-family:sans-serif;margin:2em auto;max-width:1000px;padding:0 1em;font-size:15px}
+table{border-collapse:collapse;margin:1em 0;display:block;max-width:100%;overflow-x:auto}
+td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}
+table.summary th{text-align:left;font-weight:normal}table.summary td{font-weight:bold}
+.note{color:#555;font-size:13px}img{max-width:100%}figure{margin:1em 0}"""
 
 
 def write_report(output: str, summary: Mapping, tables: Mapping[str, pd.DataFrame],
@@ -84,22 +158,20 @@ def write_report(output: str, summary: Mapping, tables: Mapping[str, pd.DataFram
     """Write metrics.json, every table, the plots and report.html under `output`; returns the HTML's URI.
 
     summary: JSON-able numbers; summary["overall"] must hold "confusion_matrix" and "per_class"
-    (metrics.frame_metrics). tables: name -> DataFrame ("table4" gets the window-sweep plot).
-    timelines: video_id -> {series name -> label per frame}.
+    (metrics.frame_metrics); summary["headline"] (optional) the figures the page opens with.
+    tables: name -> DataFrame ("table4" gets the window-sweep plot). timelines: video_id -> {series -> labels}.
     """
     storage.write_json(storage.join(output, "metrics.json"), json_ready(summary))
     write_tables(output, tables)
     overall = summary["overall"]
     parts = [f"<h1>fer-ray evaluation</h1><p>{html.escape(str(summary.get('description', '')))}</p>",
-             "<h2>Overall</h2>", _html_table(tables["overall"]) if "overall" in tables else ""]
+             _summary_section(summary)]
     cm = np.asarray(overall["confusion_matrix"])
     parts.append(_figure(_write_plot(output, "confusion_matrix", plots.confusion_matrix_png(cm)), "confusion matrix"))
     f1 = {name: overall["per_class"][name]["f1"] for name in labels.ABAW_CLASSES}
     parts.append(_figure(_write_plot(output, "per_class_f1", plots.per_class_f1_png(f1)), "per-class F1"))
     for name, frame in tables.items():
-        if name == "overall":
-            continue
-        parts.append(f"<h2>{html.escape(name)}</h2>{_html_table(frame)}")
+        parts.append(f"<h2>{html.escape(TITLES.get(name, name))}</h2>{_html_table(_shown(name, frame))}")
         if name == "table4" and len(frame):
             png = plots.window_sweep_png(frame["window"].tolist(), frame["f1"].tolist())
             parts.append(_figure(_write_plot(output, "window_sweep", png), "SP window sweep"))

@@ -126,6 +126,19 @@ def _overall_table(overall: dict, per_video: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([row])
 
 
+def headline(truth: dict[str, np.ndarray], predicted: dict[str, np.ndarray], names: list[str],
+             overall: dict) -> dict:
+    """The figures a report opens with: macro-F1 with its segment-bootstrap interval beside the
+    majority-class and chance figures of the same frames, and how much was scored."""
+    y_true = np.concatenate([truth[v] for v in names])
+    offsets = np.cumsum([0] + [len(truth[v]) for v in names[:-1]])
+    groups = np.concatenate([metrics.segment_ids(truth[v], start=int(o)) for v, o in zip(names, offsets)])
+    interval = metrics.bootstrap_f1(y_true, np.concatenate([predicted[v] for v in names]), groups)
+    return {"f1": overall["f1"], "accuracy": overall["accuracy"], "ci_low": interval["ci_low"],
+            "ci_high": interval["ci_high"], "segments": interval["groups"], **metrics.reference_scores(y_true),
+            "annotated": overall["annotated"], "videos": len(names)}
+
+
 def evaluate_run(config: EvaluateConfig) -> dict:
     """Score predictions, compute ablations when logits are given, write the report; returns the summary."""
     predictions = writers.sorted_frames(writers.read_predictions(config.predictions))
@@ -147,6 +160,7 @@ def evaluate_run(config: EvaluateConfig) -> dict:
         "description": f"{len(names)} videos, {overall['annotated']} annotated frames; predictions "
                        f"{config.predictions}, labels {config.labels}",
         "config": asdict(config), "videos": names, "overall": overall,
+        "headline": headline(truth, predicted, names, overall),
         "videos_without_labels": [v for v in video_ids if v not in truth],
         "per_video": per_video.to_dict(orient="records"),
         "ablations": {k: t.to_dict(orient="records") for k, t in tables.items() if k.startswith("table")},

@@ -153,3 +153,32 @@ def test_paired_bootstrap_difference_and_interval():
         metrics.paired_bootstrap(y, a, b, groups[:-1])
     with pytest.raises(ValueError, match="no -1 predictions"):
         metrics.paired_bootstrap(y, np.where(y >= 0, -1, 0), b, groups)
+
+
+def test_reference_scores_majority_and_chance():
+    y_true = np.array([0, 0, 0, 1, 4, -1])
+    ref = metrics.reference_scores(y_true)
+    assert ref["majority_class"] == "Neutral"
+    # Neutral everywhere: precision 3/5, recall 1 for Neutral, 0 for the other seven classes
+    assert ref["majority_f1"] == pytest.approx((2 * 0.6 / 1.6) / 8)
+    assert ref["majority_accuracy"] == pytest.approx(0.6) and ref["chance_accuracy"] == pytest.approx(1 / 8)
+    # chance against an independent reference: the mean macro-F1 of many uniformly random predictions
+    rng = np.random.default_rng(0)
+    truth = rng.choice(8, size=20_000, p=[0.5, 0.1, 0.1, 0.05, 0.1, 0.1, 0.05, 0.0])
+    draws = [metrics.macro_f1(truth, rng.integers(0, 8, size=truth.size)) for _ in range(20)]
+    assert metrics.reference_scores(truth)["chance_f1"] == pytest.approx(np.mean(draws), abs=0.005)
+
+
+def test_bootstrap_f1_interval():
+    rng = np.random.default_rng(1)
+    truth = np.repeat(rng.integers(0, 8, size=60), 20)  # 60 held expressions of 20 frames
+    groups = metrics.segment_ids(truth)
+    perfect = metrics.bootstrap_f1(truth, truth, groups, n_boot=200)
+    assert perfect["f1"] == pytest.approx(metrics.macro_f1(truth, truth))
+    # a resample can only lose classes (8-class macro-F1 counts an absent class as 0), never beat perfect
+    assert perfect["ci_low"] <= perfect["ci_high"] <= perfect["f1"] + 1e-12
+    noisy = np.where(rng.random(truth.size) < 0.3, rng.integers(0, 8, size=truth.size), truth)
+    result = metrics.bootstrap_f1(truth, noisy, groups, n_boot=500)
+    assert result["f1"] == pytest.approx(metrics.macro_f1(truth, noisy))
+    assert result["ci_low"] < result["f1"] < result["ci_high"]
+    assert result["groups"] == len(np.unique(groups))

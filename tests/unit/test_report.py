@@ -82,6 +82,10 @@ def test_evaluate_run_local(tmp_path):
     assert saved["overall"]["f1"] == pytest.approx(_expected_f1())
     assert summary["overall"]["f1"] == pytest.approx(_expected_f1())
     assert saved["videos"] == ["v1", "v2"] and saved["videos_without_labels"] == ["unlabelled"]
+    headline = saved["headline"]
+    assert headline["f1"] == pytest.approx(_expected_f1()) and headline["videos"] == 2
+    assert headline["ci_low"] <= headline["f1"] <= headline["ci_high"]
+    assert headline["majority_class"] == "Happiness"  # 24 of the 32 annotated frames
     assert saved["ablations"]["table4"][-1]["f1"] == pytest.approx(0.5)
     per_video = pd.read_csv(tmp_path / "eval" / "tables" / "per_video.csv").set_index(schema.VIDEO_ID)
     assert per_video.loc["v1", "accuracy"] == pytest.approx(1.0)
