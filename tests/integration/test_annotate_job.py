@@ -6,6 +6,7 @@ import boto3
 import decord
 import numpy as np
 import pytest
+import yaml
 
 from fer_ray import labels, schema, shards, storage
 from fer_ray.annotate import AnnotateConfig
@@ -82,7 +83,8 @@ def test_failures_and_summary(first_run):
     assert set(failures) == {"corrupt"} and failures["corrupt"]["error"]
     stored = storage.read_json(f"{base}/out/summary.json")
     assert stored["videos"]["tw_TW01"]["frames"] == 2466 and stored["model_version"] == summary["model_version"]
-    assert storage.exists(f"{base}/out/annotate.yaml") or True  # the job (not the library) saves the config
+    # run_annotate (the library) saves no config; jobs/annotate.py does (test_prior_correction_... checks that)
+    assert not storage.exists(f"{base}/out/annotate.yaml")
 
 
 def test_kept_logits_hold_every_model(first_run):
@@ -131,6 +133,8 @@ def test_prior_correction_subtracts_each_models_log_prior(first_run):
         load_job("annotate").main(["--input", f"{base}/out", "--models", f"{base}/models",
                                    "--output", f"{base}/prior_missing", "--prior-correction"])
     assert str(caught.value.code).startswith("annotate: invalid configuration: prior correction needs")
+    saved = yaml.safe_load(storage.read_bytes(f"{base}/prior_missing/annotate.yaml"))  # the job saved its config
+    assert saved["prior_correction"] is True and saved["input"] == f"{base}/out"
     assert not storage.exists(f"{base}/prior_missing/summary.json")
     index = storage.read_json(f"{base}/models/models.json")
     for entry in index["models"].values():  # the first class of every task was 90 % of "training"

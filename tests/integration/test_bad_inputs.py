@@ -18,7 +18,7 @@ import pytest
 from fer_ray import schema, shards, storage
 from fer_ray.infer.postprocess import PREDICTIONS, submission_uri
 from tests.cluster import job_command, shared_cluster
-from tests.corpus import GOOD_FRAMES, LONG_FRAMES, build_corpus
+from tests.corpus import ENTRIES, GOOD_FRAMES, LONG_FRAMES, build_corpus
 from tests.helpers import write_untrained_models
 
 pytestmark = pytest.mark.slow
@@ -32,20 +32,10 @@ ACCEPTED = {  # video_id -> frames (every decoded frame is a row)
     "long_no_face": LONG_FRAMES, "spaces_and_unicode": 10, "labels_good": GOOD_FRAMES,
     "other": GOOD_FRAMES,  # from the corpus's manifest_duplicate_ids.csv
 }
-FAILED = {  # video_id -> a piece of the error text that names the problem
-    "zero_byte": "empty file (0 bytes)",
-    "truncated_no_index": "cannot open as a video",
-    "truncated_mid_data": "truncated or corrupt",
-    "text_as_mp4": "cannot open as a video",
-    "png_as_mp4": "cannot open as a video",
-    "huge_declared_dims": "cannot open as a video",  # decord refuses the 30000x30000 header before any pixel
-    "zero_frames": "cannot open as a video",
-    "labels_wrong_header": "wrong header",
-    "labels_wrong_length": "25 labels for 30 frames",
-    "labels_out_of_range": "value 8 outside -1..7",
-    "labels_non_integer": "not an integer: '1.5'",
-    "clip": "duplicate video_id 'clip'",
-}
+REASONS = {entry.name: entry.reason for entry in ENTRIES if entry.reason}
+# video_id -> the entry's own reason (tests/corpus.py): each bad input names its specific problem
+FAILED = {name: reason for name, reason in REASONS.items() if not name.startswith("manifest_")}
+FAILED["clip"] = REASONS["manifest_duplicate_ids"]  # the duplicated id of the corpus's manifest
 UNSAFE_IDS = ("../../escape", "nested/id", "..", "/absolute")
 
 
@@ -103,7 +93,9 @@ def test_preprocess_reports_every_bad_input_and_completes_the_rest(corpus_run):
     failures = {r[schema.VIDEO_ID]: r for r in shards.read_failures(output).to_pylist()}
     assert set(FAILED) <= set(failures), sorted(failures)
     for video_id, text in FAILED.items():
-        assert text in failures[video_id][schema.ERROR], (video_id, failures[video_id])
+        error = failures[video_id][schema.ERROR]
+        assert text in error, (video_id, failures[video_id])
+        assert not [r for r in FAILED.values() if r != text and r in error], (video_id, error)  # its own only
         assert not shards.is_done(output, "faces", video_id)
         assert f"FAILED {video_id}" in pre.logs  # the job's table names it
     summary_failures = {f["video_id"]: f["error"] for f in summary["failures"]}
