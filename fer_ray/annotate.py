@@ -32,6 +32,7 @@ class AnnotateConfig:
     keep_logits: bool = False  # also write per-model logits (the ablation tables read them)
     prior_correction: bool = False  # divide out each frame model's training class prior (models.json)
     since: str | None = None  # only videos modified after this ISO time, or "last" (previous run's start)
+    max_attempts: int = 3  # a video that failed this many runs in a row on the same input is given up
     device: str = "auto"
     batch_size: int = 128
     num_workers: int = 1  # logits actors
@@ -57,6 +58,8 @@ class AnnotateConfig:
             raise cfg.ConfigError("batch_size, num_workers and stride must be >= 1")
         if self.worker_gpus < 0 or self.detect_gpus < 0:
             raise cfg.ConfigError("worker_gpus and detect_gpus must be >= 0")
+        if self.max_attempts < 1:
+            raise cfg.ConfigError(f"max_attempts must be >= 1, got {self.max_attempts}")
         if self.decode_workers < 0:
             raise cfg.ConfigError(f"decode_workers must be >= 0, got {self.decode_workers}")
         if self.since not in (None, "last"):
@@ -76,19 +79,39 @@ def is_faces_output(uri: str) -> bool:
     return storage.is_dir(storage.join(uri, FACES, shards.DONE_DIR))
 
 
-def pending_videos(faces_uri: str, output: str, version: str) -> tuple[list[str], list[str]]:
-    """(videos to annotate, videos already annotated with this model version)."""
+def pending_videos(faces_uri: str, output: str, version: str,
+                   faces_markers: dict[str, dict] | None = None) -> tuple[list[str], list[str]]:
+    """(videos to annotate, videos already annotated with this model version from their current faces).
+
+    A video whose faces were redone since it was annotated (its input changed) is annotated again: the
+    predictions marker records the faces marker's fingerprint as its `source`."""
+    if faces_markers is None:
+        faces_markers = shards.done_markers(faces_uri, FACES)
     # image-set batches (training data) share the faces table but are not videos to annotate
-    faces = {v: m for v, m in shards.done_markers(faces_uri, FACES).items() if m.get("kind", "video") == "video"}
+    faces = {v: m for v, m in faces_markers.items() if m.get("kind", "video") == "video"}
     done = shards.done_markers(output, PREDICTIONS)
-    finished = sorted(v for v in faces if done.get(v, {}).get("model_version") == version)
+    finished = sorted(v for v in faces if done.get(v, {}).get("model_version") == version
+                      and done[v].get("source", "") == faces[v].get("fingerprint", ""))
     todo = sorted(v for v in faces if v not in set(finished) and faces[v].get("frames", 1) > 0)
     return todo, finished
 
 
+def given_up(output: str, fingerprints: dict[str, str], max_attempts: int) -> list[str]:
+    """Videos whose failure record says they failed `max_attempts` runs in a row on the input they have
+    now (video id -> fingerprint): retrying them again would only fail again."""
+    out = []
+    for record in shards.read_failures(output).to_pylist():
+        video_id = record[schema.VIDEO_ID]
+        if video_id in fingerprints and record[schema.ATTEMPTS] >= max_attempts \
+                and record[schema.FINGERPRINT] == fingerprints[video_id]:
+            out.append(video_id)
+    return sorted(out)
+
+
 def write_summary(config: AnnotateConfig, rows: list[dict], skipped: list[str], version: str,
-                  seconds: float, started_at: str) -> dict:
-    """summary.json: per-video counts and label histogram, throughput, failures."""
+                  seconds: float, started_at: str, gave_up: list[str] = ()) -> dict:
+    """summary.json: per-video counts and label histogram, throughput, failures (with their attempt counts)
+    and the videos given up after max_attempts failed runs."""
     markers = shards.done_markers(config.output, PREDICTIONS)
     videos = {v: {k: m.get(k) for k in ("frames", "faces", "histogram", "model_version")}
               for v, m in sorted(markers.items())}
@@ -99,6 +122,7 @@ def write_summary(config: AnnotateConfig, rows: list[dict], skipped: list[str], 
         "system": config.system, "window": config.window, "model_version": version,
         "started_at": started_at, "seconds": round(seconds, 3),
         "videos_annotated": len(processed), "videos_skipped": len(skipped), "videos_failed": len(failures),
+        "videos_given_up": len(gave_up), "given_up": sorted(gave_up),
         "frames_annotated": frames, "frames_per_second": round(frames / seconds, 2) if seconds > 0 else None,
         "videos": videos, "failures": failures,
     }
@@ -118,17 +142,40 @@ def last_started_at(output: str) -> str | None:
 
 
 def work_items(config: AnnotateConfig, pre) -> list[dict]:
-    """Videos under config.input (new ones only with --since); inputs rejected up front become failures."""
-    from fer_ray.inputs import discover
+    """Videos under config.input to (re)process now; see plan_items."""
+    return plan_items(config, pre)[0]
 
-    found = discover(config.input, image_batch_size=pre.image_batch_size, allowed_roots=config.allowed_roots)
+
+def plan_items(config: AnnotateConfig, pre) -> tuple[list[dict], list[str]]:
+    """(work items to run, videos given up) under config.input; inputs rejected up front become failures.
+
+    With --since only videos modified after that time are new, but a video that failed before is retried on
+    every run until it has failed `max_attempts` runs in a row on the same content (then it is given up; a
+    changed file is a new input and is tried again)."""
+    from fer_ray.inputs import discover, item_fingerprint
+
+    found = discover(config.input, image_batch_size=pre.image_batch_size)
+    failed = {r[schema.VIDEO_ID]: r for r in shards.read_failures(config.output).to_pylist()}
+    gave_up = []
     for reject in found.rejected:
-        shards.write_failure(config.output, reject[schema.VIDEO_ID], reject[schema.URI], reject["stage"],
-                             reject[schema.ERROR])
+        video_id = reject[schema.VIDEO_ID]
+        if failed.get(video_id, {}).get(schema.ATTEMPTS, 0) >= config.max_attempts:
+            gave_up.append(video_id)
+            continue
+        shards.write_failure(config.output, video_id, reject[schema.URI], reject["stage"], reject[schema.ERROR])
+    retry = [item for item in found.items if item[schema.VIDEO_ID] in failed]
+    gave_up += given_up(config.output, {item[schema.VIDEO_ID]: item_fingerprint(item) for item in retry},
+                        config.max_attempts)
+    retry = [item for item in retry if item[schema.VIDEO_ID] not in set(gave_up)]
+    if gave_up:
+        log.warning("%d videos given up after %d failed runs each (see failures/)", len(gave_up),
+                    config.max_attempts)
     since = last_started_at(config.output) if config.since == "last" else config.since
-    if not since:
-        return found.items
-    moment = parse_since(since)
-    items = [item for item in found.items if storage.modified(item[schema.URI]) > moment]
-    log.info("--since %s: %d of %d inputs are new", since, len(items), len(found.items))
-    return items
+    fresh = [item for item in found.items if item[schema.VIDEO_ID] not in failed]
+    if since:
+        moment = parse_since(since)
+        fresh = [item for item in fresh if storage.modified(item[schema.URI]) > moment]
+        log.info("--since %s: %d of %d inputs are new, %d failed before and are retried", since, len(fresh),
+                 len(found.items), len(retry))
+    chosen = {item[schema.VIDEO_ID] for item in fresh + retry}
+    return [item for item in found.items if item[schema.VIDEO_ID] in chosen], sorted(gave_up)

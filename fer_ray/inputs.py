@@ -99,10 +99,30 @@ def member(video_id: str, uri: str, label: int, subject: str | None) -> dict:
 
 
 def item_fingerprint(item: dict) -> str:
-    """A short hash of what an item reads; stored in its done marker so a changed input is redone."""
+    """A short hash of what an item reads; stored in its done marker so a changed input is redone.
+
+    Besides the names it covers the size and modification time of the item's file and label file, so a
+    file overwritten at the same URI no longer matches (an image batch's member images are named only)."""
     keys = (schema.URI, schema.LABEL_URI, schema.KIND, MEMBERS)
-    text = json.dumps({k: item.get(k) for k in keys}, sort_keys=True, default=str)
+    data = {k: item.get(k) for k in keys}
+    data["stat"] = [_stat(item.get(k)) for k in (schema.URI, schema.LABEL_URI)]
+    text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _stat(uri) -> list | None:
+    """[size, mtime in ns] of a file, None when there is no such file or it cannot be asked (it then fails
+    where it is read, with its own reason)."""
+    if not uri:
+        return None
+    try:
+        fs, path = storage.filesystem(str(uri))
+        info = fs.get_file_info(path)
+    except (OSError, ValueError):
+        return None
+    if info.type.name != "File":
+        return None
+    return [info.size, info.mtime_ns]
 
 
 def _reject(video_id: str, uri: str, error: str) -> dict:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from fer_ray import annotate, schema, shards, storage
 from fer_ray.infer import systems
 from fer_ray.infer.logits import LogitsStage
-from fer_ray.infer.postprocess import VideoPostprocess
+from fer_ray.infer.postprocess import LOGITS, PREDICTIONS, VideoPostprocess
 from fer_ray.inputs import MEMBERS
 from fer_ray.preprocess import (
     STATUS_FAILED,
@@ -43,6 +43,10 @@ def run_preprocess(items: list[dict], config) -> list[dict]:
     one item (the stage is idempotent: deterministic part names, done marker last). The items' `members`
     (image batches) travel as JSON text, so every block has the same flat Arrow schema.
     """
+    # parts no done marker lists: what a crash mid-attempt or before a redo's cleanup left (fer_ray.shards)
+    swept = shards.sweep(config.output, "faces")
+    if swept:
+        log.info("deleted %d face parts no done marker lists (left by an interrupted run)", swept)
     if not items:
         return []
     rows = [{**item, MEMBERS: json.dumps(item.get(MEMBERS) or [])} for item in items]
@@ -172,7 +176,7 @@ def train_val_datasets(faces_output_uris, by: str = "subject", val_fraction: flo
 # ---------------------------------------------------------------- annotation (jobs/annotate.py)
 
 
-def _annotate_chain(config, parts: list[str], entries, extras, version: str):
+def _annotate_chain(config, parts: list[str], entries, extras, version: str, sources: dict[str, str]):
     """read faces -> logits actors -> group by video (no images) -> per-video post-processing."""
     fs, _ = storage.filesystem(parts[0])
     paths = [storage.filesystem(p)[1] for p in parts]
@@ -189,7 +193,7 @@ def _annotate_chain(config, parts: list[str], entries, extras, version: str):
         num_cpus=config.worker_cpus, num_gpus=gpus or None)
     post_kwargs = {"output": config.output, "entries": entries, "extras": extras, "system": config.system,
                    "window": config.window, "version": version, "weights": config.weights,
-                   "keep_logits": config.keep_logits}
+                   "keep_logits": config.keep_logits, "sources": sources}
     # Small fractional CPUs for the shuffle's aggregators: on a 2-core node whole-CPU stages would starve them.
     ray.data.DataContext.get_current().hash_shuffle_operator_actor_num_cpus_override = 0.1
     partitions = max(1, min(len(parts), config.shuffle_partitions))
@@ -210,7 +214,8 @@ class _SafeVideoPostprocess:
         except Exception as exc:  # noqa: BLE001 - recorded per video, the job goes on
             video_id = str(batch[schema.VIDEO_ID][0])
             message = f"{type(exc).__name__}: {exc}"
-            shards.write_failure(self.output, video_id, "", "postprocess", message)
+            shards.write_failure(self.output, video_id, "", "postprocess", message,
+                                 fingerprint=self.inner.fingerprint_of(video_id))
             return {k: [v] for k, v in annotate.failed_row(video_id, message).items()}
 
 
@@ -226,29 +231,42 @@ def run_annotate(config) -> dict:
         if config.keep_logits else []
     if config.prior_correction:  # fail before any video is decoded, not inside an actor
         systems.check_prior_correction(entries + extras)
-    faces_uri = config.input if annotate.is_faces_output(config.input) else _preprocess_for_annotate(config)
-    todo, finished = annotate.pending_videos(faces_uri, config.output, version)
-    log.info("system %s, models %s, version %s: %d videos to annotate, %d already done",
-             config.system, [e.name for e in entries], version, len(todo), len(finished))
+    for table in (PREDICTIONS, LOGITS):  # what an interrupted run left unreferenced (fer_ray.shards)
+        shards.sweep(config.output, table)
+    if annotate.is_faces_output(config.input):
+        faces_uri, gave_up = config.input, []
+    else:
+        faces_uri, gave_up = _preprocess_for_annotate(config)
+    faces_markers = shards.done_markers(faces_uri, annotate.FACES)
+    todo, finished = annotate.pending_videos(faces_uri, config.output, version, faces_markers)
+    sources = {v: str(faces_markers[v].get("fingerprint", "")) for v in todo}
+    # videos whose post-processing failed max_attempts runs in a row on these faces and this version
+    stuck = annotate.given_up(config.output, {v: f"{version}|{sources[v]}" for v in todo}, config.max_attempts)
+    todo = [v for v in todo if v not in set(stuck)]
+    gave_up = sorted(set(gave_up) | set(stuck))
+    log.info("system %s, models %s, version %s: %d videos to annotate, %d already done, %d given up",
+             config.system, [e.name for e in entries], version, len(todo), len(finished), len(gave_up))
     rows: list[dict] = []
     parts = shards.complete_parts(faces_uri, annotate.FACES, todo)
     if parts:
-        results = _annotate_chain(config, parts, entries, extras, version)
+        results = _annotate_chain(config, parts, entries, extras, version, {v: sources[v] for v in todo})
         with tqdm(total=len(todo), desc="annotate", unit="video") as bar:
             for row in results.iter_rows():
                 rows.append(row)
                 bar.update(1)
                 bar.set_postfix(frames=sum(int(r["frames"]) for r in rows))
-    return annotate.write_summary(config, rows, finished, version, time.perf_counter() - start, started_at)
+    return annotate.write_summary(config, rows, finished, version, time.perf_counter() - start, started_at,
+                                  gave_up)
 
 
-def _preprocess_for_annotate(config) -> str:
-    """Decode, detect and align the input videos into `<output>/faces` (resumable); returns that output."""
+def _preprocess_for_annotate(config) -> tuple[str, list[str]]:
+    """Decode, detect and align the input videos into `<output>/faces` (resumable); returns that output and
+    the videos given up (failed max_attempts runs in a row)."""
     pre = PreprocessConfig(input=config.input, output=config.output, stride=config.stride,
                            max_frames=config.max_frames, face_size=config.face_size,
                            track_every=config.track_every, num_workers=config.num_workers,
                            decode_workers=config.decode_workers, worker_gpus=config.detect_gpus,
                            detector=DetectorConfig(device="cuda" if config.detect_gpus > 0 else "cpu"))
-    items = annotate.work_items(config, pre)
+    items, gave_up = annotate.plan_items(config, pre)
     run_preprocess(items, pre)
-    return config.output
+    return config.output, gave_up

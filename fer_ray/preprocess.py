@@ -15,7 +15,9 @@ record (`failures/<key>.json`) and a "failed" summary row; the stage never raise
 
 Reruns are safe and resumable: part names are deterministic and the done marker is written last, so a
 retried or crashed item is simply redone; an item whose done marker carries the same fingerprint (same
-input files, same frame-selection and face settings) is skipped.
+input files, same size and modification time, same frame-selection and face settings) is skipped. A redo
+(changed fingerprint) writes its parts under a new attempt id and switches the marker last
+(fer_ray.shards), so a crash mid-redo leaves the previous complete version readable, never a mixture.
 """
 
 from __future__ import annotations
@@ -283,17 +285,20 @@ class PreprocessStage:
         row = {"video_id": video_id, "kind": kind, "status": STATUS_FAILED, "frames": 0, "faces": 0,
                "seconds": 0.0, "error": None}
         output = self.config.output
+        source = ""
         try:
-            fingerprint = f"{item_fingerprint(item)}-{self.settings}"
+            source = item_fingerprint(item)
+            fingerprint = f"{source}-{self.settings}"
             previous = self._done_marker(video_id)
             if previous is not None and previous.get("fingerprint") == fingerprint:
                 row.update(status=STATUS_SKIPPED, frames=int(previous.get("frames", 0)),
                            faces=int(previous.get("faces", 0)))
                 return row
+            attempt = shards.next_attempt(previous, fingerprint)
             if kind == "video":
-                parts, info = self._video(item)
+                parts, info = self._video(item, attempt)
             else:
-                parts, info = self._images(item, previous)
+                parts, info = self._images(item, previous, attempt)
             info.update(fingerprint=fingerprint, kind=kind, seconds=round(time.perf_counter() - start, 3))
             shards.mark_done(output, FACES, video_id, parts, **info)
             row.update(status=STATUS_DONE, frames=info["frames"], faces=info["faces"],
@@ -306,7 +311,8 @@ class PreprocessStage:
                 log.warning("%s: failed: %s", video_id, message)
             row["error"] = message
             try:
-                shards.write_failure(output, video_id, str(item.get(schema.URI) or ""), STAGE_NAME, message)
+                shards.write_failure(output, video_id, str(item.get(schema.URI) or ""), STAGE_NAME, message,
+                                     fingerprint=source)
             except Exception as write_exc:  # noqa: BLE001 - the summary row still reports it
                 row["error"] = f"{message} (and the failure record could not be written: {write_exc})"
         finally:
@@ -314,10 +320,10 @@ class PreprocessStage:
         return row
 
     def _done_marker(self, video_id: str) -> dict | None:
-        return _read_marker(self.config.output, video_id)
+        return shards.read_marker(self.config.output, FACES, video_id)
 
     # -- videos --------------------------------------------------------------------------------
-    def _video(self, item: dict) -> tuple[list[str], dict]:
+    def _video(self, item: dict, attempt: str = "") -> tuple[list[str], dict]:
         from fer_ray.faces import FaceTracker
 
         cfg = self.config
@@ -332,7 +338,7 @@ class PreprocessStage:
                 rows = self._rows([video_id] * len(chunk), chunk.indices, chunk.timestamps, chunk.frames,
                                   detections, chunk_labels, [item.get(schema.SUBJECT)] * len(chunk),
                                   video.num_frames)
-                parts.append(shards.write_part(cfg.output, FACES, video_id, number, rows))
+                parts.append(shards.write_part(cfg.output, FACES, video_id, number, rows, attempt))
                 frames += len(chunk)
                 faces += sum(d is not None for d in detections)
             num_frames = video.num_frames
@@ -371,7 +377,7 @@ class PreprocessStage:
         })
 
     # -- image batches -------------------------------------------------------------------------
-    def _images(self, item: dict, previous: dict | None) -> tuple[list[str], dict]:
+    def _images(self, item: dict, previous: dict | None, attempt: str = "") -> tuple[list[str], dict]:
         """One part for a batch of still images; unreadable images become their own failure records."""
         from fer_ray.faces import choose_face, encode_face, resize_crop
 
@@ -410,7 +416,7 @@ class PreprocessStage:
         for stale in set((previous or {}).get("failed_images", [])) - set(failed):
             storage.delete(shards.failure_uri(cfg.output, stale))
         table = pa.concat_tables(tables) if tables else schema.FACES_SCHEMA.empty_table()
-        parts = [shards.write_part(cfg.output, FACES, item[schema.VIDEO_ID], 0, table)]
+        parts = [shards.write_part(cfg.output, FACES, item[schema.VIDEO_ID], 0, table, attempt)]
         faces = table.column(schema.REASON).null_count  # reason is null exactly where a face was found
         info = {"frames": table.num_rows, "faces": faces, "images": len(members), "failed_images": failed}
         if failed:
@@ -448,7 +454,7 @@ def _chunk_row(item: dict, fingerprint: str, status: str, **values) -> dict[str,
     row = {schema.VIDEO_ID: str(item[schema.VIDEO_ID]), schema.URI: str(item.get(schema.URI) or ""),
            schema.SUBJECT: str(item.get(schema.SUBJECT) or ""), "fingerprint": fingerprint, "status": status,
            "error": "", "chunk": -1, "count": 0, "faces": 0, "num_frames": 0, "seconds": 0.0, "shape": "",
-           "frames": b"", "indices": b"", "timestamps": b"", "labels": b"", "part": ""}
+           "frames": b"", "indices": b"", "timestamps": b"", "labels": b"", "part": "", "attempt": ""}
     row.update(values)
     return {k: [v] for k, v in row.items()}
 
@@ -469,11 +475,12 @@ class DecodeStage:
     def chunks(self, item: dict):
         cfg = self.config
         fingerprint = f"{item_fingerprint(item)}-{self.settings}"
-        previous = _read_marker(cfg.output, str(item[schema.VIDEO_ID]))
+        previous = shards.read_marker(cfg.output, FACES, str(item[schema.VIDEO_ID]))
         if previous is not None and previous.get("fingerprint") == fingerprint:
             yield _chunk_row(item, fingerprint, SKIPPED_ROW, count=int(previous.get("frames", 0)),
                              faces=int(previous.get("faces", 0)))
             return
+        attempt = shards.next_attempt(previous, fingerprint)  # every chunk of this (re)do writes under it
         start, number = time.perf_counter(), 0
         try:
             with _LabelledVideo(item, cfg.max_pixels) as (video, labels_of):
@@ -481,6 +488,7 @@ class DecodeStage:
                     frames = np.ascontiguousarray(chunk.frames)
                     yield _chunk_row(
                         item, fingerprint, CHUNK, chunk=number, count=len(chunk), num_frames=video.num_frames,
+                        attempt=attempt,
                         seconds=time.perf_counter() - start, shape=",".join(map(str, frames.shape)),
                         frames=frames.tobytes(), indices=chunk.indices.astype(np.int64).tobytes(),
                         timestamps=chunk.timestamps.astype(np.float64).tobytes(),
@@ -524,20 +532,14 @@ class DetectStage(PreprocessStage):
             table = self._rows([video_id] * len(indices), indices, np.frombuffer(row["timestamps"], np.float64),
                                frames, detections, np.frombuffer(row["labels"], np.int64),
                                [row[schema.SUBJECT] or None] * len(indices), row["num_frames"])
-            part = shards.write_part(self.config.output, FACES, video_id, int(row["chunk"]), table)
+            part = shards.write_part(self.config.output, FACES, video_id, int(row["chunk"]), table,
+                                     str(row.get("attempt") or ""))
             faces = sum(d is not None for d in detections)
             values = {"part": part, "faces": faces}
         except Exception as exc:  # noqa: BLE001 - this video fails as data
             log.error("%s chunk %s: detect failed\n%s", video_id, row["chunk"], traceback.format_exc())
             values = {"status": FAILED_ROW, "error": _error_text(exc)}
         return {**row, **values, "frames": b"", "seconds": row["seconds"] + time.perf_counter() - start}
-
-
-def _read_marker(output: str, video_id: str) -> dict | None:
-    try:
-        return storage.read_json(shards.done_uri(output, FACES, video_id))
-    except (FileNotFoundError, ValueError, OSError):  # absent or unreadable: (re)do the video
-        return None
 
 
 class ChunkCollector:
@@ -561,7 +563,8 @@ class ChunkCollector:
         if status == SKIPPED_ROW:
             return self._settle(video_id, STATUS_SKIPPED, int(row["count"]), int(row["faces"]))
         if status == FAILED_ROW:
-            shards.write_failure(self.output, video_id, str(row[schema.URI]), STAGE_NAME, str(row["error"]))
+            shards.write_failure(self.output, video_id, str(row[schema.URI]), STAGE_NAME, str(row["error"]),
+                                 fingerprint=_source(row))
             return self._settle(video_id, STATUS_FAILED, 0, 0, str(row["error"]))
         if status == END:
             state["expected"] = int(row["count"])
@@ -591,6 +594,12 @@ class ChunkCollector:
         for video_id in list(self.videos):
             message = "incomplete: not every decoded chunk came back from the detect stage"
             row = self.videos[video_id]["row"]
-            shards.write_failure(self.output, video_id, str(row[schema.URI]), STAGE_NAME, message)
+            shards.write_failure(self.output, video_id, str(row[schema.URI]), STAGE_NAME, message,
+                                 fingerprint=_source(row))
             rows.append(self._settle(video_id, STATUS_FAILED, 0, 0, message))
         return rows
+
+
+def _source(row: dict) -> str:
+    """The input part (fer_ray.inputs.item_fingerprint) of a chunk row's "<input>-<settings>" fingerprint."""
+    return str(row.get("fingerprint") or "").split("-", 1)[0]

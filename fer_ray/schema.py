@@ -2,6 +2,7 @@
 
 Output layout under a job's output URI (see README "Data layout"):
   faces/<video_key>/part-<k>.parquet      one file per decoded chunk, deterministic names (reruns overwrite)
+  faces/<video_key>/part-<attempt>-<k>.parquet  the same for a redo (new attempt id; fer_ray.shards)
   faces/_done/<video_key>.json            written last: the video is complete only once this exists
   failures/<video_key>.json               one JSON object per failed work item (FAILURE_SCHEMA fields)
   predictions/<video_key>.parquet, submission/<video_id>.txt, predictions/_done/<video_key>.json
@@ -32,6 +33,8 @@ NUM_FRAMES = "num_frames"  # frames the source video has (same on every row of a
 # Failures table
 STAGE = "stage"
 ERROR = "error"
+ATTEMPTS = "attempts"
+FINGERPRINT = "fingerprint"
 
 # Logits / predictions
 MODEL = "model"
@@ -73,6 +76,8 @@ FAILURE_SCHEMA = pa.schema([
     (URI, pa.string()),
     (STAGE, pa.string()),
     (ERROR, pa.string()),
+    (ATTEMPTS, pa.int64()),  # runs in a row that failed on this input (annotate gives up at max_attempts)
+    (FINGERPRINT, pa.string()),  # the input's fingerprint when it failed ("" when unknown)
 ])
 
 LOGITS_SCHEMA = pa.schema([

@@ -2,7 +2,9 @@
 
 Runs on one video's logits rows (small: no images), sorted by frame index here because Ray Data does not
 keep row order. Writes the video's predictions, its ABAW submission txt and (on request) its per-model
-logits, then the done marker last, so a crash never leaves a video that looks complete.
+logits, then the done marker last, so a crash never leaves a video that looks complete. A redo (new model
+version, or faces redone from a changed input) writes its parts under a new attempt id and switches the
+markers last (fer_ray.shards), so until the switch the previous version stays whole and readable.
 """
 
 from __future__ import annotations
@@ -83,9 +85,12 @@ class VideoPostprocess:
 
     def __init__(self, output: str, entries: list[ModelEntry], system: str, window: int, version: str,
                  weights: dict[str, float] | None = None, keep_logits: bool = False,
-                 extras: list[ModelEntry] | None = None):
-        """`extras`: models whose logits are only kept (for ablations), never part of the prediction."""
+                 extras: list[ModelEntry] | None = None, sources: dict[str, str] | None = None):
+        """`extras`: models whose logits are only kept (for ablations), never part of the prediction.
+        `sources`: video id -> fingerprint of its faces (the faces done marker's), recorded in the
+        predictions marker so a video whose faces are redone is annotated again."""
         self.output, self.entries, self.system_name = output, entries, system
+        self.sources = dict(sources or {})
         self.window, self.version, self.keep_logits = window, version, keep_logits
         self.system = system_of(entries, system, weights)
         self.heads = TemporalHeads(list(entries) + list(extras or []))
@@ -123,19 +128,28 @@ class VideoPostprocess:
         scores = self._scores(batch, face)
         result = self._predict(frames, scores, num_frames)
         stamps = full_timestamps(frames, np.asarray(batch[schema.TIMESTAMP], dtype=np.float64), num_frames)
+        source, fingerprint = self.sources.get(video_id, ""), self.fingerprint_of(video_id)
+        attempt = shards.next_attempt(shards.read_marker(self.output, PREDICTIONS, video_id), fingerprint)
         parts = [shards.write_part(self.output, PREDICTIONS, video_id, 0,
-                                   self._table(video_id, result, stamps, num_frames))]
+                                   self._table(video_id, result, stamps, num_frames), attempt)]
         if self.keep_logits:
+            logits_attempt = shards.next_attempt(shards.read_marker(self.output, LOGITS, video_id), fingerprint)
             parts_logits = [shards.write_part(self.output, LOGITS, video_id, 0,
-                                              _logits_table(video_id, frames, scores))]
-            shards.mark_done(self.output, LOGITS, video_id, parts_logits, model_version=self.version)
+                                              _logits_table(video_id, frames, scores), logits_attempt)]
+            shards.mark_done(self.output, LOGITS, video_id, parts_logits, model_version=self.version,
+                             source=source)
+        # one whole file, replaced atomically; the predictions marker below is what says which version is done
         labels.write_expr(submission_uri(self.output, video_id), result["label"])
         histogram = np.bincount(result["label"], minlength=labels.NUM_CLASSES).tolist()
         faces_found = int((~result["filled"]).sum())
-        shards.mark_done(self.output, PREDICTIONS, video_id, parts, model_version=self.version,
+        shards.mark_done(self.output, PREDICTIONS, video_id, parts, model_version=self.version, source=source,
                          frames=num_frames, faces=faces_found, histogram=histogram)
         return {schema.VIDEO_ID: [video_id], "status": ["done"], "frames": [num_frames], "faces": [faces_found],
                 "seconds": [time.perf_counter() - start], schema.ERROR: [""]}
+
+    def fingerprint_of(self, video_id: str) -> str:
+        """What one annotation of a video depends on: the model version and its faces' fingerprint."""
+        return f"{self.version}|{self.sources.get(video_id, '')}"
 
     def _table(self, video_id: str, result: dict, stamps: np.ndarray, num_frames: int) -> pa.Table:
         label = result["label"].astype(np.int64)
