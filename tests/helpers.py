@@ -2,43 +2,8 @@
 
 from __future__ import annotations
 
-import torch
-
-from fer_ray import labels, storage
-from fer_ray.models import create_model, input_size, model_kind, save_checkpoint
-
-# (run name, arch, task): one of each kind the three systems use, smoke sizes.
-SMOKE_MODELS = (
-    ("coarse_iresnet", "iresnet_tiny", "coarse"),
-    ("coarse_swin", "swin_tiny_smoke", "coarse"),
-    ("coarse_hrnet", "hrnet_smoke", "coarse"),
-    ("negative_repvgg", "repvgg_smoke", "negative"),
-    ("baseline", "resnet_smoke", "expr"),
-    ("mao_frame", "resnet_smoke", "expr"),
-    ("mao_gru", "mao_cnn_gru_smoke", "expr"),
-    ("prl", "prl_fusion_smoke", "expr"),
-)
-
-
-def write_untrained_models(uri: str, models=SMOKE_MODELS, seed: int = 0) -> dict:
-    """Seeded, untrained smoke checkpoints and a models.json as jobs/train_all.py writes them.
-
-    Inference does not care whether weights were trained: this checks the pipeline, not accuracy.
-    """
-    torch.manual_seed(seed)
-    entries = {}
-    for name, arch, task in models:
-        classes = len(labels.TASK_CLASSES[task])
-        model = create_model(arch, classes).eval()
-        meta = {"name": arch, "task": task, "num_classes": classes, "input_size": input_size(arch),
-                "kind": model_kind(arch), "config": {}, "metrics": {}}
-        save_checkpoint(storage.join(uri, name, "checkpoint.pt"), model, meta)
-        entries[name] = {"arch": arch, "task": task, "input_size": input_size(arch), "kind": model_kind(arch),
-                         "num_classes": classes, "checkpoint": f"{name}/checkpoint.pt", "metrics": {}}
-    index = {"version": f"untrained-seed{seed}", "models": entries}
-    storage.write_json(storage.join(uri, "models.json"), index)
-    return index
-
+from fer_ray import storage  # noqa: F401 - helpers below and tests use it
+from fer_ray.models.smoke import SMOKE_MODELS, write_untrained_models  # noqa: F401 - the library's, re-exported
 
 def load_job(name: str):
     """jobs/<name>.py as a module, to call its main(argv) in-process (jobs/ holds scripts, not a package)."""
@@ -68,3 +33,20 @@ def upload_videos(bucket: str, videos: dict[str, str]) -> None:
         client.upload_file(str(path), bucket, f"videos/{video_id}{path.suffix}")
         if path.with_suffix(".txt").exists():
             client.upload_file(str(path.with_suffix(".txt")), bucket, f"videos/{video_id}.txt")
+
+
+def count_frames(path) -> int:
+    """Frames of a video file counted by PyAV from its packets: a reference independent of decord (which
+    the pipeline decodes with) and of anything the pipeline wrote."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return sum(1 for packet in container.demux(stream) if packet.size)
+
+
+def expected_frames(path, stride: int = 1, max_frames: int | None = None) -> list[int]:
+    """The frame indices a job with --stride / --max-frames must write for a video: every stride-th of the
+    frames PyAV counts, the first max_frames of them (written out here, not taken from fer_ray)."""
+    indices = list(range(0, count_frames(path), stride))
+    return indices if max_frames is None else indices[:max_frames]

@@ -18,7 +18,8 @@ import pytest
 from fer_ray import schema, shards, storage
 from fer_ray.infer.postprocess import PREDICTIONS, submission_uri
 from tests.cluster import job_command, shared_cluster, worker_names
-from tests.helpers import load_job, upload_videos, write_untrained_models
+from tests.conftest import need_shared
+from tests.helpers import count_frames, expected_frames, load_job, upload_videos, write_untrained_models
 from tests.s3proxy import FailingS3Proxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
@@ -87,17 +88,24 @@ def predictions_frame(output: str) -> pd.DataFrame:
 
 
 def assert_same_faces(output: str, reference: str) -> None:
+    """Every decoded frame exactly once, counted against PyAV's reading of the source videos (not against
+    another run of the same code), then equal to the reference run."""
     assert set(check_complete(output, "faces")) == set(VIDEOS)
-    pd.testing.assert_frame_equal(faces_frame(output), faces_frame(reference))
+    got = faces_frame(output)
+    stride, max_frames = int(FRAMES[1]), int(FRAMES[3])
+    for video_id, rel in VIDEOS.items():
+        want = expected_frames(need_shared("videos", rel), stride=stride, max_frames=max_frames)
+        assert sorted(got.loc[got[schema.VIDEO_ID] == video_id, schema.FRAME_INDEX]) == want, video_id
+    pd.testing.assert_frame_equal(got, faces_frame(reference))
 
 
 def assert_same_predictions(output: str, reference: str) -> None:
     """Every frame of every video exactly once, labels and submission files equal to the reference run."""
     assert set(check_complete(output, PREDICTIONS)) == set(VIDEOS)
     got, want = predictions_frame(output), predictions_frame(reference)
-    assert not got.duplicated([schema.VIDEO_ID, schema.FRAME_INDEX]).any()
-    for video_id, rows in got.groupby(schema.VIDEO_ID):
-        assert rows[schema.FRAME_INDEX].tolist() == list(range(len(rows))), video_id
+    for video_id, rel in VIDEOS.items():  # one row per frame of the source video, as PyAV counts them
+        rows = got[got[schema.VIDEO_ID] == video_id]
+        assert rows[schema.FRAME_INDEX].tolist() == list(range(count_frames(need_shared("videos", rel)))), video_id
     same = [schema.VIDEO_ID, schema.FRAME_INDEX, schema.LABEL, schema.FACE_FOUND, schema.FILLED]
     pd.testing.assert_frame_equal(got[same], want[same])
     assert np.allclose(np.stack(got[schema.PROBS]), np.stack(want[schema.PROBS]), atol=1e-5)

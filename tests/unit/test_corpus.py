@@ -178,3 +178,12 @@ def test_manifest_duplicates_and_unsafe_ids(paths):
 def test_spaces_and_unicode_path(paths):
     path = paths["spaces_and_unicode"]
     assert " " in str(path) and not str(path).isascii()
+
+
+@pytest.mark.parametrize("name", DECODES)
+def test_pyav_reference_frame_counts(paths, name):
+    """tests.helpers.count_frames (PyAV, the tests' independent reference) agrees with the corpus's truth."""
+    from tests.helpers import count_frames, expected_frames
+
+    assert count_frames(paths[name]) == FRAME_COUNTS[name]
+    assert expected_frames(paths[name], stride=4, max_frames=3) == [0, 4, 8][: (FRAME_COUNTS[name] + 3) // 4]
