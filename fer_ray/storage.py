@@ -5,7 +5,14 @@ S3 endpoint, region and credentials come from the standard AWS environment varia
 so the same code talks to AWS or to a local S3 server. Credentials are never logged or written.
 
 Writes are atomic: locally a temp file in the target directory is renamed over the target; on S3 the
-whole object is sent in one request from memory, so a reader sees the old object or the new one.
+whole object is sent in one request from memory (one PutObject; larger ones a multipart upload that only
+becomes an object when completed), so a reader sees the old object or the new one, never a part.
+
+S3 faults: every request has a timeout (FER_RAY_S3_TIMEOUT_S, default 20 s without a byte received;
+connecting: at most 10 s), so a hung endpoint cannot hang a job; the AWS SDK retries error answers,
+resets and timeouts (FER_RAY_S3_MAX_ATTEMPTS, default 8), and reads, writes and downloads retry once more
+here, bounded, on the transient errors that escape it (a reset or timeout while the body streams, a short
+body). A fault that never clears raises; the jobs turn that into a failure row for the one video.
 """
 
 from __future__ import annotations
@@ -26,7 +33,20 @@ import pyarrow.parquet as pq
 
 _FS_CACHE: dict[tuple, pafs.FileSystem] = {}
 _LOCK = threading.Lock()
-S3_MAX_ATTEMPTS = int(os.environ.get("FER_RAY_S3_MAX_ATTEMPTS", "8"))
+S3_MAX_ATTEMPTS = int(os.environ.get("FER_RAY_S3_MAX_ATTEMPTS", "8"))  # the default; read again per use
+S3_TIMEOUT_S = float(os.environ.get("FER_RAY_S3_TIMEOUT_S", "20"))
+
+
+def s3_max_attempts() -> int:
+    return max(1, int(os.environ.get("FER_RAY_S3_MAX_ATTEMPTS", S3_MAX_ATTEMPTS)))
+
+
+def s3_timeout_s() -> float:
+    """Seconds an S3 request may go without receiving a byte before it is abandoned (and retried)."""
+    value = float(os.environ.get("FER_RAY_S3_TIMEOUT_S", S3_TIMEOUT_S))
+    if not value > 0:
+        raise ValueError(f"FER_RAY_S3_TIMEOUT_S must be > 0 seconds, got {value}")
+    return value
 
 
 def is_s3(uri: str) -> bool:
@@ -36,12 +56,17 @@ def is_s3(uri: str) -> bool:
 def _s3_filesystem() -> pafs.FileSystem:
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    key = ("s3", endpoint, region)
+    timeout, attempts = s3_timeout_s(), s3_max_attempts()
+    key = ("s3", endpoint, region, timeout, attempts)
     with _LOCK:
         if key not in _FS_CACHE:
             kwargs = {
                 "region": region,
-                "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=S3_MAX_ATTEMPTS),
+                "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=attempts),
+                "request_timeout": timeout,
+                "connect_timeout": min(timeout, 10.0),
+                # small objects go in one PutObject; no multipart upload is opened (or left behind) for them
+                "allow_delayed_open": True,
             }
             if endpoint:
                 parsed = urlparse(endpoint)
@@ -141,27 +166,70 @@ def list_files(uri: str, suffix: str | tuple[str, ...] = "", recursive: bool = T
 
 
 # Transient S3 errors that reach us despite the SDK's retry strategy (the list Ray Data retries on too):
-# an error answer to a ranged GetObject surfaces as "INTERNAL_FAILURE ... Failed to flush response stream".
+# an error answer to a ranged GetObject surfaces as "INTERNAL_FAILURE ... Failed to flush response stream";
+# a reset or a timeout while the body streams as NETWORK_CONNECTION (curl 56 / 18 / 28).
 _TRANSIENT = ("AWS Error INTERNAL_FAILURE", "AWS Error NETWORK_CONNECTION", "AWS Error SLOW_DOWN",
-              "AWS Error UNKNOWN (HTTP status 5")
+              "AWS Error UNKNOWN (HTTP status 5", "AWS Error REQUEST_TIMEOUT", "curlCode: 28", "curlCode: 56",
+              "curlCode: 18", "Connection reset", "short read")
 
 
-def read_bytes(uri: str) -> bytes:
+def _retrying(uri: str, action):
+    """action() again on a transient S3 error, a bounded number of times with backoff; anything else raises."""
+    attempts = s3_max_attempts() if is_s3(uri) else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except OSError as exc:
+            if attempt == attempts or not any(t in str(exc) for t in _TRANSIENT):
+                raise
+            time.sleep(min(2.0, 0.05 * 2 ** attempt))
+    raise AssertionError("unreachable")
+
+
+def _file_info(uri: str) -> tuple[pafs.FileSystem, str, pafs.FileInfo]:
     fs, path = filesystem(uri)
-    info = fs.get_file_info(path)
+    info = _retrying(uri, lambda: fs.get_file_info(path))
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"no such file: {uri}")
     if info.type == pafs.FileType.Directory:
         raise IsADirectoryError(f"is a directory, not a file: {uri}")
-    for attempt in range(1, S3_MAX_ATTEMPTS + 1):
-        try:
-            with fs.open_input_stream(path) as stream:
-                return stream.read()
-        except OSError as exc:
-            if not is_s3(uri) or attempt == S3_MAX_ATTEMPTS or not any(t in str(exc) for t in _TRANSIENT):
-                raise
-            time.sleep(min(2.0, 0.05 * 2 ** attempt))
-    raise AssertionError("unreachable")
+    return fs, path, info
+
+
+def _check_length(uri: str, fs: pafs.FileSystem, path: str, expected: int | None, got: int) -> None:
+    """A body shorter than the object is a fault (retried), unless the object was replaced meanwhile."""
+    if not is_s3(uri) or expected is None or got >= expected or fs.get_file_info(path).size == got:
+        return
+    raise OSError(f"short read of {uri}: {got} of {expected} bytes")
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path, info = _file_info(uri)
+
+    def read() -> bytes:
+        with fs.open_input_stream(path) as stream:
+            data = stream.read()
+        _check_length(uri, fs, path, info.size, len(data))  # never a truncated object
+        return data
+
+    return _retrying(uri, read)
+
+
+def download(uri: str, local_path: str, chunk: int = 8 * 1024 * 1024) -> int:
+    """Stream a file to a local path (not held in memory), restarting from scratch on a transient S3 error;
+    returns the bytes written."""
+    fs, path, info = _file_info(uri)
+
+    def copy() -> int:
+        written = 0
+        with fs.open_input_stream(path) as src, open(local_path, "wb") as dst:
+            while block := src.read(chunk):
+                dst.write(block)
+                written += len(block)
+        _check_length(uri, fs, path, info.size, written)
+        return written
+
+    return _retrying(uri, copy)
 
 
 def write_bytes(uri: str, data: bytes) -> None:
@@ -169,8 +237,11 @@ def write_bytes(uri: str, data: bytes) -> None:
     fs, path = filesystem(uri)
     parent = path.rsplit("/", 1)[0]
     if is_s3(uri):
-        with fs.open_output_stream(path) as out:
-            out.write(data)
+        def put() -> None:  # the whole object again: a PUT interrupted halfway never becomes an object
+            with fs.open_output_stream(path) as out:
+                out.write(data)
+
+        _retrying(uri, put)
         return
     fs.create_dir(parent, recursive=True)
     tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{basename(path)}"

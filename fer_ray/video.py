@@ -121,12 +121,12 @@ class Video:
             raise VideoError(f"{self.uri}: {REASON_EMPTY}, not a video")
         if not storage.is_s3(self.uri):
             return storage.filesystem(self.uri)[1]
-        # decord reads local files only: copy the object to a temp file (streamed, not held in memory).
-        fs, path = storage.filesystem(self.uri)
+        # decord reads local files only: copy the object to a temp file (streamed, not held in memory;
+        # a reset or timeout mid-copy restarts it, bounded: storage.download).
+        path = storage.filesystem(self.uri)[1]
         self._tmpdir = tempfile.mkdtemp(prefix="fer-ray-video-")
         local = os.path.join(self._tmpdir, "video" + os.path.splitext(path)[1].lower())
-        with fs.open_input_stream(path) as src, open(local, "wb") as dst:
-            shutil.copyfileobj(src, dst, length=8 * 1024 * 1024)
+        storage.download(self.uri, local)
         log.debug("downloaded %s (%d bytes) to %s", self.uri, nbytes, local)
         return local
 
