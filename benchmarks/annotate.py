@@ -11,7 +11,7 @@ Parts:
        Beside it the direct O(n*w) `smooth_reference`, timed on --reference-frames frames and extrapolated
        linearly to --frames (marked "extrapolated"). Target: under 1 s for 2.8M frames.
 - e2e: `fer_ray.pipelines.run_annotate` (system cfc_sp) on --videos labelled dev videos with untrained smoke
-       models (tests.helpers.write_untrained_models) on a local Ray instance, timed from the call to its return
+       models (fer_ray.models.smoke.write_untrained_models) on a local Ray instance, timed from the call to its return
        (actor start-up and model loading included). Then, in this process on the same frames of the same run,
        each stage timed directly with one torch thread (as the job's actors run): decode (fer_ray.video),
        detect+align+JPEG (FaceDetector/FaceTracker/align_batch/encode_face as PreprocessStage uses them),
@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere; tests.helpers builds the smoke models
+if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -256,8 +256,8 @@ def bench_e2e(args) -> dict:
 
     from fer_ray import schema
     from fer_ray.annotate import AnnotateConfig
+    from fer_ray.models.smoke import write_untrained_models
     from fer_ray.pipelines import run_annotate
-    from tests.helpers import write_untrained_models
 
     videos = _videos(args)
     max_frames = args.max_frames or None
@@ -332,7 +332,7 @@ def bench_gpu(args) -> dict:
     from fer_ray.faces import encode_face
     from fer_ray.infer import systems
     from fer_ray.infer.logits import LogitsStage
-    from tests.helpers import SMOKE_MODELS, write_untrained_models
+    from fer_ray.models.smoke import SMOKE_MODELS, write_untrained_models
 
     if args.gpu_device.startswith("cuda") and not torch.cuda.is_available():
         message = "no CUDA device visible to torch: gpu part skipped (run with --parts gpu on a GPU machine)"

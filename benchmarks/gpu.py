@@ -48,8 +48,8 @@ import numpy as np  # noqa: E402
 
 from benchmarks.annotate import REAL_CFC_SP  # noqa: E402
 from benchmarks.train import peak_tflops  # noqa: E402
+from fer_ray.models.smoke import SMOKE_MODELS  # noqa: E402
 from fer_ray.runtime import machine_info  # noqa: E402
-from tests.helpers import SMOKE_MODELS  # noqa: E402
 
 SMOKE_CFC_SP = tuple(m for m in SMOKE_MODELS if m[2] in ("coarse", "negative"))
 PREPROCESS_TARGET, LOGITS_TARGET = 1000.0, 4000.0
@@ -238,7 +238,7 @@ def bench_logits(args) -> list[dict]:
     from fer_ray.faces import encode_face
     from fer_ray.infer import systems
     from fer_ray.infer.logits import LogitsStage
-    from tests.helpers import write_untrained_models
+    from fer_ray.models.smoke import write_untrained_models
 
     cuda = args.device.startswith("cuda")
     peak = peak_tflops(torch.cuda.get_device_name(0)) if cuda else None

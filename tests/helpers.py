@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fer_ray import storage  # noqa: F401 - helpers below and tests use it
 from fer_ray.models.smoke import SMOKE_MODELS, write_untrained_models  # noqa: F401 - the library's, re-exported
+
 
 def load_job(name: str):
     """jobs/<name>.py as a module, to call its main(argv) in-process (jobs/ holds scripts, not a package)."""

@@ -34,3 +34,17 @@ def test_no_data_or_weights_tracked():
 def test_only_project_folders_at_top_level():
     stray = sorted({name.split("/", 1)[0] for name in tracked_files()} - TOP_LEVEL)
     assert not stray, f"unexpected top-level paths tracked (benchmark outputs?): {stray}"
+
+
+def test_library_and_benchmarks_never_import_tests():
+    """Benchmarks and the library stand on their own (a user runs them without the test tree)."""
+    import ast
+
+    offenders = []
+    for folder in ("fer_ray", "benchmarks", "jobs"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] == "tests"]
+    assert not offenders, offenders
