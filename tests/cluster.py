@@ -438,3 +438,62 @@ def shared_cluster(workers: int = 2) -> LocalCluster:
 
 def worker_names(cluster: LocalCluster) -> list[str]:
     return sorted(n.name for n in cluster.nodes.values() if n.name != "head" and n.alive())
+
+
+# ---------------------------------------------------------------------- the documented command lines
+CLUSTER_README = ROOT / "cluster" / "README.md"
+_SHELL_ENDS = {"&&", "||", ";", "|", ">", ">>", "2>&1", "&"}
+
+
+@dataclass
+class JobLine:
+    """One `python jobs/<job>.py args...` command line of a code block in cluster/README.md."""
+
+    section: str          # the number of the `## N.` heading it is under ("2")
+    job: str              # "preprocess"
+    args: list[str]       # shlex-split, after the script
+    submitted: bool       # run through `ray job submit`
+
+
+def _job_calls(tokens: list[str]) -> list[tuple[list[str], bool]]:
+    """(args, submitted) of every `python jobs/x.py ...` in one shell line's tokens (quoted `bash -c`
+    strings are split again)."""
+    out = []
+    for i, token in enumerate(tokens):
+        if " " in token and "python jobs/" in token:  # a quoted command: bash -lc '... python jobs/x.py ...'
+            out += _job_calls(shlex.split(token, comments=True))
+        elif token == "python" and i + 1 < len(tokens) and tokens[i + 1].startswith("jobs/"):
+            rest = tokens[i + 1:]
+            end = next((k for k, t in enumerate(rest) if t in _SHELL_ENDS), len(rest))
+            out.append((rest[:end], "submit" in tokens[:i]))
+    return out
+
+
+def readme_jobs(text: str | None = None) -> list[JobLine]:
+    """Every job command line in the ```bash / ```cron blocks of cluster/README.md, in order."""
+    import re
+
+    text = CLUSTER_README.read_text(encoding="utf-8") if text is None else text
+    lines, section, in_block = [], "", False
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        heading = re.match(r"##\s+(\d+)\.", raw)
+        if heading and not in_block:
+            section = heading.group(1)
+        if stripped.startswith("```"):
+            in_block = not in_block and stripped[3:] in ("bash", "cron", "sh")
+            continue
+        if in_block:
+            lines.append((section, raw))
+    joined: list[tuple[str, str]] = []  # backslash continuations joined
+    for section, raw in lines:
+        if joined and joined[-1][1].endswith("\\"):
+            joined[-1] = (joined[-1][0], joined[-1][1][:-1] + " " + raw.strip())
+        else:
+            joined.append((section, raw.strip()))
+    out = []
+    for section, line in joined:
+        for args, submitted in _job_calls(shlex.split(line, comments=True)):
+            job = Path(args[0]).stem
+            out.append(JobLine(section, job, args[1:], submitted))
+    return out
