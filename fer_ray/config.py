@@ -105,8 +105,11 @@ def load(cls: type[T], source: str | Path | dict | None = None, overrides: dict 
     else:
         try:
             data = yaml.safe_load(storage.read_bytes(str(source)).decode("utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        except yaml.YAMLError as exc:  # say where and what, not the snippet of the file PyYAML's str() shows
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"{source}: not valid YAML{where}: "
+                              f"{getattr(exc, 'problem', None) or type(exc).__name__}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: the top level must be a mapping")
     return from_dict(cls, _merge(data, overrides or {}), where=str(source or "config"))

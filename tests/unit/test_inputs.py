@@ -235,3 +235,14 @@ def test_image_ids_never_carry_absolute_folders(tmp_path):
     assert [m[schema.VIDEO_ID] for m in members] == ["set/" + p.removeprefix("images/").rsplit(".", 1)[0]
                                                      for p in paths]
     assert [m[schema.URI] for m in members] == [str(image / p) for p in paths]
+
+
+def test_invalid_yaml_config_is_located_not_quoted(tmp_path):
+    from fer_ray import config
+    from fer_ray.preprocess import PreprocessConfig
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("output: out\npassword: Zq9marker8xYw: nested\n")
+    with pytest.raises(config.ConfigError, match="not valid YAML at line 2, column 24") as info:
+        config.load(PreprocessConfig, str(path))
+    assert "marker" not in str(info.value) and "password" not in str(info.value)
