@@ -148,18 +148,41 @@ def canonical(uri: str) -> str:
     return os.path.realpath(os.path.abspath(uri))
 
 
+class Roots:
+    """The folders / prefixes one listing may read from, canonical once; `uri in roots` checks a file.
+
+    Local files: a real path per file would cost an lstat per path component for every image of a large
+    set, so each folder's real path is resolved once and only the file itself is checked for a symlink."""
+
+    def __init__(self, roots):
+        self.roots = tuple(canonical(r).rstrip("/") for r in roots)
+        self._real_dirs: dict[str, str] = {}
+
+    def _canonical(self, uri: str) -> str:
+        uri = str(uri).strip()
+        local = uri[len("file://"):] if uri.startswith("file://") else uri
+        if storage.is_s3(uri) or "://" in local:
+            return canonical(uri)
+        path = os.path.abspath(local)
+        if os.path.islink(path):
+            return os.path.realpath(path)
+        head, name = os.path.split(path)
+        if head not in self._real_dirs:
+            self._real_dirs[head] = os.path.realpath(head)
+        return os.path.join(self._real_dirs[head], name)
+
+    def __contains__(self, uri: str) -> bool:
+        path = self._canonical(uri)
+        return any(path == root or path.startswith(root + "/") for root in self.roots)
+
+
 def within(uri: str, roots) -> bool:
     """True when `uri` is one of `roots` or lies under one of them (compared in canonical form)."""
-    path = canonical(uri)
-    for root in roots:
-        root = canonical(root)
-        if path == root or path.startswith(root.rstrip("/") + "/"):
-            return True
-    return False
+    return uri in (roots if isinstance(roots, Roots) else Roots(roots))
 
 
-def _roots(own: str, allowed_roots) -> tuple[str, ...]:
-    return (own, *[str(r) for r in (allowed_roots or ())])
+def _roots(own: str, allowed_roots) -> Roots:
+    return Roots((own, *[str(r) for r in (allowed_roots or ())]))
 
 
 def _outside(what: str) -> str:
@@ -372,7 +395,7 @@ def from_directory(uri: str, limit: int | None = None, image_batch_size: int = 2
     out = Inputs()
     for set_root in set_roots:  # a set is named after its folder, however the job was pointed at it
         out.extend(from_image_set(storage.join(set_root, LABELS_CSV), limit=limit,
-                                  batch_size=image_batch_size, seed=seed, allowed_roots=roots))
+                                  batch_size=image_batch_size, seed=seed, allowed_roots=roots.roots))
     present = set(files)
     for file in files:
         if not file.lower().endswith(VIDEO_EXTENSIONS):
