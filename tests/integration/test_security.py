@@ -6,18 +6,23 @@ and the secret must appear nowhere the project writes or Ray records: no output 
 node's Ray session (logs of every job the test session ran on this cluster), no job output, not
 summary.json or a failure row, not the job records of the job server. Video ids with `..` and `/` become
 sanitised object keys under the output prefix. The dashboard and job server listen on 127.0.0.1 only, and
-refuse requests without the cluster's token.
+refuse requests without the cluster's token. A manifest whose label files point at a file full of secret-looking
+variables (outside the input folder, or inside it but not a label file) gets failure rows with specific reasons,
+and nothing of that file appears in any output, job log or Ray session log.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import shutil
+import uuid
+from pathlib import Path
 
 import boto3
 import pytest
 
-from fer_ray import schema, shards, storage
+from fer_ray import labels, schema, shards, storage
 from fer_ray.infer.postprocess import PREDICTIONS
 from tests.cluster import job_command, shared_cluster
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, need_shared
@@ -121,3 +126,68 @@ def test_dashboard_and_job_server_bind_to_loopback_only(run):
     status, _ = cluster.get("/api/jobs/", auth=False)  # the job server wants the cluster's token
     assert status in (401, 403)
     assert cluster.get("/api/jobs/")[0] == 200
+
+
+# ------------------------------------------------------------------------- inputs cannot read what they should not
+
+SECRET_MARKER = f"FERRAYSECRET{uuid.uuid4().hex}"  # unique per run: found anywhere means it leaked
+SECRET_FILE = (f"AWS_ACCESS_KEY_ID=AKIA{SECRET_MARKER[:16]}\nAWS_SECRET_ACCESS_KEY={SECRET_MARKER}\n"
+               f"password={SECRET_MARKER}\n-----BEGIN RSA PRIVATE KEY-----\n{SECRET_MARKER}\n"
+               "-----END RSA PRIVATE KEY-----\n")
+LABEL_CASES = {  # video_id -> (label_uri in the manifest, the specific reason its failure row gives)
+    "outside": ("../private/env.txt", "label file is outside the allowed input roots"),
+    "inside_not_labels": ("env.txt", ":1: wrong header"),
+    "inside_secret_line": ("secret_line.txt", ":3: not an integer"),
+}
+
+
+def _files_mentioning(root: Path, marker: str) -> list[str]:
+    """Files under root holding the marker: raw bytes, and Parquet decoded (its pages may be compressed)."""
+    import pyarrow.parquet as pq
+
+    found = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        if path.suffix == ".parquet":
+            data += str(pq.read_table(path).to_pylist()).encode()
+        if marker.encode() in data:
+            found.append(str(path))
+    return found
+
+
+@pytest.fixture(scope="module")
+def secret_run(tmp_path_factory):
+    """A manifest whose label files point at a file full of secret-looking variables: once outside the input
+    folder, once inside it (not a label file at all), once a label file with a secret on one line."""
+    need_shared("videos", "unlabeled", "pyfeat_single_face.mp4")
+    cluster = shared_cluster()
+    root = tmp_path_factory.mktemp("secrets")
+    (root / "in").mkdir()
+    (root / "private").mkdir()
+    shutil.copyfile(need_shared("videos", "unlabeled", "pyfeat_single_face.mp4"), root / "in" / "clip.mp4")
+    (root / "private" / "env.txt").write_text(SECRET_FILE)
+    (root / "in" / "env.txt").write_text(SECRET_FILE)
+    (root / "in" / "secret_line.txt").write_text(f"{labels.EXPR_HEADER}\n0\npassword={SECRET_MARKER}\n")
+    with open(root / "in" / "manifest.csv", "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("video_id", "uri", "label_uri"), ("plain", "clip.mp4", "")]
+                                     + [(v, "clip.mp4", label) for v, (label, _) in LABEL_CASES.items()])
+    output = root / "out"
+    result = cluster.run(job_command("preprocess.py", "--input", root / "in" / "manifest.csv", "--output", output,
+                                     "--max-frames", "4", "--num-workers", "1", "--worker-cpus", "1"), timeout=300)
+    return {"cluster": cluster, "result": result, "output": output}
+
+
+def test_label_files_full_of_secrets_are_refused_and_never_quoted(secret_run):
+    result, output = secret_run["result"], secret_run["output"]
+    assert result.status == "SUCCEEDED", result.logs[-3000:]  # the job finishes the rest
+    assert set(shards.done_markers(str(output), "faces")) == {"plain"}
+    failures = {r[schema.VIDEO_ID]: r[schema.ERROR] for r in shards.read_failures(str(output)).to_pylist()}
+    assert set(failures) == set(LABEL_CASES)
+    for video_id, (_, reason) in LABEL_CASES.items():
+        assert reason in failures[video_id], (video_id, failures[video_id])
+    summary = (output / "summary.json").read_text()
+    assert all(video_id in summary for video_id in LABEL_CASES)
+    leaks = _files_mentioning(output, SECRET_MARKER)  # every output file: JSON, YAML, Parquet
+    leaks += ["job output"] if SECRET_MARKER in result.logs else []  # the driver's stdout, stderr and logging
+    leaks += _files_mentioning(secret_run["cluster"].root, SECRET_MARKER)  # every node's Ray session logs
+    assert not leaks, f"the secret file's contents leaked into: {leaks[:20]}"
