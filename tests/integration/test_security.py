@@ -131,9 +131,9 @@ def test_dashboard_and_job_server_bind_to_loopback_only(run):
 # ------------------------------------------------------------------------- inputs cannot read what they should not
 
 SECRET_MARKER = f"FERRAYSECRET{uuid.uuid4().hex}"  # unique per run: found anywhere means it leaked
-SECRET_FILE = (f"AWS_ACCESS_KEY_ID=AKIA{SECRET_MARKER[:16]}\nAWS_SECRET_ACCESS_KEY={SECRET_MARKER}\n"
+SECRET_FILE = (f"AWS_SECRET_ACCESS_KEY={SECRET_MARKER}\nAWS_ACCESS_KEY_ID=AKIA{SECRET_MARKER[-16:]}\n"
                f"password={SECRET_MARKER}\n-----BEGIN RSA PRIVATE KEY-----\n{SECRET_MARKER}\n"
-               "-----END RSA PRIVATE KEY-----\n")
+               "-----END RSA PRIVATE KEY-----\n")  # the marker on line 1: a quoted header would leak it
 LABEL_CASES = {  # video_id -> (label_uri in the manifest, the specific reason its failure row gives)
     "outside": ("../private/env.txt", "label file is outside the allowed input roots"),
     "inside_not_labels": ("env.txt", ":1: wrong header"),
