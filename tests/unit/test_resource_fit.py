@@ -109,3 +109,11 @@ def test_live_cluster_check_names_the_largest_node(ray_local):
     with pytest.raises(ConfigError, match=r"model 'huge': .* fits no node type of this Ray cluster; the largest is"):
         check_fit([ModelSpec(name="huge", arch="iresnet_tiny", cpus_per_worker=cpus + 1, use_gpu=False)], types,
                   "this Ray cluster")
+
+
+def test_job_on_a_live_cluster_stops_in_one_line_instead_of_waiting(ray_local, tmp_path):
+    # No --plan: the job checks the cluster it joined (here the session's 2-CPU local Ray) before training.
+    text = _fails(["--config", _config(tmp_path, {"cpus_per_worker": 64, "use_gpu": False})])
+    assert "\n" not in text
+    assert text.startswith("train_all: invalid configuration: model 'big': a training worker needs {CPU: 64}, "
+                           "which fits no node type of this Ray cluster; the largest is 'node "), text
