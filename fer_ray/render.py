@@ -4,8 +4,10 @@
     boxes = load_boxes("s3://bucket/run", "clip")                        # optional: faces table bboxes
     render_video("s3://bucket/videos/clip.mp4", table, "s3://bucket/run/clip.overlay.mp4", boxes)
 
-Each frame gets (`Overlay`, drawn with PIL ImageDraw): the face box where the faces table has one, the
-predicted expression name and its probability, a small bar chart of the 8 ABAW class probabilities
+Each frame gets (`Overlay`, drawn with PIL ImageDraw): the face box where the faces table has one, what
+decided the label ("Negative 0.30 -> Disgust 0.83": the coarse step, then the negative net's share;
+"Happiness 0.91" for a class decided in one step; fer_ray.infer.cascade.decision_text), a small bar chart
+of the 8 ABAW class probabilities
 (the predicted class highlighted) and, on frames whose label was filled from a neighbouring face frame
 (schema.FILLED: no face found or frame not decoded), a "filled" marker. The source is decoded with decord
 in chunks (fer_ray.video) and encoded with PyAV (libx264 when this PyAV build has it, else mpeg4) at the
@@ -27,6 +29,7 @@ import pyarrow.compute as pc
 from PIL import Image, ImageDraw, ImageFont
 
 from fer_ray import labels, schema, shards, storage
+from fer_ray.infer.cascade import decision_text
 from fer_ray.infer.writers import PREDICTIONS_TABLE, read_predictions
 from fer_ray.video import open_video
 
@@ -106,7 +109,7 @@ class Overlay:
         label = int(row[schema.LABEL])
         probs = np.asarray(row[schema.PROBS], dtype=np.float64)
         self._box(draw, row.get(schema.BBOX))
-        self._title(draw, label, float(probs[label]) if 0 <= label < len(probs) else float("nan"))
+        self._title(draw, decision_text(label, probs, row.get(schema.COARSE_PROBS), row.get(schema.NEGATIVE_PROBS)))
         self._bars(draw, probs, label)
         if bool(row.get(schema.FILLED, False)):
             self._filled(draw)
@@ -122,9 +125,7 @@ class Overlay:
         if x2 > x1 and y2 > y1:
             draw.rectangle((x1, y1, x2, y2), outline=self.BOX_COLOUR, width=self.line * 2)
 
-    def _title(self, draw: ImageDraw.ImageDraw, label: int, prob: float) -> None:
-        name = labels.ABAW_CLASSES[label] if 0 <= label < labels.NUM_CLASSES else str(label)
-        text = f"{name} {prob:.2f}"
+    def _title(self, draw: ImageDraw.ImageDraw, text: str) -> None:
         left, top, right, bottom = draw.textbbox((self.pad, self.pad), text, font=self.font)
         draw.rectangle((0, 0, right + self.pad, bottom + self.pad), fill=(0, 0, 0))
         draw.text((self.pad, self.pad), text, font=self.font, fill=self.TEXT_COLOUR)
@@ -187,7 +188,8 @@ def load_boxes(faces: str, video_id: str) -> pa.Table:
 def frame_rows(predictions: pa.Table, boxes: pa.Table | None = None) -> dict[int, dict]:
     """frame index -> the row the overlay draws. A frame the faces table does not hold (not decoded, e.g.
     with a stride) keeps the box of the last decoded frame before it; a decoded frame without a face has none."""
-    keep = [schema.FRAME_INDEX, schema.LABEL, schema.PROBS, schema.FILLED]
+    keep = [schema.FRAME_INDEX, schema.LABEL, schema.PROBS, schema.COARSE_PROBS, schema.NEGATIVE_PROBS,
+            schema.FILLED]
     rows = {int(r[schema.FRAME_INDEX]): r for r in predictions.select(keep).to_pylist()}
     if boxes is None or boxes.num_rows == 0 or not rows:
         return rows

@@ -128,6 +128,29 @@ def abaw_probs(coarse: np.ndarray, negative: np.ndarray) -> np.ndarray:
     return out
 
 
+def decision_text(label: int, probs, coarse_probs=None, negative_probs=None) -> str:
+    """What decided a frame's label, as a person reads it.
+
+    A cascade frame routed to the negative net says both steps: "Negative 0.30 -> Disgust 0.83" (the
+    coarse net's Negative share, then the negative net's share for the class): its joint probability
+    (0.30 x 0.83) would look lower than a non-negative class's bar although that step won. A frame
+    the coarse net labels itself, or any single model's frame, says "Happiness 0.91".
+    """
+    known = 0 <= label < labels.NUM_CLASSES
+    name = labels.ABAW_CLASSES[label] if known else str(label)
+    coarse = np.asarray(coarse_probs if coarse_probs is not None else [], dtype=np.float64)
+    negative = np.asarray(negative_probs if negative_probs is not None else [], dtype=np.float64)
+    cascade = coarse.size == len(labels.COARSE_CLASSES) and negative.size == len(labels.NEGATIVE_CLASSES)
+    if not (cascade and known):
+        probs = np.asarray(probs, dtype=np.float64)
+        return f"{name} {probs[label]:.2f}" if known and label < probs.size else name
+    coarse = normalize_rows(coarse)
+    step = labels.NEGATIVE_OF_ABAW[label]
+    if step >= 0:
+        return f"Negative {coarse[labels.COARSE_NEGATIVE]:.2f} -> {name} {normalize_rows(negative)[step]:.2f}"
+    return f"{name} {coarse[labels.COARSE_OF_ABAW[label]]:.2f}"
+
+
 # ---- model names in logits tables ----
 # A model is named "<task>/<backbone>", task one of labels.TASK_CLASSES ("expr": 8 ABAW scores,
 # "coarse": 5 coarse scores, "negative": 4 negative scores), e.g. "coarse/iresnet", "coarse/swin",

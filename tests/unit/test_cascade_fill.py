@@ -128,3 +128,19 @@ def test_expand_scatters_and_drops_out_of_range():
     values, found = expand(np.array([4, 1, 9]), np.array([7, 6, 5]), 6)
     assert values.tolist() == [0, 6, 0, 0, 7, 0]
     assert found.tolist() == [False, True, False, False, True, False]
+
+
+def test_decision_text_says_what_the_cascade_decided():
+    from fer_ray.infer.cascade import abaw_probs, decision_text
+
+    coarse = np.array([0.25, 0.2, 0.15, 0.1, 0.30])  # Negative wins the coarse step with 0.30
+    negative = np.array([0.05, 0.83, 0.07, 0.05])  # then Disgust within Negative
+    probs = abaw_probs(coarse[None], negative[None])[0]
+    disgust = labels.class_index("Disgust")
+    assert probs[disgust] < probs[labels.class_index("Neutral")]  # the joint bar looks like a loss...
+    assert decision_text(disgust, probs, coarse, negative) == "Negative 0.30 -> Disgust 0.83"  # ...it won
+    neutral = labels.class_index("Neutral")
+    assert decision_text(neutral, probs, coarse * 2, negative) == "Neutral 0.25"  # coarse scores normalised
+    happy = np.eye(labels.NUM_CLASSES)[labels.class_index("Happiness")] * 0.9 + 0.0125
+    assert decision_text(labels.class_index("Happiness"), happy) == "Happiness 0.91"  # one model: its prob
+    assert decision_text(labels.class_index("Happiness"), happy, [], []) == "Happiness 0.91"  # empty lists

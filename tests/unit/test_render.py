@@ -73,6 +73,19 @@ def test_overlay_draws_box_title_bars_and_filled_marker():
     assert np.array_equal(overlay(frame, None), frame)
 
 
+def test_overlay_title_shows_the_cascade_steps():
+    frame = np.full((128, 160, 3), 128, dtype=np.uint8)
+    overlay = Overlay(160, 128)
+    probs = np.full(labels.NUM_CLASSES, 0.1)
+    plain = overlay(frame, {**_row(probs), schema.LABEL: labels.class_index("Disgust")})
+    routed = overlay(frame, {**_row(probs), schema.LABEL: labels.class_index("Disgust"),
+                             schema.COARSE_PROBS: [0.25, 0.2, 0.15, 0.1, 0.3],
+                             schema.NEGATIVE_PROBS: [0.05, 0.83, 0.07, 0.05]})
+    title_rows = slice(0, overlay.panel[1])
+    # "Negative 0.30 -> Disgust 0.83" is a longer title than "Disgust 0.10": more of the top band is drawn
+    assert (routed[title_rows] != 128).sum() > (plain[title_rows] != 128).sum() * 1.5
+
+
 def test_frame_rows_hold_the_last_decoded_box():
     table = _predictions("v", 6, np.zeros(6, dtype=bool))
     boxes = pa.table({schema.FRAME_INDEX: [4, 0, 2], schema.BBOX: [[4, 4, 8, 8], [0, 0, 5, 5], None]},
