@@ -154,7 +154,7 @@ def plan_items(config: AnnotateConfig, pre) -> tuple[list[dict], list[str]]:
     changed file is a new input and is tried again)."""
     from fer_ray.inputs import discover, item_fingerprint
 
-    found = discover(config.input, image_batch_size=pre.image_batch_size)
+    found = discover(config.input, image_batch_size=pre.image_batch_size, allowed_roots=config.allowed_roots)
     failed = {r[schema.VIDEO_ID]: r for r in shards.read_failures(config.output).to_pylist()}
     gave_up = []
     for reject in found.rejected:

@@ -89,7 +89,7 @@ def _preprocess_one(config: AnnotateConfig) -> str:
     from fer_ray.preprocess import STATUS_FAILED, PreprocessStage
 
     pre = replace(_preprocess_config(config), num_workers=1, worker_cpus=float(config.threads))
-    found = discover(config.input, image_batch_size=pre.image_batch_size)
+    found = discover(config.input, image_batch_size=pre.image_batch_size, allowed_roots=config.allowed_roots)
     if found.rejected:
         raise ValueError(f"{config.input}: {found.rejected[0][schema.ERROR]}")
     videos = [item for item in found.items if item.get(schema.KIND, "video") == "video"]
