@@ -1,4 +1,4 @@
-"""Faces: MTCNN detection, 5-point alignment, per-video tracking."""
+"""Faces: MTCNN detection, 5-point alignment, per-video tracking (one face, or every face with track ids)."""
 
 from fer_ray.faces.align import (
     ARCFACE_TEMPLATE_112,
@@ -10,20 +10,26 @@ from fer_ray.faces.align import (
     similarity_transform,
     template,
 )
-from fer_ray.faces.detect import Detection, FaceDetector, choose_face, iou
-from fer_ray.faces.track import FaceTracker
+from fer_ray.faces.detect import Detection, FaceDetector, choose_face, faces_at_least, iou
+from fer_ray.faces.track import FaceTracker, MultiFaceTracker, Track, TrackedChunk, TrackLinker, link_chunks
 
 __all__ = [
     "ARCFACE_TEMPLATE_112",
     "Detection",
     "FaceDetector",
     "FaceTracker",
+    "MultiFaceTracker",
+    "Track",
+    "TrackLinker",
+    "TrackedChunk",
     "align_batch",
     "align_face",
     "choose_face",
     "decode_face",
     "encode_face",
+    "faces_at_least",
     "iou",
+    "link_chunks",
     "resize_crop",
     "similarity_transform",
     "template",

@@ -23,7 +23,7 @@ from facenet_pytorch.models.mtcnn import MTCNN
 from facenet_pytorch.models.utils.detect_face import batched_nms_numpy, bbreg, generateBoundingBox, rerec
 from torchvision.ops import batched_nms, roi_align
 
-__all__ = ["Detection", "FaceDetector", "choose_face", "iou"]
+__all__ = ["Detection", "FaceDetector", "choose_face", "faces_at_least", "iou"]
 
 
 @dataclass
@@ -255,3 +255,13 @@ class FaceDetector:
                       score=float(scores[j])) if scores[j] >= self.min_score else None
             for j in range(k)
         ]
+
+
+def faces_at_least(faces: list[Detection], min_size: float) -> list[Detection]:
+    """The faces whose box is at least ``min_size`` source pixels on its shorter side (order kept)."""
+    out = []
+    for face in faces:
+        x1, y1, x2, y2 = (float(v) for v in face.bbox)
+        if min(x2 - x1, y2 - y1) >= min_size:
+            out.append(face)
+    return out
