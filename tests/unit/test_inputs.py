@@ -7,7 +7,7 @@ import csv
 import pandas as pd
 import pytest
 
-from fer_ray import inputs, labels, schema, storage
+from fer_ray import inputs, labels, schema, shards, storage
 from tests.conftest import need_shared
 
 
@@ -246,3 +246,26 @@ def test_invalid_yaml_config_is_located_not_quoted(tmp_path):
     with pytest.raises(config.ConfigError, match="not valid YAML at line 2, column 24") as info:
         config.load(PreprocessConfig, str(path))
     assert "marker" not in str(info.value) and "password" not in str(info.value)
+
+
+def test_jobs_pass_allow_root_to_discover(tmp_path):
+    """--allow-root is a repeatable flag of both jobs that read inputs, and annotate's work_items honours it."""
+    from fer_ray.annotate import AnnotateConfig, work_items
+    from fer_ray.preprocess import PreprocessConfig
+    from tests.helpers import load_job
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "v.mp4").write_bytes(b"x")
+    manifest = write_manifest(tmp_path / "in" / "m.csv", [("v", str(tmp_path / "data" / "v.mp4"), "")])
+    output = str(tmp_path / "out")
+    pre = PreprocessConfig(output=output)
+    items = work_items(AnnotateConfig(input=manifest, models="m", output=output), pre)
+    assert items == []
+    assert "video file is outside the allowed input roots" in shards.read_failures(output).to_pylist()[0]["error"]
+    items = work_items(AnnotateConfig(input=manifest, models="m", output=output,
+                                      allowed_roots=[str(tmp_path / "data")]), pre)
+    assert [i[schema.VIDEO_ID] for i in items] == ["v"]
+    for job in ("preprocess", "annotate"):
+        args = load_job(job).parse_args(["--input", manifest, "--allow-root", "a", "--allow-root", "s3://b/x"])
+        assert args.allowed_roots == ["a", "s3://b/x"], job
