@@ -2,13 +2,15 @@
 
     python jobs/annotate.py --input <manifest|dir|s3 prefix of videos | preprocess output> \
         --models <train_all output> --output <uri> [--system cfc_sp|baseline|mao|prl] [--window 256] \
-        [--keep-logits] [--since ISO-time|last] [--config annotate.yaml] [--strict]
+        [--keep-logits] [--since ISO-time|last] [--max-attempts 3] [--config annotate.yaml] [--strict]
 
 From videos it runs decode -> detect -> align itself (into <output>/faces); from face shards it skips that.
 Writes <output>/predictions/ (Parquet), <output>/submission/<video>.txt (ABAW EXPR format, one line per
 frame), <output>/summary.json, <output>/failures/ and the resolved <output>/annotate.yaml. A rerun skips
-videos already annotated with the same model version; `--since last` looks only at videos newer than the
-previous run (for scheduled runs). Exit 1 with --strict when any video failed.
+videos already annotated with the same model version from the same file (size and mtime); `--since last`
+looks only at videos newer than the previous run (for scheduled runs) plus those that failed before, each
+retried until it has failed --max-attempts runs in a row (then summary.json lists it as given up). Exit 1
+with --strict when any video failed.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="divide out each model's training class prior (for videos whose classes are "
                              "distributed unlike the training set's)")
     parser.add_argument("--since", help="only videos modified after this ISO time, or 'last'")
+    parser.add_argument("--max-attempts", dest="max_attempts", type=int,
+                        help="give a video up after this many failed runs in a row on the same file (default 3)")
     parser.add_argument("--device", help="auto (default), cpu or cuda")
     parser.add_argument("--batch-size", dest="batch_size", type=int)
     parser.add_argument("--num-workers", dest="num_workers", type=int, help="logits actors")
@@ -67,9 +71,11 @@ def print_summary(summary: dict) -> None:
         print(f"{video_id[:40]:<40} {info['frames']:>7} {info['faces']:>7}  {info['histogram']}")
     print(f"annotated {summary['videos_annotated']} videos ({summary['frames_annotated']} frames, "
           f"{summary['frames_per_second']} frames/s), skipped {summary['videos_skipped']}, "
-          f"failed {summary['videos_failed']}; model version {summary['model_version']}")
+          f"failed {summary['videos_failed']} (given up {summary.get('videos_given_up', 0)}); "
+          f"model version {summary['model_version']}")
     for failure in summary["failures"]:
-        print(f"FAILED {failure['video_id']} ({failure['stage']}): {failure['error']}")
+        print(f"FAILED {failure['video_id']} ({failure['stage']}, attempt {failure.get('attempts', 1)}): "
+              f"{failure['error']}")
 
 
 def main(argv: list[str] | None = None) -> int:
