@@ -12,6 +12,7 @@ and resumes interrupted ones from their last checkpoint. Exit status 1 when a mo
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -80,10 +81,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"every model's training worker fits a node type of {args.plan}")
         return 0
     runtime.init_ray(args.num_cpus, args.address)  # --address / RAY_ADDRESS, else a local Ray
+    node_types, complete = resources.live_node_types()
     try:  # a worker that fits no node would wait for resources forever: say so now, in one line
-        resources.check_fit(config.models, resources.live_node_types(), "this Ray cluster")
+        resources.check_fit(config.models, node_types, "this Ray cluster")
     except ValueError as exc:
-        raise SystemExit(f"train_all: invalid configuration: {exc}") from None
+        if complete:
+            raise SystemExit(f"train_all: invalid configuration: {exc}") from None
+        # an autoscaler whose node types we cannot see may still add a node that fits
+        logging.getLogger("train_all").warning("%s; an autoscaler is running: waiting for it", exc)
     result = train_all(config)
     print(format_table(result))
     print(f"\nversion {result['version']}  index {result['index']}")

@@ -5,14 +5,17 @@ waits forever for a placement group the autoscaler can never satisfy. `check_fit
 ConfigError naming the model and the largest node type, before any trial starts.
 
 Node types come from:
-  - a live cluster (`live_node_types`): every alive node's total resources, plus the autoscaler's node
-    groups when the autoscaler has published them to the GCS (they can scale up from 0 nodes);
+  - a live cluster (`live_node_types`): every alive node's total resources, plus the node types an
+    autoscaler can add, where visible (they can scale up from 0 nodes); when an autoscaler runs whose node
+    types are not visible, a misfit is a warning, not an error;
   - a plan (`plan_node_types`): a Ray cluster-launcher YAML (`available_node_types[*].resources`, the head
     included) or a KubeRay RayCluster / RayJob / RayCronJob manifest (head and worker groups: rayStartParams
     num-cpus / num-gpus, else the container's limits).
 """
 
 from __future__ import annotations
+
+import os
 
 from fer_ray.config import ConfigError
 
@@ -57,17 +60,54 @@ def check_fit(models, node_types: NodeTypes, where: str) -> None:
 # ------------------------------------------------------------------------------------------ live cluster
 
 
-def live_node_types() -> NodeTypes:
-    """Alive nodes of the connected Ray cluster, plus the autoscaler's node groups (when published)."""
+def live_node_types() -> tuple[NodeTypes, bool]:
+    """(node types, complete) of the connected Ray cluster: every alive node, plus the node types an
+    autoscaler can add when they are visible from here (the cluster config it reports to the GCS, or the
+    launcher's ~/ray_bootstrap_config.yaml on the head, where `ray job submit` runs the driver).
+    `complete` is False when an autoscaler runs whose node types are not visible: a worker that fits no
+    live node may still get one, so the caller warns instead of failing."""
     import ray
 
     out: NodeTypes = {}
     for node in ray.nodes():
         if node.get("Alive"):
             out[f"node {node.get('NodeManagerAddress', '?')} ({node['NodeID'][:8]})"] = dict(node["Resources"])
-    for group in _autoscaler_groups():
-        out[f"autoscaler group {group.name}"] = {k: float(v) for k, v in group.resources.items()}
-    return out
+    groups = {f"autoscaler group {g.name}": {k: float(v) for k, v in g.resources.items()}
+              for g in _autoscaler_groups()}
+    launcher = _bootstrap_types()
+    out.update(groups)
+    out.update(launcher)
+    return out, bool(groups or launcher) or not _autoscaler_running()
+
+
+def _bootstrap_types() -> NodeTypes:
+    path = os.path.expanduser("~/ray_bootstrap_config.yaml")
+    if not os.path.isfile(path):
+        return {}
+    try:
+        return {f"launcher node type {k}": v for k, v in plan_node_types(path).items()}
+    except ConfigError:  # node types without explicit resources: the launcher fills them in, we cannot
+        return {}
+
+
+def _autoscaler_running() -> bool:
+    """Whether an autoscaler may add nodes we cannot see. On Kubernetes (KubeRay) its node types live in the
+    RayCluster object, out of the driver's reach; elsewhere the monitor's status names the node types it
+    manages (a cluster without autoscaling reports each node as its own type, `node_<id>`)."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return True
+    try:
+        import json
+
+        from ray._private import ray_constants
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        status = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+        mapping = (json.loads(status).get("autoscaler_report") or {}).get("node_type_mapping") or {} \
+            if status else {}
+    except Exception:  # noqa: BLE001 - private API: unknown means "assume none", the live nodes decide
+        return False
+    return any(node_type != f"node_{node_id}" for node_id, node_type in mapping.items())
 
 
 def _autoscaler_groups() -> list:

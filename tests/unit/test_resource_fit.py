@@ -102,7 +102,8 @@ def test_live_cluster_check_names_the_largest_node(ray_local):
     from fer_ray.train.config import ModelSpec
     from fer_ray.train.resources import check_fit, live_node_types
 
-    types = live_node_types()
+    types, complete = live_node_types()
+    assert complete  # no autoscaler: the live nodes are all there is
     cpus = max(r.get("CPU", 0) for r in types.values())
     assert cpus == ray.cluster_resources()["CPU"]
     check_fit([ModelSpec(name="ok", arch="iresnet_tiny", cpus_per_worker=cpus, use_gpu=False)], types, "here")
@@ -111,9 +112,37 @@ def test_live_cluster_check_names_the_largest_node(ray_local):
                   "this Ray cluster")
 
 
-def test_job_on_a_live_cluster_stops_in_one_line_instead_of_waiting(ray_local, tmp_path):
+def test_job_on_a_live_cluster_stops_in_one_line_instead_of_waiting(ray_local, tmp_path, monkeypatch):
     # No --plan: the job checks the cluster it joined (here the session's 2-CPU local Ray) before training.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     text = _fails(["--config", _config(tmp_path, {"cpus_per_worker": 64, "use_gpu": False})])
     assert "\n" not in text
     assert text.startswith("train_all: invalid configuration: model 'big': a training worker needs {CPU: 64}, "
                            "which fits no node type of this Ray cluster; the largest is 'node "), text
+
+
+def test_launcher_bootstrap_config_adds_the_node_types_it_can_scale_to(ray_local, tmp_path, monkeypatch):
+    # On a launcher cluster the driver runs on the head, beside ~/ray_bootstrap_config.yaml: a GPU worker that
+    # fits no live node fits a node type the autoscaler can add, so the check passes.
+    from fer_ray.train.config import ModelSpec
+    from fer_ray.train.resources import check_fit, live_node_types
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "ray_bootstrap_config.yaml").write_text((ROOT / "cluster" / "aws.yaml").read_text())
+    types, complete = live_node_types()
+    assert complete and types["launcher node type gpu.g5.12xlarge"] == {"CPU": 48.0, "GPU": 4.0}
+    check_fit([ModelSpec(name="gpu", arch="iresnet_tiny", cpus_per_worker=8, use_gpu=True)], types, "here")
+
+
+def test_an_autoscaler_with_unseen_node_types_makes_the_check_incomplete(ray_local, tmp_path, monkeypatch):
+    # On KubeRay the autoscaler's node types are in the RayCluster object, which the driver cannot read: a
+    # misfit may still be placed once a worker group scales up, so train_all warns instead of failing
+    # (`--plan cluster/kuberay/rayjob-train.yaml` is the check there).
+    from fer_ray.train.resources import live_node_types
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert live_node_types()[1] is True  # the session's local Ray: no autoscaling, the live node is all
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    assert live_node_types()[1] is False
