@@ -15,6 +15,7 @@ import shutil
 
 import decord
 import numpy as np
+import pyarrow as pa
 import pytest
 from PIL import Image
 
@@ -233,3 +234,48 @@ def test_annotate_redo_crash_at_every_write_step(tmp_path, monkeypatch, models):
         assert seen["submission"] == seen["labels"]
         for table in (PREDICTIONS, LOGITS):
             assert unreferenced(output, table, "vid") == [], (at, table)
+
+
+# --------------------------------------------------------------------------- the bookkeeping underneath
+
+
+def test_attempt_names_never_hit_the_current_marker(tmp_path):
+    output = str(tmp_path)
+    assert shards.next_attempt(None, "fp1") == ""  # first attempt: plain names
+    first = shards.write_part(output, FACES, "v", 0, pa.table({"x": [1]}))
+    shards.mark_done(output, FACES, "v", [first], fingerprint="fp1")
+    redo = shards.next_attempt(shards.read_marker(output, FACES, "v"), "fp2")
+    assert redo and redo == shards.next_attempt(shards.read_marker(output, FACES, "v"), "fp2")  # retry-stable
+    second = shards.write_part(output, FACES, "v", 0, pa.table({"x": [2]}), redo)
+    shards.mark_done(output, FACES, "v", [second], fingerprint="fp2")
+    assert storage.list_files(storage.join(output, FACES, "v")) == [second]  # the old part went after the switch
+    # a redo back to a fingerprint whose names the marker lists takes the alternate names
+    again = shards.next_attempt({"parts": [f"v/part-{redo}-00000.parquet"]}, "fp2")
+    assert again not in ("", redo)
+
+
+def test_sweep_deletes_only_unlisted_parts(tmp_path):
+    output = str(tmp_path)
+    kept = shards.write_part(output, FACES, "v", 0, pa.table({"x": [1]}))
+    shards.mark_done(output, FACES, "v", [kept])
+    orphans = [shards.write_part(output, FACES, "v", 0, pa.table({"x": [1]}), "abcd1234"),
+               shards.write_part(output, FACES, "w", 0, pa.table({"x": [1]}))]  # w never completed
+    other = storage.join(output, FACES, "v", "notes.parquet")  # not a part: left alone
+    storage.write_parquet(other, pa.table({"x": [1]}))
+    assert shards.sweep(output, FACES) == 2
+    assert not any(storage.exists(u) for u in orphans) and storage.exists(kept) and storage.exists(other)
+    assert shards.is_done(output, FACES, "v")
+
+
+def test_failure_attempts_count_runs_on_the_same_input(tmp_path):
+    output = str(tmp_path)
+    assert shards.write_failure(output, "v", "v.mp4", "preprocess", "broken", fingerprint="a") == 1
+    assert shards.write_failure(output, "v", "v.mp4", "preprocess", "broken", fingerprint="a") == 2
+    assert shards.write_failure(output, "v", "v.mp4", "preprocess", "broken", fingerprint="b") == 1  # new content
+    storage.write_json(shards.failure_uri(output, "old"), {"video_id": "old", "uri": "", "stage": "x",
+                                                           "error": "e"})  # written before attempts existed
+    rows = {r["video_id"]: r for r in shards.read_failures(output).to_pylist()}
+    assert rows["v"][schema.ATTEMPTS] == 1 and rows["v"][schema.FINGERPRINT] == "b"
+    assert rows["old"][schema.ATTEMPTS] == 1
+    shards.mark_done(output, FACES, "v", [])  # success removes the record
+    assert set(shards.read_failures(output).column(schema.VIDEO_ID).to_pylist()) == {"old"}
