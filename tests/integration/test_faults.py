@@ -1,5 +1,7 @@
 """Faults during real cluster jobs: a worker node killed part way through annotation, and S3 failing requests
-(tests/s3proxy.py: a deterministic failing proxy on 127.0.0.1 in front of the moto server).
+(tests/s3proxy.py: a deterministic failing proxy on 127.0.0.1 in front of the moto server): 5xx answers,
+connections reset mid-body, answers slower than the client timeout, uploads cut halfway, a read that
+never succeeds.
 
 Whatever fails, a run never reports success with objects missing (every done marker's parts exist, a
 failed video has a failure row and no done marker, --strict exits 1), and a rerun after the failure yields
@@ -20,7 +22,7 @@ from fer_ray.infer.postprocess import PREDICTIONS, submission_uri
 from tests.cluster import job_command, shared_cluster, worker_names
 from tests.conftest import need_shared
 from tests.helpers import count_frames, expected_frames, load_job, upload_videos, write_untrained_models
-from tests.s3proxy import FailingS3Proxy
+from tests.s3proxy import FailingS3Proxy, Fault
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
@@ -158,39 +160,59 @@ def test_worker_node_killed_during_annotation(reference, cluster):
 
 
 def test_flaky_s3_writes_and_reads_are_retried(reference, cluster, s3_server):
-    """Every 7th request fails (503 SlowDown / 500 InternalError alternately): both jobs succeed through
-    pyarrow's retries and write exactly what a clean run writes."""
+    """Every 7th request fails (503 SlowDown / 500 InternalError alternately), and on top: video downloads
+    and face-part reads reset mid-body, one download answered slower than the client timeout, part and
+    prediction uploads cut halfway. Both jobs succeed through the retries and write exactly what a clean
+    run writes."""
     base = reference
-    with FailingS3Proxy(s3_server, every=7) as proxy:
-        env = {"AWS_ENDPOINT_URL": proxy.url}
+    faults = [
+        Fault("reset", "GET", rf"^/{BUCKET}/videos/tw_TW07\.mp4", times=2),
+        Fault("slow", "GET", rf"^/{BUCKET}/videos/tw_TW11\.mp4", times=1, delay=15),
+        Fault("cut", "PUT", rf"^/{BUCKET}/flaky/pre/faces/", times=2),
+        Fault("reset", "GET", rf"^/{BUCKET}/flaky/pre/faces/.*part-", times=2),
+        Fault("cut", "PUT", rf"^/{BUCKET}/flaky/ann/predictions/", times=2),
+    ]
+    with FailingS3Proxy(s3_server, every=7, faults=faults) as proxy:
+        env = {"AWS_ENDPOINT_URL": proxy.url, "FER_RAY_S3_TIMEOUT_S": "5"}
         pre = cluster.run(preprocess_cmd(base, f"{base}/flaky/pre"), env_vars=env, timeout=400)
         ann = cluster.run(annotate_cmd(base, f"{base}/flaky/pre", f"{base}/flaky/ann"), env_vars=env, timeout=400)
     methods = {m for m, _, _ in proxy.failed}
-    print(f"proxy: {proxy.requests} requests, {len(proxy.failed)} failed ({sorted(methods)})")
+    print(f"proxy: {proxy.requests} requests, {len(proxy.failed)} failed ({sorted(methods)}), "
+          f"faults {[(f.kind, f.path, f.hits) for f in faults]}")
     assert pre.status == "SUCCEEDED", pre.logs[-4000:]
     assert ann.status == "SUCCEEDED", ann.logs[-4000:]
     assert len(proxy.failed) >= 10 and {"GET"} <= methods and methods & {"PUT", "POST"}
+    assert [f.hits for f in faults] == [f.times for f in faults], "a fault was never injected"
+    assert {500, 503, "reset", "slow", "cut"} <= proxy.kinds()
     assert_same_faces(f"{base}/flaky/pre", f"{base}/ref/pre")
     assert_same_predictions(f"{base}/flaky/ann", f"{base}/ref/ann")
 
 
 def test_s3_write_that_never_succeeds_fails_the_video_and_a_rerun_heals(reference, cluster, s3_server):
-    """A write that fails on every attempt: that video is reported failed (failure row, summary, exit 1),
-    never marked done; the others complete. A rerun with S3 healthy gives the reference outputs."""
+    """A write that fails on every attempt, and a video whose download is reset every time: those videos are
+    reported failed (failure row with a reason, summary, exit 1), never marked done; the others complete.
+    A rerun with S3 healthy gives the reference outputs."""
     base = reference
     pre_out, ann_out = f"{base}/hard/pre", f"{base}/hard/ann"
     broken = [(m, rf"^/{BUCKET}/hard/pre/faces/tw_TW01/part-00000") for m in ("PUT", "POST")] + \
              [(m, rf"^/{BUCKET}/hard/ann/predictions/tw_TW07/") for m in ("PUT", "POST")]
-    with FailingS3Proxy(s3_server, always=broken) as proxy:
+    unreadable = Fault("reset", "GET", rf"^/{BUCKET}/videos/pyfeat_single_face\.mp4", times=None)
+    failing = {"tw_TW01", "pyfeat_single_face"}
+    with FailingS3Proxy(s3_server, always=broken, faults=[unreadable]) as proxy:
         env = {"AWS_ENDPOINT_URL": proxy.url, "FER_RAY_S3_MAX_ATTEMPTS": "3"}
         pre = cluster.run(preprocess_cmd(base, pre_out), env_vars=env, timeout=400)
         assert proxy.failed, "the broken write was never attempted"
+        assert unreadable.hits >= 3, "the unreadable video was never read"
         assert pre.status == "FAILED", pre.logs[-4000:]  # --strict: something failed
         failures = {r[schema.VIDEO_ID]: r for r in shards.read_failures(pre_out).to_pylist()}
-        assert set(failures) == {"tw_TW01"} and failures["tw_TW01"][schema.ERROR], failures
+        assert set(failures) == failing and failures["tw_TW01"][schema.ERROR], failures
+        reason = failures["pyfeat_single_face"][schema.ERROR]
+        assert "NETWORK_CONNECTION" in reason, reason  # the read's own reason ...
+        head = storage.read_bytes(f"{base}/videos/pyfeat_single_face.mp4")[:64]
+        assert "ftyp" not in reason and head.decode("latin-1") not in reason  # ... never the file's bytes
         summary = storage.read_json(storage.join(pre_out, "summary.json"))
-        assert summary["failed"] == 1 and [f["video_id"] for f in summary["failures"]] == ["tw_TW01"]
-        assert set(check_complete(pre_out, "faces")) == set(VIDEOS) - {"tw_TW01"}
+        assert summary["failed"] == 2 and {f["video_id"] for f in summary["failures"]} == failing
+        assert set(check_complete(pre_out, "faces")) == set(VIDEOS) - failing
 
         ann = cluster.run(annotate_cmd(base, f"{base}/ref/pre", ann_out), env_vars=env, timeout=400)
         assert ann.status == "FAILED", ann.logs[-4000:]
