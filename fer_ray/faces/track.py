@@ -234,7 +234,8 @@ class MultiFaceTracker:
     ``finish()`` the ids of the tracks with >= ``min_track_length`` faces (drop the others' rows).
     Ids: deterministic for a given input and settings; chunk sizes do not change them (state carries over
     ``process`` calls). ``last_full`` says which frames of the last ``process`` call were full detections,
-    which ``link_chunks`` needs. A cut (scene change) is not detected: faces that jump across the frame
+    which ``link_chunks`` needs; ``state()`` / ``from_state()`` hand a video's tracking from one tracker
+    to the next. A cut (scene change) is not detected: faces that jump across the frame
     start new tracks; faces that happen to land where another face was may take its id.
     """
 
@@ -296,6 +297,23 @@ class MultiFaceTracker:
     def finish(self) -> list[int]:
         """Ids of the tracks long enough to keep (>= min_track_length frames with a face), ascending."""
         return self.linker.long_tracks()
+
+    def state(self) -> dict:
+        """Plain (JSON-able) state after the frames seen so far: ``MultiFaceTracker.from_state(detector,
+        state)`` goes on with the video's next frames exactly as this tracker would (one video handed
+        from task to task in order)."""
+        return {"every": self.every, "min_face_size": self.min_face_size, "iou_keep": self.iou_keep,
+                "index": self.index, "full_detections": self.full_detections, "linker": self.linker.state(),
+                "seeds": [[track_id, box.tolist()] for track_id, box in sorted(self.seeds.items())]}
+
+    @classmethod
+    def from_state(cls, detector: FaceDetector, state: dict) -> MultiFaceTracker:
+        tracker = cls(detector, every=state["every"], min_face_size=state["min_face_size"],
+                      iou_keep=state["iou_keep"], start=state["index"])
+        tracker.linker = TrackLinker.from_state(state["linker"])
+        tracker.full_detections = int(state["full_detections"])
+        tracker.seeds = {int(track_id): np.asarray(box, np.float32) for track_id, box in state["seeds"]}
+        return tracker
 
     def lengths(self) -> dict[int, int]:
         return self.linker.lengths()

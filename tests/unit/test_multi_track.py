@@ -237,6 +237,22 @@ def test_chunk_sizes_and_split_path_give_the_same_ids(detector, side_by_side):
 
 
 @pytest.mark.shared_data
+def test_state_hand_over_continues_with_the_same_ids(detector, side_by_side):
+    import json
+
+    frames, out, tracker = side_by_side
+    first = MultiFaceTracker(detector, every=5, min_face_size=40, min_track_length=10)
+    head = first.process(frames[:25])  # ends between key frames: refinement seeds travel in the state
+    second = MultiFaceTracker.from_state(detector, json.loads(json.dumps(first.state())))
+    tail = second.process(frames[25:])
+    assert [[i for i, _ in p] for p in head + tail] == [[i for i, _ in p] for p in out]
+    assert second.finish() == tracker.finish() and second.lengths() == tracker.lengths()
+    for a, b in zip(head + tail, out):
+        for (_, fa), (_, fb) in zip(a, b):
+            assert iou(fa.bbox, fb.bbox) > 0.9
+
+
+@pytest.mark.shared_data
 def test_halves_swapped_once_by_a_cut(detector, halves):
     # frames t >= 30 have the halves the other way round: a cut, not motion. Contract: tracks stay whole and
     # never hold two people; after a cut an id follows position (a face landing where another was may take
