@@ -19,13 +19,15 @@ import pytest
 from fer_ray import labels, schema, shards, storage
 from fer_ray.faces import decode_face
 from fer_ray.video import frame_indices, open_video
-from tests.conftest import need_shared
+from tests.conftest import SHARED_DATA, need_shared
 from tests.helpers import load_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
 STRIDE, MAX_FRAMES = 4, 45
-ARGS = ["--stride", str(STRIDE), "--max-frames", str(MAX_FRAMES), "--num-workers", "2", "--worker-cpus", "0.5"]
+# the input folder links to the shared videos, which lie outside it: allowed by name (inputs are confined)
+ARGS = ["--stride", str(STRIDE), "--max-frames", str(MAX_FRAMES), "--num-workers", "2", "--worker-cpus", "0.5",
+        "--allow-root", str(SHARED_DATA / "videos")]
 VIDEOS = {  # video_id -> file under shared/data/videos
     "tw_TW01": "labeled/tw_TW01.mp4",
     "tw_TW07": "labeled/tw_TW07.mp4",
