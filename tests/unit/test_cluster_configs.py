@@ -441,6 +441,9 @@ def test_one_data_bucket_everywhere():
     assert "aws s3 cp fer-ray-$(git rev-parse --short HEAD).zip s3://fer-ray-artifacts/code/" in _readme()
     # the IAM policy the README gives covers the data bucket
     assert "arn:aws:s3:::fer-ray-data/*" in _readme()
+    # the main README's scheduling example runs against the same bucket
+    cron = re.findall(r"```cron\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+    assert cron and _buckets(" ".join(cron)) == data
 
 
 def test_configs_named_by_the_flow_exist():
