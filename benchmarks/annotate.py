@@ -10,7 +10,7 @@ Parts:
        as one video and as videos of --video-frames frames, on ONE CPU core (the process is pinned to one).
        Beside it the direct O(n*w) `smooth_reference`, timed on --reference-frames frames and extrapolated
        linearly to --frames (marked "extrapolated"). Target: under 1 s for 2.8M frames.
-- e2e: `fer_ray.pipelines.run_annotate` (system cfc_sp) on --videos labelled dev videos with untrained smoke
+- e2e: `fer_ray.jobs.annotate.run` (system cfc_sp) on --videos labelled dev videos with untrained smoke
        models (fer_ray.models.smoke.write_untrained_models) on a local Ray instance, timed from the call to its return
        (actor start-up and model loading included). Then, in this process on the same frames of the same run,
        each stage timed directly with one torch thread (as the job's actors run): decode (fer_ray.video),
@@ -171,7 +171,8 @@ def _decode_and_detect(videos, stride: int, max_frames: int | None, track_every:
     import torch
 
     from fer_ray.faces import FaceDetector, FaceTracker, align_batch, encode_face
-    from fer_ray.preprocess import DetectorConfig, PreprocessConfig
+    from fer_ray.jobs.preprocess import PreprocessConfig
+    from fer_ray.preprocess import DetectorConfig
     from fer_ray.video import open_video
 
     pre = PreprocessConfig(output="unused")
@@ -255,9 +256,8 @@ def bench_e2e(args) -> dict:
     import torch
 
     from fer_ray import schema
-    from fer_ray.annotate import AnnotateConfig
+    from fer_ray.jobs import annotate
     from fer_ray.models.smoke import write_untrained_models
-    from fer_ray.pipelines import run_annotate
 
     videos = _videos(args)
     max_frames = args.max_frames or None
@@ -270,24 +270,25 @@ def bench_e2e(args) -> dict:
             for path in videos:
                 handle.write(f"{path.stem},{path},{path.with_suffix('.txt')}\n")
         run = os.path.join(tmp, "run")
-        config = AnnotateConfig(input=manifest, models=models, output=run, system="cfc_sp", window=args.window,
-                                stride=args.stride, max_frames=max_frames, batch_size=args.batch_size)
+        config = annotate.load_config({"input": manifest, "models": models, "output": run, "system": "cfc_sp",
+                                       "window": args.window, "stride": args.stride, "max_frames": max_frames,
+                                       "batch_size": args.batch_size})
         ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
         try:
             cpus = ray.cluster_resources().get("CPU")
             start = time.perf_counter()
-            summary = run_annotate(config)
+            summary = annotate.run(config)
             e2e = time.perf_counter() - start
         finally:
             ray.shutdown()
         if summary["videos_failed"] or summary["videos_annotated"] != len(videos):
             raise RuntimeError(f"annotate run incomplete: {summary['failures']}")
         torch.set_num_threads(1)
-        stages = _decode_and_detect(videos, args.stride, max_frames, config.track_every)
+        stages = _decode_and_detect(videos, args.stride, max_frames, config.preprocess.track_every)
         stages.update(_logits_and_post(run, models, [p.stem for p in videos], args.batch_size, args.window))
     decoded = stages["decode"][0]
     annotated = int(summary["frames_annotated"])
-    table = [{"stage": "end to end (run_annotate, Ray)", "frames": decoded, "seconds": e2e,
+    table = [{"stage": "end to end (annotate.run, Ray)", "frames": decoded, "seconds": e2e,
               "note": f"decoded frames; {annotated} frames annotated (all frames of the videos)"}]
     names = {"decode": "decode (decord, chunks)", "detect_align": "detect+align+JPEG (MTCNN, tracker)",
              "logits": "logits (LogitsStage, cfc_sp smoke)", "post_compute": "SP+cascade+fill (compute only)",

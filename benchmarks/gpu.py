@@ -13,7 +13,7 @@ Rows:
   and `align_batch` on --device over frames already in memory, batch --chunk; this is the GPU's share.
 - preprocess/stage: `PreprocessStage.run_item` end to end on one actor (decode + detect + align + JPEG +
   Parquet part writes), detector on --device. Target >= 1,000 frames/s on one H100 at 480p-720p.
-- preprocess/ray job: --ray-videos copies of the clip through `pipelines.run_preprocess` with CPU decode
+- preprocess/ray job: --ray-videos copies of the clip through `fer_ray.jobs.preprocess.run_items` with CPU decode
   actors (--decode-workers) feeding --detectors detector actors that share the device; frames/s after
   actor start-up (a one-video warm-up run first).
 - logits/<model>: each CFC-SP model at its published input size (iresnet152 112, swin_s 224, hrnet_w18 128,
@@ -138,7 +138,8 @@ def bench_preprocess(args) -> list[dict]:
     import torch
 
     from fer_ray.faces import FaceDetector, FaceTracker, align_batch
-    from fer_ray.preprocess import DetectorConfig, PreprocessConfig, PreprocessStage
+    from fer_ray.jobs.preprocess import PreprocessConfig
+    from fer_ray.preprocess import DetectorConfig, PreprocessStage
     from fer_ray.video import open_video
 
     rows = []
@@ -176,7 +177,7 @@ def bench_preprocess(args) -> list[dict]:
                                   chunk_size=args.chunk, worker_gpus=1.0 if args.device.startswith("cuda") else 0.0,
                                   worker_cpus=float(threads),
                                   detector=DetectorConfig(device=args.device, detect_size=args.detect_size))
-        stage = PreprocessStage(config)
+        stage = PreprocessStage(config, config.output)
         start = time.perf_counter()
         with torch.inference_mode():
             summary = stage.run_item({"video_id": "clip", "uri": str(clip), "kind": "video"})
@@ -191,14 +192,14 @@ def bench_preprocess(args) -> list[dict]:
 
 
 def bench_ray_job(args, clip: Path, folder: Path, base) -> dict:
-    """--ray-videos copies of the clip through pipelines.run_preprocess on a local Ray instance: CPU decode
+    """--ray-videos copies of the clip through fer_ray.jobs.preprocess.run_items on a local Ray instance: CPU decode
     actors feeding --detectors detector actors that share the device (as jobs/preprocess.py --decode-workers)."""
     import dataclasses
 
     import ray
 
     from fer_ray import inputs
-    from fer_ray.pipelines import run_preprocess
+    from fer_ray.jobs.preprocess import run_items
 
     cpus = os.cpu_count() or 2
     decoders = args.decode_workers or max(1, cpus - 2)
@@ -208,9 +209,9 @@ def bench_ray_job(args, clip: Path, folder: Path, base) -> dict:
     items = [inputs.work_item(f"clip{k:03d}", str(clip)) for k in range(args.ray_videos)]
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     try:
-        run_preprocess(items[:1], dataclasses.replace(config, output=str(folder / "warm")))  # actor start-up
+        run_items(items[:1], config, str(folder / "warm"))  # actor start-up
         start = time.perf_counter()
-        results = run_preprocess(items, config)
+        results = run_items(items, config, config.output)
         seconds = time.perf_counter() - start
     finally:
         ray.shutdown()

@@ -1,4 +1,4 @@
-"""Preprocessing throughput: the Ray job (fer_ray.pipelines.run_preprocess) against a plain sequential loop.
+"""Preprocessing throughput: the Ray job (fer_ray.jobs.preprocess.run_items) against a plain sequential loop.
 
     python benchmarks/preprocess.py --data ../shared/data [--videos 4] [--max-frames 300] \
         [--track-every 1 5] [--out bench_preprocess.json]
@@ -80,8 +80,7 @@ def sequential(videos: list[Path], max_frames: int, face_size: int = 112) -> dic
 
 def ray_job(videos: list[Path], max_frames: int, track_every: int, workers: int, cpus: float) -> dict:
     from fer_ray import inputs
-    from fer_ray.pipelines import run_preprocess
-    from fer_ray.preprocess import PreprocessConfig
+    from fer_ray.jobs.preprocess import PreprocessConfig, run_items
 
     with tempfile.TemporaryDirectory(prefix="bench-preprocess-") as output:
         cfg = PreprocessConfig(output=output, max_frames=max_frames, track_every=track_every,
@@ -89,7 +88,7 @@ def ray_job(videos: list[Path], max_frames: int, track_every: int, workers: int,
         cfg.validate()
         items = [inputs.work_item(p.stem, str(p), str(p.with_suffix(".txt"))) for p in videos]
         start = time.perf_counter()
-        rows = run_preprocess(items, cfg)
+        rows = run_items(items, cfg, cfg.output)
         seconds = time.perf_counter() - start
     failed = [r for r in rows if r["status"] != "done"]
     if failed:

@@ -73,6 +73,9 @@ def from_dict(cls: type[T], data: dict | None, where: str = "config") -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
+    moved = getattr(cls, "moved_keys", {})  # keys a config once had at this level: name where they went
+    if any(key in moved for key in unknown):
+        raise ConfigError(f"{where}: " + "; ".join(f"{key} is now {moved[key]}" for key in unknown if key in moved))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(fields)}")
     kwargs = {name: _convert(value, hints[name], f"{where}.{name}") for name, value in data.items()}
@@ -86,33 +89,39 @@ def from_dict(cls: type[T], data: dict | None, where: str = "config") -> T:
     return obj
 
 
-def _merge(base: dict, overrides: dict) -> dict:
+def merge(base: dict, overrides: dict) -> dict:
+    """`base` with `overrides` on top, nested mappings merged; None values in `overrides` ignored."""
     out = dict(base)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge(out[key], value)
         elif value is not None:
             out[key] = value
     return out
 
 
-def load(cls: type[T], source: str | Path | dict | None = None, overrides: dict | None = None) -> T:
-    """Config from a YAML file/URI or a dict, with command-line overrides (None values ignored)."""
+def read(source: str | Path | dict | None) -> dict:
+    """The mapping of a YAML file/URI (or a dict as is; None: empty)."""
     if source is None:
-        data: dict = {}
-    elif isinstance(source, dict):
-        data = source
-    else:
-        try:
-            data = yaml.safe_load(storage.read_bytes(str(source)).decode("utf-8")) or {}
-        except yaml.YAMLError as exc:  # say where and what, not the snippet of the file PyYAML's str() shows
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError(f"{source}: not valid YAML{where}: "
-                              f"{getattr(exc, 'problem', None) or type(exc).__name__}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: the top level must be a mapping")
-    return from_dict(cls, _merge(data, overrides or {}), where=str(source or "config"))
+        return {}
+    if isinstance(source, dict):
+        return source
+    try:
+        data = yaml.safe_load(storage.read_bytes(str(source)).decode("utf-8")) or {}
+    except yaml.YAMLError as exc:  # say where and what, not the snippet of the file PyYAML's str() shows
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{source}: not valid YAML{where}: "
+                          f"{getattr(exc, 'problem', None) or type(exc).__name__}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    return data
+
+
+def load(cls: type[T], source: str | Path | dict | None = None, overrides: dict | None = None,
+         where: str | None = None) -> T:
+    """Config from a YAML file/URI or a dict, with command-line overrides (None values ignored)."""
+    return from_dict(cls, merge(read(source), overrides or {}), where=where or str(source or "config"))
 
 
 def load_for_job(job: str, cls: type[T], source=None, overrides: dict | None = None) -> T:

@@ -24,7 +24,7 @@ if __package__ in (None, "") and str(Path(__file__).resolve().parents[1]) not in
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `ray job submit --working-dir .`: the submitted code
 
 from fer_ray import config, storage  # noqa: E402
-from fer_ray.annotate import AnnotateConfig  # noqa: E402
+from fer_ray.jobs import annotate  # noqa: E402
 from fer_ray.runtime import init_ray, setup_logging  # noqa: E402
 
 log = logging.getLogger("fer_ray.jobs.annotate")
@@ -32,7 +32,8 @@ log = logging.getLogger("fer_ray.jobs.annotate")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="YAML with AnnotateConfig fields; flags override it")
+    parser.add_argument("--config", help="YAML with AnnotateConfig fields (face stage settings under "
+                        "preprocess:); flags override it")
     parser.add_argument("--input", help="videos (manifest, folder, s3 prefix) or a preprocess output")
     parser.add_argument("--models", help="train_all output (holds models.json)")
     parser.add_argument("--output", help="folder or s3:// prefix for predictions/, submission/, summary.json")
@@ -49,7 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="give a video up after this many failed runs in a row on the same file (default 3)")
     parser.add_argument("--device", help="auto (default), cpu or cuda")
     parser.add_argument("--batch-size", dest="batch_size", type=int)
-    parser.add_argument("--num-workers", dest="num_workers", type=int, help="logits actors")
+    parser.add_argument("--num-workers", dest="num_workers", type=int,
+                        help="logits actors (and face-detector actors, unless preprocess.num_workers is set)")
     parser.add_argument("--worker-gpus", dest="worker_gpus", type=float, help="GPUs per logits actor")
     parser.add_argument("--stride", type=int, help="decode every N-th frame (the rest are filled)")
     parser.add_argument("--max-frames", dest="max_frames", type=int, help="at most N decoded frames per video")
@@ -82,13 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = vars(parse_args(argv))
     source = args.pop("config")
-    cfg = config.load_for_job("annotate", AnnotateConfig, source, overrides=args)
+    try:  # flags are flat (--stride ...): load_config nests the face stages' ones under preprocess
+        cfg = annotate.load_config(source, args)
+    except ValueError as exc:  # ConfigError and the configs' own validate() errors: one line, before Ray
+        raise SystemExit(f"annotate: invalid configuration: {exc}") from None
     config.save(cfg, storage.join(cfg.output, "annotate.yaml"))
     init_ray()
-    from fer_ray.pipelines import run_annotate
-
     try:
-        summary = run_annotate(cfg)
+        summary = annotate.run(cfg)
     except config.ConfigError as exc:  # options the models cannot serve (e.g. --prior-correction): one line
         raise SystemExit(f"annotate: invalid configuration: {exc}") from None
     print_summary(summary)

@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, "") and str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python jobs/preprocess.py` from a checkout
 
-from fer_ray import config, shards, storage  # noqa: E402
-from fer_ray.inputs import discover  # noqa: E402
-from fer_ray.preprocess import STATUS_DONE, STATUS_FAILED, STATUS_SKIPPED, PreprocessConfig  # noqa: E402
+from fer_ray import config, storage  # noqa: E402
+from fer_ray.jobs import preprocess  # noqa: E402
 from fer_ray.runtime import init_ray  # noqa: E402
 
 log = logging.getLogger("fer_ray.jobs.preprocess")
@@ -56,25 +54,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def summarise(rows: list[dict], rejected: list[dict], seconds: float) -> dict:
-    by_status = {s: [r for r in rows if r["status"] == s] for s in (STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED)}
-    processed = sum(int(r["frames"]) for r in by_status[STATUS_DONE])
-    return {
-        "items": len(rows) + len(rejected),
-        "done": len(by_status[STATUS_DONE]),
-        "skipped": len(by_status[STATUS_SKIPPED]),
-        "failed": len(by_status[STATUS_FAILED]) + len(rejected),
-        "frames": sum(int(r["frames"]) for r in rows if r["status"] != STATUS_FAILED),
-        "faces": sum(int(r["faces"]) for r in rows if r["status"] != STATUS_FAILED),
-        "frames_processed": processed,
-        "seconds": round(seconds, 2),
-        "frames_per_second": round(processed / seconds, 2) if seconds > 0 else 0.0,
-        "failures": [{"video_id": r["video_id"], "error": r["error"]} for r in by_status[STATUS_FAILED]]
-        + [{"video_id": r["video_id"], "error": r["error"]} for r in rejected],
-        "warnings": [{"video_id": r["video_id"], "error": r["error"]} for r in by_status[STATUS_DONE] if r["error"]],
-    }
-
-
 def print_table(rows: list[dict], summary: dict) -> None:
     print(f"{'video_id':<48} {'kind':<9} {'status':<8} {'frames':>7} {'faces':>7} {'seconds':>8}")
     for r in sorted(rows, key=lambda r: r["video_id"]):
@@ -94,26 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     device = args.pop("device")
     if device:
         args["detector"] = {"device": device}
-    cfg = config.load_for_job("preprocess", PreprocessConfig, source, overrides=args)
+    cfg = config.load_for_job("preprocess", preprocess.PreprocessConfig, source, overrides=args)
     if not cfg.input:
         raise SystemExit("--input (or input: in --config) is required")
-    start = time.perf_counter()
-    found = discover(cfg.input, limit=cfg.limit, image_batch_size=cfg.image_batch_size, seed=cfg.seed,
-                     allowed_roots=cfg.allowed_roots)
-    log.info("%s: %d work items (%d videos/images), %d rejected", cfg.input, len(found.items),
-             found.num_units, len(found.rejected))
-    for reject in found.rejected:
-        log.warning("rejected %s: %s", reject["video_id"], reject["error"])
-        shards.write_failure(cfg.output, reject["video_id"], reject["uri"], reject["stage"], reject["error"])
     config.save(cfg, storage.join(cfg.output, "preprocess.yaml"))
     init_ray(address=address)
-    from fer_ray.pipelines import run_preprocess
-
-    rows = run_preprocess(found.items, cfg)
-    summary = summarise(rows, found.rejected, time.perf_counter() - start)
-    storage.write_json(storage.join(cfg.output, "summary.json"), summary | {"input": cfg.input, "items_rows": rows})
-    print_table(rows, summary)
-    log.info("wrote %s", storage.join(cfg.output, "summary.json"))
+    summary = preprocess.run(cfg)
+    print_table(summary["items_rows"], summary)
     return 1 if cfg.strict and summary["failed"] else 0
 
 

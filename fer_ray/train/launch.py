@@ -156,7 +156,8 @@ def _trial(tune_config: dict, run: dict) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from fer_ray import pipelines
+    from fer_ray import raydata
+    from fer_ray.train.data import TRAIN_COLUMNS
     from fer_ray.train.loop import train_func
     from fer_ray.train.resources import worker_bundle
 
@@ -168,12 +169,12 @@ def _trial(tune_config: dict, run: dict) -> None:
         return
     started_at = time.time()
     temporal = spec_dict["kind"] in ("clip", "sequence")
-    train_set = pipelines.faces_dataset(run["faces"], run["train_videos"], run["read_cpus"])
+    train_set = raydata.faces_dataset(run["faces"], run["train_videos"], run["read_cpus"], TRAIN_COLUMNS)
     if not temporal:  # frame models: shards in random order each epoch, rows mixed by a shuffle buffer
         train_set = train_set.randomize_block_order()
     datasets = {
         "train": train_set,
-        "val": pipelines.faces_dataset(run["faces"], run["val_videos"], run["read_cpus"]),
+        "val": raydata.faces_dataset(run["faces"], run["val_videos"], run["read_cpus"], TRAIN_COLUMNS),
     }
     # the bundle train_all's fit check (fer_ray.train.resources) checks against the node types
     resources = worker_bundle(spec_dict["cpus_per_worker"], spec_dict["use_gpu"],

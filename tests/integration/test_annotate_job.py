@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from fer_ray import labels, schema, shards, storage
-from fer_ray.annotate import AnnotateConfig
 from fer_ray.infer.postprocess import PREDICTIONS, submission_uri
 from fer_ray.infer.writers import read_logits
+from fer_ray.jobs import annotate
 from tests.conftest import need_shared
 from tests.helpers import load_job, write_untrained_models
 
@@ -38,11 +38,9 @@ def bucket(s3_server, ray_local):
 
 
 def _run(base: str, output: str, **kw) -> dict:
-    from fer_ray.pipelines import run_annotate
-
     options = {"input": f"{base}/videos/", "models": f"{base}/models", "output": output,
                "stride": 10, "max_frames": 12, "keep_logits": True} | kw
-    return run_annotate(AnnotateConfig(**options))
+    return annotate.run(annotate.load_config(options))
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +81,7 @@ def test_failures_and_summary(first_run):
     assert set(failures) == {"corrupt"} and failures["corrupt"]["error"]
     stored = storage.read_json(f"{base}/out/summary.json")
     assert stored["videos"]["tw_TW01"]["frames"] == 2466 and stored["model_version"] == summary["model_version"]
-    # run_annotate (the library) saves no config; jobs/annotate.py does (test_prior_correction_... checks that)
+    # annotate.run (the library) saves no config; jobs/annotate.py does (test_prior_correction_... checks that)
     assert not storage.exists(f"{base}/out/annotate.yaml")
 
 

@@ -1,7 +1,7 @@
 """Incremental (scheduled) annotation runs: failed videos are retried with an attempt count and given up
 after `max_attempts`; a video overwritten in place is redone; an unchanged one is skipped.
 
-The annotate job runs through its library entry point (fer_ray.pipelines.run_annotate) on local storage
+The annotate job runs through its library entry point (fer_ray.jobs.annotate.run) on local storage
 and the local Ray cluster; the S3 fingerprint is checked on the moto server. Frame counts come from decord
 reading the file, not from the job.
 """
@@ -17,9 +17,9 @@ import decord
 import pytest
 
 from fer_ray import schema, shards, storage
-from fer_ray.annotate import AnnotateConfig
 from fer_ray.infer.postprocess import PREDICTIONS
 from fer_ray.inputs import item_fingerprint, work_item
+from fer_ray.jobs import annotate
 from tests.conftest import need_shared
 from tests.helpers import write_untrained_models
 
@@ -35,11 +35,9 @@ def _place(source, target, mtime: float | None = None) -> None:
 
 
 def _run(folder, models, output, **kw) -> dict:
-    from fer_ray.pipelines import run_annotate
-
     options = {"input": str(folder), "models": models, "output": output, "system": "baseline",
                "stride": 10, "max_frames": 3, "max_attempts": 2} | kw
-    return run_annotate(AnnotateConfig(**options))
+    return annotate.run(annotate.load_config(options))
 
 
 def _failures(output: str) -> dict:

@@ -222,7 +222,7 @@ def local_run_inputs(output: Path) -> str:
 
 def test_config_yaml_flags_and_validation(tmp_path):
     from fer_ray import config
-    from fer_ray.preprocess import PreprocessConfig
+    from fer_ray.jobs.preprocess import PreprocessConfig
 
     path = tmp_path / "preprocess.yaml"
     path.write_text("output: out\nstride: 2\ndetector:\n  detect_size: 160\n  min_score: 0.95\n")
@@ -239,12 +239,12 @@ def test_config_yaml_flags_and_validation(tmp_path):
 def test_stage_resumes_and_redoes_when_settings_change(tmp_path):
     """Without Ray: same settings -> skipped; other frame selection -> redone; a failure is cleared."""
     from fer_ray import inputs
-    from fer_ray.preprocess import PreprocessConfig, PreprocessStage
+    from fer_ray.preprocess import FacesConfig, PreprocessStage
 
     clip = need_shared("videos", "unlabeled", "pyfeat_single_face.mp4")
     output = str(tmp_path / "out")
     item = inputs.work_item("clip", str(tmp_path / "clip.mp4"))
-    stage = PreprocessStage(PreprocessConfig(output=output, max_frames=6, chunk_size=4))
+    stage = PreprocessStage(FacesConfig(max_frames=6, chunk_size=4), output)
     assert stage.run_item(item)["status"] == "failed"  # not there yet
     assert storage.exists(shards.failure_uri(output, "clip"))
     shutil.copyfile(clip, tmp_path / "clip.mp4")
@@ -252,7 +252,7 @@ def test_stage_resumes_and_redoes_when_settings_change(tmp_path):
     assert (first["status"], first["frames"], first["faces"]) == ("done", 6, 6)
     assert not storage.exists(shards.failure_uri(output, "clip"))
     assert stage.run_item(item)["status"] == "skipped"
-    wider = PreprocessStage(PreprocessConfig(output=output, max_frames=6, stride=2, chunk_size=4))
+    wider = PreprocessStage(FacesConfig(max_frames=6, stride=2, chunk_size=4), output)
     again = wider.run_item(item)
     assert again["status"] == "done"
     rows = shards.read_table(output, "faces", schema.FACES_SCHEMA)
@@ -265,7 +265,7 @@ def test_stage_resumes_and_redoes_when_settings_change(tmp_path):
 def test_unreadable_image_fails_alone(tmp_path):
     """Without Ray: a broken image in a batch is its own failure record; the rest of the batch is done."""
     from fer_ray import inputs
-    from fer_ray.preprocess import PreprocessConfig, PreprocessStage
+    from fer_ray.preprocess import FacesConfig, PreprocessStage
 
     write_image_set(tmp_path / "ckplus48", "ckplus48")
     item = inputs.discover(str(tmp_path / "ckplus48" / "labels.csv")).items[0]
@@ -273,7 +273,7 @@ def test_unreadable_image_fails_alone(tmp_path):
     item[inputs.MEMBERS].insert(2, {schema.VIDEO_ID: "ckplus48/broken", schema.URI: str(tmp_path / "broken.png"),
                                     schema.LABEL: 1, schema.SUBJECT: None})
     output = str(tmp_path / "out")
-    row = PreprocessStage(PreprocessConfig(output=output, chunk_size=2)).run_item(item)
+    row = PreprocessStage(FacesConfig(chunk_size=2), output).run_item(item)
     assert (row["status"], row["frames"], row["faces"]) == ("done", 5, 5)
     assert "1 of 6 images unreadable" in row["error"]
     failures = shards.read_failures(output).to_pylist()

@@ -8,8 +8,7 @@ import os
 import pytest
 
 from fer_ray import config, shards, storage
-from fer_ray.annotate import AnnotateConfig, pending_videos, work_items
-from fer_ray.preprocess import PreprocessConfig
+from fer_ray.jobs.annotate import AnnotateConfig, pending_videos, work_items
 
 
 def _videos(tmp_path):
@@ -31,14 +30,13 @@ def test_since_keeps_only_newer_videos(tmp_path):
     folder = _videos(tmp_path)
     out = str(tmp_path / "out")
     base = {"input": str(folder), "models": "m", "output": out}
-    pre = PreprocessConfig(input=str(folder), output=out)
-    assert _ids(work_items(AnnotateConfig(**base), pre)) == ["new", "old"]
+    assert _ids(work_items(AnnotateConfig(**base))) == ["new", "old"]
     yesterday = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)).isoformat()
-    assert _ids(work_items(AnnotateConfig(**base, since=yesterday), pre)) == ["new"]
+    assert _ids(work_items(AnnotateConfig(**base, since=yesterday))) == ["new"]
     # "last": the previous run's start time from its summary.json; no summary yet means everything
-    assert _ids(work_items(AnnotateConfig(**base, since="last"), pre)) == ["new", "old"]
+    assert _ids(work_items(AnnotateConfig(**base, since="last"))) == ["new", "old"]
     storage.write_json(storage.join(out, "summary.json"), {"started_at": yesterday})
-    assert _ids(work_items(AnnotateConfig(**base, since="last"), pre)) == ["new"]
+    assert _ids(work_items(AnnotateConfig(**base, since="last"))) == ["new"]
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -61,3 +59,34 @@ def test_pending_videos_skips_same_version_and_image_batches(tmp_path):
     shards.mark_done(out, "predictions", "b", [], model_version="v0")
     todo, finished = pending_videos(faces, out, "v1")
     assert todo == ["b", "c"] and finished == ["a"]
+
+
+def test_face_settings_nest_under_preprocess(tmp_path):
+    """The face stages' settings live once, in `preprocess` (a FacesConfig); the flat names users have
+    (flags, notebooks, earlier YAML) map onto it, and a direct load of a flat key names its new place."""
+    from fer_ray.jobs.annotate import load_config
+    from tests.helpers import load_job
+
+    base = {"input": "i", "models": "m", "output": "o"}
+    flat = load_config(base | {"stride": 3, "max_frames": 9, "track_every": 5, "face_size": 96,
+                               "decode_workers": 2, "detect_gpus": 0.5, "num_workers": 2})
+    nested = load_config(base | {"num_workers": 2, "preprocess": {
+        "stride": 3, "max_frames": 9, "track_every": 5, "face_size": 96, "decode_workers": 2,
+        "worker_gpus": 0.5, "detector": {"device": "cuda"}}})
+    assert flat == nested
+    assert (flat.preprocess.num_workers, flat.preprocess.detector.device) == (2, "cuda")
+    assert load_config(base).preprocess.num_workers == 1 == AnnotateConfig(**base).preprocess.num_workers
+    assert load_config(base | {"preprocess": {"stride": 2}}).preprocess.num_workers == 1
+
+    yaml_path = tmp_path / "annotate.yaml"
+    yaml_path.write_text("input: i\nmodels: m\noutput: o\ntrack_every: 5\npreprocess:\n  stride: 2\n")
+    args = vars(load_job("annotate").parse_args(["--stride", "4", "--detect-gpus", "0.5"]))
+    args.pop("config")
+    from_flags = load_config(str(yaml_path), args)
+    assert (from_flags.preprocess.stride, from_flags.preprocess.track_every) == (4, 5)
+    assert (from_flags.preprocess.worker_gpus, from_flags.preprocess.detector.device) == (0.5, "cuda")
+
+    with pytest.raises(config.ConfigError, match="track_every is now preprocess.track_every"):
+        config.load(AnnotateConfig, base | {"track_every": 5})
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        load_config(base | {"stride": 0})

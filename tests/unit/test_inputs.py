@@ -239,7 +239,7 @@ def test_image_ids_never_carry_absolute_folders(tmp_path):
 
 def test_invalid_yaml_config_is_located_not_quoted(tmp_path):
     from fer_ray import config
-    from fer_ray.preprocess import PreprocessConfig
+    from fer_ray.jobs.preprocess import PreprocessConfig
 
     path = tmp_path / "bad.yaml"
     path.write_text("output: out\npassword: Zq9marker8xYw: nested\n")
@@ -250,8 +250,7 @@ def test_invalid_yaml_config_is_located_not_quoted(tmp_path):
 
 def test_jobs_pass_allow_root_to_discover(tmp_path):
     """--allow-root is a repeatable flag of both jobs that read inputs, and annotate's work_items honours it."""
-    from fer_ray.annotate import AnnotateConfig, work_items
-    from fer_ray.preprocess import PreprocessConfig
+    from fer_ray.jobs.annotate import AnnotateConfig, work_items
     from tests.helpers import load_job
 
     (tmp_path / "in").mkdir()
@@ -259,12 +258,11 @@ def test_jobs_pass_allow_root_to_discover(tmp_path):
     (tmp_path / "data" / "v.mp4").write_bytes(b"x")
     manifest = write_manifest(tmp_path / "in" / "m.csv", [("v", str(tmp_path / "data" / "v.mp4"), "")])
     output = str(tmp_path / "out")
-    pre = PreprocessConfig(output=output)
-    items = work_items(AnnotateConfig(input=manifest, models="m", output=output), pre)
+    items = work_items(AnnotateConfig(input=manifest, models="m", output=output))
     assert items == []
     assert "video file is outside the allowed input roots" in shards.read_failures(output).to_pylist()[0]["error"]
     items = work_items(AnnotateConfig(input=manifest, models="m", output=output,
-                                      allowed_roots=[str(tmp_path / "data")]), pre)
+                                      allowed_roots=[str(tmp_path / "data")]))
     assert [i[schema.VIDEO_ID] for i in items] == ["v"]
     for job in ("preprocess", "annotate"):
         args = load_job(job).parse_args(["--input", manifest, "--allow-root", "a", "--allow-root", "s3://b/x"])

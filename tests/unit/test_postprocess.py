@@ -1,6 +1,6 @@
 """Per-video post-processing without Ray: LogitsStage on real face crops, then VideoPostprocess per system.
 
-The batches are what the annotate chain hands these stages (fer_ray.pipelines._annotate_chain): faces-table
+The batches are what the annotate chain hands these stages (fer_ray.jobs.annotate.steps): faces-table
 columns in any row order, some rows with empty face bytes, frames missing from a stride. Models are untrained
 smoke checkpoints (tests.helpers): this checks the bookkeeping, not accuracy.
 """

@@ -20,18 +20,18 @@ import pytest
 from PIL import Image
 
 from fer_ray import labels, schema, shards, storage
-from fer_ray.annotate import pending_videos
 from fer_ray.faces import encode_face
 from fer_ray.infer import systems
 from fer_ray.infer.logits import LogitsStage
 from fer_ray.infer.postprocess import LOGITS, PREDICTIONS, VideoPostprocess, submission_uri
 from fer_ray.inputs import work_item
+from fer_ray.jobs.annotate import pending_videos
+from fer_ray.jobs.preprocess import PreprocessConfig
 from fer_ray.preprocess import (
     FACES,
     ChunkCollector,
     DecodeStage,
     DetectStage,
-    PreprocessConfig,
     PreprocessStage,
 )
 from tests.conftest import need_shared
@@ -89,15 +89,15 @@ def _config(output: str, settings: dict) -> PreprocessConfig:
 def fused(config: PreprocessConfig, item: dict) -> None:
     """A (re)run as the job does it: sweep what an earlier crash left, then the stage."""
     shards.sweep(config.output, FACES)
-    row = PreprocessStage(config).run_item(item)
+    row = PreprocessStage(config, config.output).run_item(item)
     assert row["status"] in ("done", "skipped"), row
 
 
 def split(config: PreprocessConfig, item: dict) -> None:
     """The --decode-workers path in-process: DecodeStage -> DetectStage -> ChunkCollector (the driver)."""
     shards.sweep(config.output, FACES)
-    detect, collector = DetectStage(config), ChunkCollector(config.output)
-    for batch in DecodeStage(config)({k: [v] for k, v in item.items()}):
+    detect, collector = DetectStage(config, config.output), ChunkCollector(config.output)
+    for batch in DecodeStage(config, config.output)({k: [v] for k, v in item.items()}):
         out = detect(batch)
         for i in range(len(out[schema.VIDEO_ID])):
             summary = collector.add({k: v[i] for k, v in out.items()})

@@ -1,0 +1,332 @@
+"""The annotate job: per-frame expression labels for every frame of every video, written to storage.
+
+`run(config)` preprocesses the input videos itself (the face stages, `config.preprocess`) unless the input
+is a preprocess output, then runs read faces -> LogitsStage actors -> group by video (logits rows only,
+never images) -> VideoPostprocess through fer_ray.raydata, and writes `<output>/summary.json`. The rest of
+this module is Ray-free bookkeeping: what to run, what is already done, what was given up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+
+from tqdm import tqdm
+
+from fer_ray import config as cfg
+from fer_ray import schema, shards, storage
+from fer_ray.infer import systems
+from fer_ray.infer.logits import LogitsStage
+from fer_ray.infer.postprocess import LOGITS, PREDICTIONS, VideoPostprocess
+from fer_ray.plan import Resources, Step
+from fer_ray.preprocess import FacesConfig
+
+log = logging.getLogger(__name__)
+FACES = "faces"
+# What the logits stage reads of the face rows (the face image itself, not boxes or landmarks).
+FACE_COLUMNS = [schema.VIDEO_ID, schema.FRAME_INDEX, schema.TIMESTAMP, schema.FACE, schema.NUM_FRAMES]
+
+
+# Where annotate's face stages differ from the preprocess job's defaults: one detector actor unless asked
+# (as many as logits actors when --num-workers is given), so annotate's actors share small nodes.
+FACES_DEFAULTS = {"num_workers": 1}
+
+
+def _faces_defaults() -> FacesConfig:
+    return FacesConfig(**FACES_DEFAULTS)
+
+
+@dataclass
+class AnnotateConfig:
+    """`jobs/annotate.py` options. `input` is videos (manifest, dir, s3 prefix) or a preprocess output.
+
+    `preprocess` holds the face stages' settings for video inputs (frame selection, crops, detector actors);
+    the flags --stride, --max-frames, --track-every, --decode-workers and --detect-gpus set them."""
+
+    input: str
+    models: str
+    output: str
+    system: str = "cfc_sp"
+    window: int = 256
+    model_names: list[str] | None = None  # exact models.json run names; default: the system's models
+    weights: dict[str, float] = field(default_factory=dict)  # run name -> ensemble weight (Mao)
+    keep_logits: bool = False  # also write per-model logits (the ablation tables read them)
+    prior_correction: bool = False  # divide out each frame model's training class prior (models.json)
+    since: str | None = None  # only videos modified after this ISO time, or "last" (previous run's start)
+    max_attempts: int = 3  # a video that failed this many runs in a row on the same input is given up
+    device: str = "auto"
+    batch_size: int = 128
+    num_workers: int = 1  # logits actors
+    worker_cpus: float = 0.5  # per logits actor; fractional so decode/shuffle stages keep room on small nodes
+    threads: int = 1  # torch threads per logits actor
+    shuffle_partitions: int = 16  # group-by-video partitions (logits rows only, never images)
+    worker_gpus: float = 0.0  # per logits actor: > 0 on GPU clusters (the actor then runs on CUDA, bf16)
+    preprocess: FacesConfig = field(default_factory=_faces_defaults)  # for video inputs
+    strict: bool = False
+    allowed_roots: list[str] = field(default_factory=list)  # besides the input's own folder (--allow-root)
+
+    # Keys that were top-level before the face stages' settings were nested under `preprocess`.
+    moved_keys = {"stride": "preprocess.stride", "max_frames": "preprocess.max_frames",
+                  "face_size": "preprocess.face_size", "track_every": "preprocess.track_every",
+                  "decode_workers": "preprocess.decode_workers",
+                  "detect_gpus": "preprocess.worker_gpus (with preprocess.detector.device: cuda)"}
+
+    def validate(self) -> None:
+        if self.system not in systems.SYSTEMS:
+            raise cfg.ConfigError(f"system {self.system!r} unknown; valid: {', '.join(systems.SYSTEMS)}")
+        if self.window < 0:
+            raise cfg.ConfigError(f"window must be >= 0 (0 disables Smooth Predicting), got {self.window}")
+        if self.batch_size < 1 or self.num_workers < 1:
+            raise cfg.ConfigError("batch_size and num_workers must be >= 1")
+        if self.worker_gpus < 0:
+            raise cfg.ConfigError("worker_gpus must be >= 0")
+        if self.max_attempts < 1:
+            raise cfg.ConfigError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if self.since not in (None, "last"):
+            parse_since(self.since)
+        self.preprocess.validate()
+
+
+def nest_options(options: dict) -> dict:
+    """Flat options as the flags, notebooks and earlier configs give them (`stride`, `track_every`,
+    `detect_gpus`, ...) nested under `preprocess`; None values (flags not given) dropped. `num_workers`
+    also sizes the detector actors unless `preprocess.num_workers` says otherwise, as it always did."""
+    out = {k: v for k, v in options.items() if v is not None and k not in AnnotateConfig.moved_keys}
+    faces = {k: options[k] for k in ("stride", "max_frames", "face_size", "track_every", "decode_workers")
+             if options.get(k) is not None}
+    gpus = options.get("detect_gpus")
+    if gpus is not None:
+        faces["worker_gpus"] = gpus
+        if gpus > 0:
+            faces["detector"] = {"device": "cuda"}
+    if options.get("num_workers") is not None:
+        faces["num_workers"] = options["num_workers"]
+    if faces:
+        out["preprocess"] = cfg.merge(faces, out.get("preprocess") or {})
+    return out
+
+
+def load_config(source=None, overrides: dict | None = None) -> AnnotateConfig:
+    """AnnotateConfig from a YAML file/URI or a dict, and flag overrides, both in flat or nested form."""
+    data = nest_options(cfg.read(source))
+    data["preprocess"] = cfg.merge(FACES_DEFAULTS, data.get("preprocess") or {})
+    return cfg.load(AnnotateConfig, data, nest_options(overrides or {}), where=str(source or "config"))
+
+
+# ---------------------------------------------------------------- the job
+
+
+def run(config: AnnotateConfig) -> dict:
+    """Annotate every pending video of `config.input`; returns the summary (also written as summary.json)."""
+    started_at = dt.datetime.now(dt.timezone.utc).isoformat()
+    start = time.perf_counter()
+    entries, extras, version = systems.resolve(config)  # fails before any video is decoded
+    for table in (PREDICTIONS, LOGITS):  # what an interrupted run left unreferenced (fer_ray.shards)
+        shards.sweep(config.output, table)
+    faces_uri, gave_up = faces_of(config)
+    faces_markers = shards.done_markers(faces_uri, FACES)
+    todo, finished = pending_videos(faces_uri, config.output, version, faces_markers)
+    sources = {v: str(faces_markers[v].get("fingerprint", "")) for v in todo}
+    # videos whose post-processing failed max_attempts runs in a row on these faces and this version
+    stuck = given_up(config.output, {v: f"{version}|{sources[v]}" for v in todo}, config.max_attempts)
+    todo = [v for v in todo if v not in set(stuck)]
+    gave_up = sorted(set(gave_up) | set(stuck))
+    log.info("system %s, models %s, version %s: %d videos to annotate, %d already done, %d given up",
+             config.system, [e.name for e in entries], version, len(todo), len(finished), len(gave_up))
+    parts = shards.complete_parts(faces_uri, FACES, todo)
+    rows = _annotate(config, parts, steps(config, entries, extras, version, {v: sources[v] for v in todo},
+                                          len(parts)), len(todo)) if parts else []
+    return write_summary(config, rows, finished, version, time.perf_counter() - start, started_at, gave_up)
+
+
+def faces_of(config: AnnotateConfig) -> tuple[str, list[str]]:
+    """The preprocess output to annotate and the videos given up (failed max_attempts runs in a row): the
+    input itself when it is one, else the input videos decoded, detected and aligned into
+    `<output>/faces` (resumable)."""
+    from fer_ray.jobs.preprocess import run_items
+
+    if is_faces_output(config.input):
+        return config.input, []
+    items, gave_up = plan_items(config)
+    run_items(items, config.preprocess, config.output)
+    return config.output, gave_up
+
+
+def steps(config: AnnotateConfig, entries, extras, version: str, sources: dict[str, str], parts: int) -> list[Step]:
+    """Face rows -> logits rows -> one call per video."""
+    return [logits_step(config, entries + extras),
+            SafeVideoPostprocess.step(postprocess_kwargs(config, entries, extras, version, sources),
+                                      partitions=max(1, min(parts, config.shuffle_partitions)))]
+
+
+def logits_step(config: AnnotateConfig, models) -> Step:
+    """LogitsStage actors: every model loaded once per actor, `batch_size` faces per call."""
+    kwargs = {"models": models, "device": config.device, "threads": config.threads,
+              "prior_correction": config.prior_correction}
+    resources = Resources(num_cpus=config.worker_cpus, num_gpus=config.worker_gpus, batch_size=config.batch_size,
+                          concurrency=config.num_workers)
+    return Step(LogitsStage, kwargs, resources, name="logits actors")
+
+
+def postprocess_kwargs(config: AnnotateConfig, entries, extras, version: str, sources: dict[str, str] | None):
+    return {"output": config.output, "entries": entries, "extras": extras, "system": config.system,
+            "window": config.window, "version": version, "weights": config.weights,
+            "keep_logits": config.keep_logits, "sources": sources}
+
+
+class SafeVideoPostprocess:
+    """VideoPostprocess with failures as data: an error becomes a failure record, not a crashed job."""
+
+    def __init__(self, **kwargs):
+        self.inner = VideoPostprocess(**kwargs)
+        self.output = kwargs["output"]
+
+    @classmethod
+    def step(cls, kwargs: dict, partitions: int) -> Step:
+        # one actor, whole videos (the logits rows of one video, small); a group-by-video shuffle first
+        return Step(cls, kwargs, Resources(num_cpus=0.25, batch_size=None), name="post-processing actor",
+                    group_by=schema.VIDEO_ID, partitions=partitions)
+
+    def __call__(self, batch: dict) -> dict:
+        try:
+            return self.inner(batch)
+        except Exception as exc:  # noqa: BLE001 - recorded per video, the job goes on
+            video_id = str(batch[schema.VIDEO_ID][0])
+            message = f"{type(exc).__name__}: {exc}"
+            shards.write_failure(self.output, video_id, "", "postprocess", message,
+                                 fingerprint=self.inner.fingerprint_of(video_id))
+            return {k: [v] for k, v in failed_row(video_id, message).items()}
+
+
+def _annotate(config: AnnotateConfig, parts: list[str], plan: list[Step], videos: int) -> list[dict]:
+    from fer_ray import raydata
+
+    rows: list[dict] = []
+    with tqdm(total=videos, desc="annotate", unit="video") as bar:
+        for row in raydata.run_parquet(parts, FACE_COLUMNS, plan, read_cpus=0.25):
+            rows.append(row)
+            bar.update(1)
+            bar.set_postfix(frames=sum(int(r["frames"]) for r in rows))
+    return rows
+
+
+# ---------------------------------------------------------------- bookkeeping (no Ray)
+
+
+def parse_since(text: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise cfg.ConfigError(f"since must be an ISO time (2026-11-01T00:00:00) or 'last', got {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def is_faces_output(uri: str) -> bool:
+    """True when `uri` is a preprocessing output (it has face shards with done markers)."""
+    return storage.is_dir(storage.join(uri, FACES, shards.DONE_DIR))
+
+
+def pending_videos(faces_uri: str, output: str, version: str,
+                   faces_markers: dict[str, dict] | None = None) -> tuple[list[str], list[str]]:
+    """(videos to annotate, videos already annotated with this model version from their current faces).
+
+    A video whose faces were redone since it was annotated (its input changed) is annotated again: the
+    predictions marker records the faces marker's fingerprint as its `source`."""
+    if faces_markers is None:
+        faces_markers = shards.done_markers(faces_uri, FACES)
+    # image-set batches (training data) share the faces table but are not videos to annotate
+    faces = {v: m for v, m in faces_markers.items() if m.get("kind", "video") == "video"}
+    done = shards.done_markers(output, PREDICTIONS)
+    finished = sorted(v for v in faces if done.get(v, {}).get("model_version") == version
+                      and done[v].get("source", "") == faces[v].get("fingerprint", ""))
+    todo = sorted(v for v in faces if v not in set(finished) and faces[v].get("frames", 1) > 0)
+    return todo, finished
+
+
+def given_up(output: str, fingerprints: dict[str, str], max_attempts: int) -> list[str]:
+    """Videos whose failure record says they failed `max_attempts` runs in a row on the input they have
+    now (video id -> fingerprint): retrying them again would only fail again."""
+    out = []
+    for record in shards.read_failures(output).to_pylist():
+        video_id = record[schema.VIDEO_ID]
+        if video_id in fingerprints and record[schema.ATTEMPTS] >= max_attempts \
+                and record[schema.FINGERPRINT] == fingerprints[video_id]:
+            out.append(video_id)
+    return sorted(out)
+
+
+def write_summary(config: AnnotateConfig, rows: list[dict], skipped: list[str], version: str,
+                  seconds: float, started_at: str, gave_up: list[str] = ()) -> dict:
+    """summary.json: per-video counts and label histogram, throughput, failures (with their attempt counts)
+    and the videos given up after max_attempts failed runs."""
+    markers = shards.done_markers(config.output, PREDICTIONS)
+    videos = {v: {k: m.get(k) for k in ("frames", "faces", "histogram", "model_version")}
+              for v, m in sorted(markers.items())}
+    processed = [r for r in rows if r["status"] == "done"]
+    frames = sum(int(r["frames"]) for r in processed)
+    failures = shards.read_failures(config.output).to_pylist()
+    summary = {
+        "system": config.system, "window": config.window, "model_version": version,
+        "started_at": started_at, "seconds": round(seconds, 3),
+        "videos_annotated": len(processed), "videos_skipped": len(skipped), "videos_failed": len(failures),
+        "videos_given_up": len(gave_up), "given_up": sorted(gave_up),
+        "frames_annotated": frames, "frames_per_second": round(frames / seconds, 2) if seconds > 0 else None,
+        "videos": videos, "failures": failures,
+    }
+    storage.write_json(storage.join(config.output, "summary.json"), summary)
+    return summary
+
+
+def failed_row(video_id: str, error: str) -> dict:
+    return {schema.VIDEO_ID: video_id, "status": "failed", "frames": 0, "faces": 0, "seconds": 0.0,
+            schema.ERROR: error}
+
+
+def last_started_at(output: str) -> str | None:
+    """The previous run's start time (its summary.json), for --since last."""
+    uri = storage.join(output, "summary.json")
+    return storage.read_json(uri).get("started_at") if storage.exists(uri) else None
+
+
+def work_items(config: AnnotateConfig) -> list[dict]:
+    """Videos under config.input to (re)process now; see plan_items."""
+    return plan_items(config)[0]
+
+
+def plan_items(config: AnnotateConfig) -> tuple[list[dict], list[str]]:
+    """(work items to run, videos given up) under config.input; inputs rejected up front become failures.
+
+    With --since only videos modified after that time are new, but a video that failed before is retried on
+    every run until it has failed `max_attempts` runs in a row on the same content (then it is given up; a
+    changed file is a new input and is tried again)."""
+    from fer_ray.inputs import discover, item_fingerprint
+    from fer_ray.jobs.preprocess import PreprocessConfig
+
+    found = discover(config.input, image_batch_size=PreprocessConfig.image_batch_size,
+                     allowed_roots=config.allowed_roots)
+    failed = {r[schema.VIDEO_ID]: r for r in shards.read_failures(config.output).to_pylist()}
+    gave_up = []
+    for reject in found.rejected:
+        video_id = reject[schema.VIDEO_ID]
+        if failed.get(video_id, {}).get(schema.ATTEMPTS, 0) >= config.max_attempts:
+            gave_up.append(video_id)
+            continue
+        shards.write_failure(config.output, video_id, reject[schema.URI], reject["stage"], reject[schema.ERROR])
+    retry = [item for item in found.items if item[schema.VIDEO_ID] in failed]
+    gave_up += given_up(config.output, {item[schema.VIDEO_ID]: item_fingerprint(item) for item in retry},
+                        config.max_attempts)
+    retry = [item for item in retry if item[schema.VIDEO_ID] not in set(gave_up)]
+    if gave_up:
+        log.warning("%d videos given up after %d failed runs each (see failures/)", len(gave_up),
+                    config.max_attempts)
+    since = last_started_at(config.output) if config.since == "last" else config.since
+    fresh = [item for item in found.items if item[schema.VIDEO_ID] not in failed]
+    if since:
+        moment = parse_since(since)
+        fresh = [item for item in fresh if storage.modified(item[schema.URI]) > moment]
+        log.info("--since %s: %d of %d inputs are new, %d failed before and are retried", since, len(fresh),
+                 len(found.items), len(retry))
+    chosen = {item[schema.VIDEO_ID] for item in fresh + retry}
+    return [item for item in found.items if item[schema.VIDEO_ID] in chosen], sorted(gave_up)
