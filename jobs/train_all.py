@@ -12,7 +12,6 @@ and resumes interrupted ones from their last checkpoint. Exit status 1 when a mo
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
@@ -59,37 +58,28 @@ def format_table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     runtime.setup_logging()
-    from fer_ray.train.launch import load_config, train_all
+    from fer_ray.jobs import train
 
     overrides = {"faces": args.faces, "output": args.output, "max_concurrent_trials": args.max_concurrent_trials}
     try:
-        config = load_config(args.config, overrides)
+        config = train.load_config(args.config, overrides)
     except ValueError as exc:  # ConfigError included: one clear line instead of a traceback
         raise SystemExit(f"train_all: invalid configuration: {exc}") from None
     if args.models:
-        wanted = [n.strip() for n in args.models.split(",") if n.strip()]
-        config.models = [config.spec(n) for n in wanted]  # KeyError lists the valid names
-        for model in config.models:  # dependencies outside the selection are taken as already trained
-            model.after = [a for a in model.after if a in wanted]
-    from fer_ray.train import resources
-
+        train.select_models(config, [n.strip() for n in args.models.split(",") if n.strip()])
     if args.plan:
         try:
-            resources.check_fit(config.models, resources.plan_node_types(args.plan), args.plan)
+            train.check_plan(config, args.plan)
         except ValueError as exc:
             raise SystemExit(f"train_all: invalid configuration: {exc}") from None
         print(f"every model's training worker fits a node type of {args.plan}")
         return 0
     runtime.init_ray(args.num_cpus, args.address)  # --address / RAY_ADDRESS, else a local Ray
-    node_types, complete = resources.live_node_types()
     try:  # a worker that fits no node would wait for resources forever: say so now, in one line
-        resources.check_fit(config.models, node_types, "this Ray cluster")
+        train.check_cluster(config)
     except ValueError as exc:
-        if complete:
-            raise SystemExit(f"train_all: invalid configuration: {exc}") from None
-        # an autoscaler whose node types we cannot see may still add a node that fits
-        logging.getLogger("train_all").warning("%s; an autoscaler is running: waiting for it", exc)
-    result = train_all(config)
+        raise SystemExit(f"train_all: invalid configuration: {exc}") from None
+    result = train.run(config)
     print(format_table(result))
     print(f"\nversion {result['version']}  index {result['index']}")
     failed = {n: m.get("error", "") for n, m in result["models"].items() if m["status"] == "failed"}

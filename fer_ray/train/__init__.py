@@ -1,7 +1,8 @@
 """Training: typed config (config.py), shard rows -> tensors (data.py), repeat-factor sampler, augmentations,
-losses, the Ray Train worker loop and a local loop (loop.py), and the Tune launcher (launch.py).
+losses, the epoch loop run by Ray Train workers and by local runs (loop.py), and the Tune launcher (launch.py),
+which trains on the datasets it is handed (fer_ray.jobs.train builds them).
 
-    from fer_ray.train.launch import train_all      # Ray: every model of a TrainConfig, several at once
+    from fer_ray.jobs.train import run              # Ray: every model of a TrainConfig, several at once
     from fer_ray.train.loop import train_local      # no Ray: one ModelSpec on in-memory rows
 """
 

@@ -1,6 +1,8 @@
-"""`train_all(config)`: every model of a TrainConfig as one Ray Tune trial, each trial a Ray Train run.
+"""`train_all(config, datasets)`: every model of a TrainConfig as one Ray Tune trial, each trial a Ray Train run.
 
-Ray Train V2 + Tune: the Tune trial function (0 CPU) builds a `TorchTrainer` with the model's own
+Ray Train V2 + Tune: the Tune trial function (0 CPU) gets the model's datasets from the `datasets` factory
+the caller hands in (fer_ray.jobs.train builds them through fer_ray.raydata: training never speaks Ray Data
+itself), builds a `TorchTrainer` with the model's own
 `ScalingConfig`, a `TuneReportCallback` (epoch metrics flow to Tune) and `FailureConfig(max_failures)` (a
 crashed worker group restarts from the last reported checkpoint), then calls `fit()`. `TuneConfig
 (max_concurrent_trials)` lets several models train at the same time. Ray state lives under `<output>/_ray/`.
@@ -27,19 +29,43 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fer_ray import config as config_mod
 from fer_ray import labels, storage
 from fer_ray.train.config import TrainConfig, spec_from_dict, spec_to_dict
 
-__all__ = ["train_all", "load_config", "data_version", "model_dir", "SUMMARY_FILE", "MODELS_INDEX"]
+__all__ = ["TrainRun", "train_all", "load_config", "data_version", "model_dir", "SUMMARY_FILE", "MODELS_INDEX"]
 
 _LOG = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.json"
 MODELS_INDEX = "models.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 METRIC = "val_macro_f1"
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """Everything a trial needs, computed once on the driver (`_prepare`)."""
+
+    output: str
+    faces: list[str]  # preprocess outputs
+    train_videos: list[str]
+    val_videos: list[str]
+    version: str  # of the configs and the data (data_version)
+    specs: dict[str, dict]  # model name -> ModelSpec as a dict
+    spec_hashes: dict[str, str]  # model name -> hash of its spec and the data: a finished model's marker
+    class_counts: dict[str, list[int]]  # model name -> training split's counts over its task's classes
+    train_config: dict  # the TrainConfig without its models (each model's config.yaml)
+    seed: int
+    max_failures: int
+    read_cpus: float
+
+
+# (run, the model's spec as a dict) -> {"train": dataset, "val": dataset}, for Ray Train
+DatasetFactory = Callable[[TrainRun, dict], dict]
 
 
 def load_config(source, overrides: dict | None = None) -> TrainConfig:
@@ -78,7 +104,7 @@ def _ray_storage(output: str) -> tuple[str, Any]:
 # ------------------------------------------------------------------------------------------ trial
 
 
-def _write_outputs(run: dict, spec_dict: dict, result, started_at: float) -> dict:
+def _write_outputs(run: TrainRun, spec_dict: dict, result, started_at: float) -> dict:
     """Best weights, config, per-epoch metrics and the summary (last) of one finished model."""
 
     from fer_ray.models import create_model, save_checkpoint
@@ -86,7 +112,7 @@ def _write_outputs(run: dict, spec_dict: dict, result, started_at: float) -> dic
     from fer_ray.train.loop import STATE_FILE, training_prior
 
     spec = spec_from_dict(spec_dict)
-    out = model_dir(run["output"], spec.name)
+    out = model_dir(run.output, spec.name)
     if spec.keep == "last":  # the schedule's final weights, whatever a small validation split says
         best_ckpt = result.checkpoint
     else:
@@ -108,10 +134,10 @@ def _write_outputs(run: dict, spec_dict: dict, result, started_at: float) -> dic
         "num_classes": spec.num_classes,
         "classes": list(labels.TASK_CLASSES[spec.task]), "input_size": spec.input_size, "kind": spec.kind,
         "clip_length": spec.clip_length, "config": spec_dict, "metrics": best,
-        "model_kwargs": spec.model_kwargs, "version": run["version"], "epoch": best_state["epoch"],
+        "model_kwargs": spec.model_kwargs, "version": run.version, "epoch": best_state["epoch"],
     }
     save_checkpoint(storage.join(out, CHECKPOINT_FILE), model, meta)
-    model_config = TrainConfig(**{**run["train_config"], "models": [spec]})
+    model_config = TrainConfig(**{**run.train_config, "models": [spec]})
     config_mod.save(model_config, storage.join(out, "config.yaml"))
     storage.write_text(storage.join(out, "metrics.csv"), _metrics_csv(history))
     entry = {
@@ -120,9 +146,9 @@ def _write_outputs(run: dict, spec_dict: dict, result, started_at: float) -> dic
         "checkpoint": f"{spec.name}/{CHECKPOINT_FILE}", "metrics": best,
         "confusion": best_state["history"][-1].get("confusion"),
         "started_at": started_at, "finished_at": time.time(), "epochs": len(history),
-        "spec_hash": run["spec_hashes"][spec.name], "version": run["version"],
-        "class_counts": list(run["class_counts"][spec.name]),
-        "train_prior": training_prior(spec, run["class_counts"][spec.name]),
+        "spec_hash": run.spec_hashes[spec.name], "version": run.version,
+        "class_counts": list(run.class_counts[spec.name]),
+        "train_prior": training_prior(spec, run.class_counts[spec.name]),
     }
     storage.write_json(storage.join(out, SUMMARY_FILE), entry)
     return entry
@@ -140,58 +166,51 @@ def _metrics_csv(history: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def _finished(run: dict, name: str) -> dict | None:
-    uri = storage.join(model_dir(run["output"], name), SUMMARY_FILE)
+def _finished(run: TrainRun, name: str) -> dict | None:
+    uri = storage.join(model_dir(run.output, name), SUMMARY_FILE)
     if not storage.exists(uri):
         return None
     entry = storage.read_json(uri)
-    return entry if entry.get("spec_hash") == run["spec_hashes"][name] else None
+    return entry if entry.get("spec_hash") == run.spec_hashes[name] else None
 
 
-def _trial(tune_config: dict, run: dict) -> None:
-    """One Tune trial: train one model with its own TorchTrainer, then write its outputs."""
+def _trial(tune_config: dict, run: TrainRun, datasets: DatasetFactory) -> None:
+    """One Tune trial: train one model with its own TorchTrainer on the datasets the factory gives, then
+    write its outputs."""
     import ray
     import ray.train
     import ray.tune
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from fer_ray import raydata
-    from fer_ray.train.data import TRAIN_COLUMNS
     from fer_ray.train.loop import train_func
     from fer_ray.train.resources import worker_bundle
 
     name = tune_config["model"]
-    spec_dict = run["specs"][name]
+    spec_dict = run.specs[name]
     done = _finished(run, name)
     if done is not None:  # finished by an earlier run
         ray.tune.report({**_scalars(done["metrics"]), "status": "skipped", "done_model": True})
         return
     started_at = time.time()
     temporal = spec_dict["kind"] in ("clip", "sequence")
-    train_set = raydata.faces_dataset(run["faces"], run["train_videos"], run["read_cpus"], TRAIN_COLUMNS)
-    if not temporal:  # frame models: shards in random order each epoch, rows mixed by a shuffle buffer
-        train_set = train_set.randomize_block_order()
-    datasets = {
-        "train": train_set,
-        "val": raydata.faces_dataset(run["faces"], run["val_videos"], run["read_cpus"], TRAIN_COLUMNS),
-    }
     # the bundle train_all's fit check (fer_ray.train.resources) checks against the node types
     resources = worker_bundle(spec_dict["cpus_per_worker"], spec_dict["use_gpu"],
                               ray.cluster_resources().get("GPU", 0) > 0)
     use_gpu = "GPU" in resources
-    storage_path, filesystem = _ray_storage(run["output"])
+    storage_path, filesystem = _ray_storage(run.output)
     trainer = TorchTrainer(
         train_func,
-        train_loop_config={"spec": spec_dict, "class_counts": run["class_counts"][name], "seed": run["seed"]},
+        train_loop_config={"spec": spec_dict, "class_counts": run.class_counts[name], "seed": run.seed},
         scaling_config=ray.train.ScalingConfig(num_workers=spec_dict["num_workers"], use_gpu=use_gpu,
                                                resources_per_worker=resources),
-        datasets=datasets,
+        datasets=datasets(run, spec_dict),
+        # clip/sequence workers each read whole videos of the unsplit datasets (fer_ray.train.loop)
         dataset_config=ray.train.DataConfig(datasets_to_split=[] if temporal else "all"),
         run_config=ray.train.RunConfig(
-            name=f"train-{run['spec_hashes'][name]}-{name}",
+            name=f"train-{run.spec_hashes[name]}-{name}",
             storage_path=storage_path, storage_filesystem=filesystem,
-            failure_config=ray.train.FailureConfig(max_failures=run["max_failures"]),
+            failure_config=ray.train.FailureConfig(max_failures=run.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=METRIC,
                                                          checkpoint_score_order="max"),
             callbacks=[TuneReportCallback()],
@@ -209,7 +228,7 @@ def _scalars(metrics: dict) -> dict:
 # ------------------------------------------------------------------------------------------ driver
 
 
-def _prepare(config: TrainConfig) -> dict:
+def _prepare(config: TrainConfig) -> TrainRun:
     """Split, class counts and hashes: everything a trial needs, computed once on the driver."""
     from fer_ray import shards
     from fer_ray.train import data
@@ -222,17 +241,16 @@ def _prepare(config: TrainConfig) -> dict:
     parts = [p for uri in config.faces for p in shards.complete_parts(uri, "faces")]
     version = data_version(config, train_ids, val_ids, parts)
     specs = {m.name: spec_to_dict(m) for m in config.models}
-    train_config = {k: v for k, v in config_mod.to_dict(config).items() if k != "models"}
-    return {
-        "output": config.output, "faces": list(config.faces), "train_videos": train_ids, "val_videos": val_ids,
-        "version": version, "specs": specs, "seed": config.seed, "max_failures": config.max_failures,
-        "read_cpus": config.read_cpus, "train_config": train_config,
-        "spec_hashes": {n: _spec_hash(s, version) for n, s in specs.items()},
-        "class_counts": {m.name: data.class_counts(summary, m.task, train_ids).tolist() for m in config.models},
-    }
+    return TrainRun(
+        output=config.output, faces=list(config.faces), train_videos=train_ids, val_videos=val_ids,
+        version=version, specs=specs, spec_hashes={n: _spec_hash(s, version) for n, s in specs.items()},
+        class_counts={m.name: data.class_counts(summary, m.task, train_ids).tolist() for m in config.models},
+        train_config={k: v for k, v in config_mod.to_dict(config).items() if k != "models"},
+        seed=config.seed, max_failures=config.max_failures, read_cpus=config.read_cpus,
+    )
 
 
-def _write_index(config: TrainConfig, run: dict) -> dict:
+def _write_index(config: TrainConfig, run: TrainRun) -> dict:
     index_uri = storage.join(config.output, MODELS_INDEX)
     index = storage.read_json(index_uri) if storage.exists(index_uri) else {"models": {}}
     models = dict(index.get("models", {}))
@@ -240,7 +258,7 @@ def _write_index(config: TrainConfig, run: dict) -> dict:
         entry = _finished(run, spec.name)
         if entry is not None:
             models[spec.name] = {k: v for k, v in entry.items() if k not in ("confusion", "spec_hash")}
-    index = {"version": run["version"], "models": models, "updated_at": time.time()}
+    index = {"version": run.version, "models": models, "updated_at": time.time()}
     storage.write_json(index_uri, index)
     return index
 
@@ -258,15 +276,16 @@ def _keep_credentials_out_of_runtime_envs() -> None:
     class_cache.ENV_VARS_TO_PROPAGATE = frozenset(class_cache.ENV_VARS_TO_PROPAGATE) - _CREDENTIAL_VARS
 
 
-def _run_stage(config: TrainConfig, run: dict, names: list[str], stage: int) -> dict[str, str]:
+def _run_stage(config: TrainConfig, run: TrainRun, datasets: DatasetFactory, names: list[str],
+               stage: int) -> dict[str, str]:
     """One Tune experiment over `names` (restored if a previous run left it unfinished); returns errors."""
     import ray.tune as tune
 
     _keep_credentials_out_of_runtime_envs()
     storage_path, filesystem = _ray_storage(config.output)
-    experiment = f"{config.experiment_name}-{run['version'][:12]}-s{stage}"
+    experiment = f"{config.experiment_name}-{run.version[:12]}-s{stage}"
     # The trial function only drives its TorchTrainer: a token CPU share, so trainers get the cores.
-    trainable = tune.with_resources(tune.with_parameters(_trial, run=run), {"cpu": 0.01})
+    trainable = tune.with_resources(tune.with_parameters(_trial, run=run, datasets=datasets), {"cpu": 0.01})
     exp_path = f"{storage_path}/{experiment}"
     if tune.Tuner.can_restore(exp_path, storage_filesystem=filesystem):
         _LOG.info("restoring Tune experiment %s", exp_path)
@@ -286,16 +305,15 @@ def _run_stage(config: TrainConfig, run: dict, names: list[str], stage: int) -> 
     return errors
 
 
-def train_all(config: TrainConfig | str | dict, overrides: dict | None = None) -> dict:
-    """Train every model of the config (Tune trials, several at once); returns the run summary.
+def train_all(config: TrainConfig, datasets: DatasetFactory) -> dict:
+    """Train every model of the config (Tune trials, several at once) on the datasets `datasets(run, spec)`
+    gives each; returns the run summary.
 
     {"version", "output", "index" (models.json URI), "models": {name: {..models.json entry.., "status":
     trained|skipped|failed, "error"}}}. Needs `ray.init()` done (or starts a local Ray).
     """
     import ray
 
-    if not isinstance(config, TrainConfig):
-        config = load_config(config, overrides)
     if not ray.is_initialized():
         ray.init()
     run = _prepare(config)
@@ -309,7 +327,7 @@ def train_all(config: TrainConfig | str | dict, overrides: dict | None = None) -
             errors[name] = f"not trained: a model in its `after` list failed ({config.spec(name).after})"
         todo = [n for n in todo if n not in blocked]
         if todo:
-            errors.update(_run_stage(config, run, todo, stage))
+            errors.update(_run_stage(config, run, datasets, todo, stage))
     index = _write_index(config, run)
     models = {}
     for spec in config.models:
@@ -317,5 +335,5 @@ def train_all(config: TrainConfig | str | dict, overrides: dict | None = None) -
         status = "skipped" if spec.name in finished else ("trained" if entry else "failed")
         models[spec.name] = {**(entry or {}), "status": status, **({"error": errors[spec.name]}
                                                                     if spec.name in errors else {})}
-    return {"version": run["version"], "output": config.output,
+    return {"version": run.version, "output": config.output,
             "index": storage.join(config.output, MODELS_INDEX), "models": models}

@@ -8,6 +8,8 @@
   clip/sequence models materialise their share of whole videos per worker (see data.TemporalSamples), each
   worker taking the videos `data.video_of_worker` gives it (the datasets are not split for them).
 - `train_local(spec, train_rows, val_rows)` runs the same epochs in-process, without Ray (tests, benchmarks).
+- Both run `fit`, the one epoch loop, over a batch source (`temporal_batches`, `memory_batches`,
+  `streamed_batches`: epoch -> train and validation batches).
 
 On CUDA the forward/backward run under bf16 autocast with channels_last frame inputs; on CPU plain float32.
 Validation metrics over the task's classes: macro-F1 (every class, zero when absent: the ABAW convention),
@@ -33,7 +35,7 @@ from fer_ray.train import augment, data, sampler
 from fer_ray.train.config import ModelSpec, spec_from_dict
 from fer_ray.train.losses import build_loss, class_weights
 
-__all__ = ["Trainer", "confusion_metrics", "train_func", "train_local", "training_prior", "STATE_FILE"]
+__all__ = ["Trainer", "confusion_metrics", "fit", "train_func", "train_local", "training_prior", "STATE_FILE"]
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
@@ -224,6 +226,74 @@ def _better(row: dict, best: dict | None) -> bool:
     return best is None or (not math.isnan(score) and score > best.get(SCORE, float("-inf")))
 
 
+# ------------------------------------------------------------------------------------------ the epoch loop
+
+# epoch -> (train batches, validation batches) of (inputs, targets) tensors
+Batches = Callable[[int], tuple[Iterable, Iterable]]
+OnEpoch = Callable[[int, dict, list, dict], None]  # (epoch, row, history, best) after each epoch
+
+
+def fit(trainer: Trainer, batches: Batches, *, start_epoch: int = 0, history: list | None = None,
+        best: dict | None = None, sync: bool = False, tags: dict | None = None,
+        on_epoch: OnEpoch | None = None) -> list[dict]:
+    """The one epoch loop (Ray Train workers and local runs): train, validate, keep the best row by val
+    macro-F1, then `on_epoch` (report, checkpoint). `sync`: every rank stops an epoch when one runs out of
+    batches. `tags` are added to every row. Returns the history (rows with their confusion matrices)."""
+    spec = trainer.spec
+    history = list(history or [])
+    for epoch in range(start_epoch, spec.epochs):
+        start = time.time()
+        lr = trainer.optimizer.param_groups[0]["lr"]
+        train_batches, val_batches = batches(epoch)
+        stats = trainer.train_epoch(train_batches, spec.max_steps_per_epoch, sync=sync)
+        val, cm = trainer.evaluate(val_batches, spec.max_val_steps)
+        row = {**_epoch_row(epoch, stats, val, start, time.time(), lr), **(tags or {})}
+        if _better(row, best):
+            best = dict(row)
+        history.append({**row, "confusion": cm.tolist()})
+        if on_epoch is not None:
+            on_epoch(epoch, row, history, best)
+    return history
+
+
+def temporal_batches(trainer: Trainer, train_rows: dict, val_rows: dict) -> Batches:
+    """Clip/sequence samples of whole videos (rows of this worker's videos), redrawn every epoch."""
+    spec = trainer.spec
+    train_set, val_set = (data.TemporalSamples(rows, spec.task, spec.kind, spec.clip_length, spec.input_size)
+                          for rows in (train_rows, val_rows))
+
+    def batches(epoch: int):
+        return (train_set.batches(trainer.train_tf, spec.batch_size, trainer.factors, epoch, trainer.seed),
+                val_set.batches(trainer.eval_tf, spec.batch_size, shuffle=False))
+    return batches
+
+
+def memory_batches(trainer: Trainer, train_rows: dict, val_rows: dict, rank: int = 0) -> Batches:
+    """Frame rows held in memory, reshuffled every epoch."""
+    spec = trainer.spec
+
+    def batches(epoch: int):
+        chunks = data.iter_row_chunks(train_rows, spec.batch_size, sampler.epoch_rng(trainer.seed, epoch, 99))
+        return (_frame_train_batches(trainer, chunks, epoch, rank),
+                data.frame_batches(data.iter_row_chunks(val_rows, spec.batch_size), spec.task, trainer.eval_tf,
+                                   spec.batch_size))
+    return batches
+
+
+def streamed_batches(trainer: Trainer, train_shard, val_shard, rank: int) -> Batches:
+    """Frame rows streamed from Ray Train's dataset shards every epoch (a shuffle buffer mixes them)."""
+    spec = trainer.spec
+
+    def batches(epoch: int):
+        rows = train_shard.iter_batches(batch_size=spec.batch_size, batch_format="numpy",
+                                        local_shuffle_buffer_size=max(spec.batch_size * 8, 1024),
+                                        prefetch_batches=1)
+        streamed = val_shard.iter_batches(batch_size=spec.batch_size, batch_format="numpy", prefetch_batches=1)
+        return (_frame_train_batches(trainer, rows, epoch, rank),
+                data.frame_batches(streamed, spec.task, trainer.eval_tf, spec.batch_size))
+    return batches
+
+
 # ------------------------------------------------------------------------------------------ Ray Train
 
 
@@ -239,6 +309,50 @@ def _materialise(shard, columns: list[str], rank: int, world: int) -> dict:
     return out
 
 
+def _shard_batches(trainer: Trainer, rank: int, world: int) -> Batches:
+    """The batches of this worker's dataset shards ("train", "val", as Ray Train hands them)."""
+    import ray.train
+
+    train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
+    spec, columns = trainer.spec, data.TRAIN_COLUMNS
+    if spec.kind in ("clip", "sequence"):  # the datasets are not split: each worker takes its whole videos
+        return temporal_batches(trainer, _materialise(train_shard, columns, rank, world),
+                                _materialise(val_shard, columns, rank, world))
+    if spec.cache_rows:  # frame shards are already split per worker: keep every row
+        return memory_batches(trainer, _materialise(train_shard, columns, 0, 1),
+                              _materialise(val_shard, columns, 0, 1), rank)
+    return streamed_batches(trainer, train_shard, val_shard, rank)
+
+
+def _resume(trainer: Trainer, device) -> tuple[int, list, dict | None]:
+    """(first epoch, history, best) from Ray Train's latest checkpoint, or a fresh start."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0, [], None
+    with checkpoint.as_directory() as directory:
+        state = load_data(os.path.join(directory, STATE_FILE), f"{checkpoint.path}/{STATE_FILE}", device)
+    trainer.load_state(state)
+    return state["epoch"] + 1, state["history"], state["best"]
+
+
+def _reporter(trainer: Trainer, rank: int) -> OnEpoch:
+    """Every rank reports its epoch row (Train V2: a barrier); rank 0 with the checkpoint."""
+    import ray.train
+
+    def report(epoch: int, row: dict, history: list, best: dict | None) -> None:
+        if rank != 0:
+            ray.train.report(row)
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            # plain data only, so resuming loads it with weights_only=True
+            torch.save(as_plain(trainer.state(epoch, history, best)), os.path.join(directory, STATE_FILE))
+            ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(directory),
+                             checkpoint_dir_name=f"epoch-{epoch:04d}")
+    return report
+
+
 def train_func(config: dict) -> None:
     """Ray Train worker loop. config: spec (asdict ModelSpec), class_counts, seed."""
     import ray.train
@@ -251,62 +365,11 @@ def train_func(config: dict) -> None:
     device = ray.train.torch.get_device()
     trainer = Trainer(spec, device, config.get("class_counts"), seed=int(config.get("seed", 0)) + rank,
                       wrap=ray.train.torch.prepare_model if world > 1 else None)
-    start_epoch, history, best = 0, [], None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state = load_data(os.path.join(directory, STATE_FILE), f"{checkpoint.path}/{STATE_FILE}", device)
-        trainer.load_state(state)
-        start_epoch, history, best = state["epoch"] + 1, state["history"], state["best"]
-
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
-    temporal = spec.kind in ("clip", "sequence")
-    cached = not temporal and spec.cache_rows
-    if temporal and start_epoch < spec.epochs:
-        columns = data.TRAIN_COLUMNS
-        train_set = data.TemporalSamples(_materialise(train_shard, columns, rank, world), spec.task, spec.kind,
-                                         spec.clip_length, spec.input_size)
-        val_set = data.TemporalSamples(_materialise(val_shard, columns, rank, world), spec.task, spec.kind,
-                                       spec.clip_length, spec.input_size)
-    if cached and start_epoch < spec.epochs:  # frame shards are already split per worker: keep every row
-        train_rows = _materialise(train_shard, data.TRAIN_COLUMNS, 0, 1)
-        val_rows = _materialise(val_shard, data.TRAIN_COLUMNS, 0, 1)
-
-    for epoch in range(start_epoch, spec.epochs):
-        start = time.time()
-        lr = trainer.optimizer.param_groups[0]["lr"]
-        if temporal:
-            train_batches = train_set.batches(trainer.train_tf, spec.batch_size, trainer.factors, epoch,
-                                              trainer.seed)
-            val_batches = val_set.batches(trainer.eval_tf, spec.batch_size, shuffle=False)
-        elif cached:
-            chunks = data.iter_row_chunks(train_rows, spec.batch_size, sampler.epoch_rng(trainer.seed, epoch, 99))
-            train_batches = _frame_train_batches(trainer, chunks, epoch, rank)
-            val_batches = data.frame_batches(data.iter_row_chunks(val_rows, spec.batch_size), spec.task,
-                                             trainer.eval_tf, spec.batch_size)
-        else:
-            rows = train_shard.iter_batches(batch_size=spec.batch_size, batch_format="numpy",
-                                            local_shuffle_buffer_size=max(spec.batch_size * 8, 1024),
-                                            prefetch_batches=1)
-            train_batches = _frame_train_batches(trainer, rows, epoch, rank)
-            streamed = val_shard.iter_batches(batch_size=spec.batch_size, batch_format="numpy", prefetch_batches=1)
-            val_batches = data.frame_batches(streamed, spec.task, trainer.eval_tf, spec.batch_size)
-        stats = trainer.train_epoch(train_batches, spec.max_steps_per_epoch, sync=world > 1)
-        val, cm = trainer.evaluate(val_batches, spec.max_val_steps)
-        row = _epoch_row(epoch, stats, val, start, time.time(), lr)
-        row["model"], row["rank_count"] = spec.name, world
-        if _better(row, best):
-            best = dict(row)
-        history.append({**row, "confusion": cm.tolist()})
-        if rank == 0:
-            with tempfile.TemporaryDirectory() as directory:
-                # plain data only, so resuming loads it with weights_only=True
-                torch.save(as_plain(trainer.state(epoch, history, best)), os.path.join(directory, STATE_FILE))
-                ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(directory),
-                                 checkpoint_dir_name=f"epoch-{epoch:04d}")
-        else:
-            ray.train.report(row)
+    start_epoch, history, best = _resume(trainer, device)
+    if start_epoch >= spec.epochs:
+        return
+    fit(trainer, _shard_batches(trainer, rank, world), start_epoch=start_epoch, history=history, best=best,
+        sync=world > 1, tags={"model": spec.name, "rank_count": world}, on_epoch=_reporter(trainer, rank))
 
 
 # ------------------------------------------------------------------------------------------ local
@@ -337,29 +400,7 @@ def train_local(spec: ModelSpec | dict, train_rows, val_rows, *, seed: int = 0, 
         _, task_y = data.usable_rows(train_rows, spec.task)
         class_counts = np.bincount(task_y, minlength=len(labels.TASK_CLASSES[spec.task])).tolist()
     trainer = Trainer(spec, device, class_counts, seed=seed)
-    temporal = spec.kind in ("clip", "sequence")
-    if temporal:
-        train_set = data.TemporalSamples(train_rows, spec.task, spec.kind, spec.clip_length, spec.input_size)
-        val_set = data.TemporalSamples(val_rows, spec.task, spec.kind, spec.clip_length, spec.input_size)
-    history: list[dict] = []
-    best = None
-    for epoch in range(spec.epochs):
-        start = time.time()
-        lr = trainer.optimizer.param_groups[0]["lr"]
-        if temporal:
-            train_batches = train_set.batches(trainer.train_tf, spec.batch_size, trainer.factors, epoch, seed)
-            val_batches = val_set.batches(trainer.eval_tf, spec.batch_size, shuffle=False)
-        else:
-            chunks = data.iter_row_chunks(train_rows, spec.batch_size, sampler.epoch_rng(seed, epoch, 99))
-            train_batches = _frame_train_batches(trainer, chunks, epoch)
-            val_batches = data.frame_batches(data.iter_row_chunks(val_rows, spec.batch_size), spec.task,
-                                             trainer.eval_tf, spec.batch_size)
-        stats = trainer.train_epoch(train_batches, spec.max_steps_per_epoch)
-        val, cm = trainer.evaluate(val_batches, spec.max_val_steps)
-        row = _epoch_row(epoch, stats, val, start, time.time(), lr)
-        if _better(row, best):
-            best = row
-        history.append({**row, "confusion": cm.tolist()})
-        if on_epoch is not None:
-            on_epoch(row, trainer)
+    make = temporal_batches if spec.kind in ("clip", "sequence") else memory_batches
+    history = fit(trainer, make(trainer, train_rows, val_rows),
+                  on_epoch=None if on_epoch is None else lambda epoch, row, history, best: on_epoch(row, trainer))
     return trainer.core.eval(), history

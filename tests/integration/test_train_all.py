@@ -72,7 +72,7 @@ def write_face_shards(output: str, videos: dict[str, dict]) -> None:
 
 
 def _smoke_two_models(faces: str, output: str):
-    from fer_ray.train.launch import load_config
+    from fer_ray.jobs.train import load_config
 
     raw = yaml.safe_load(SMOKE.read_text())
     keep = {"coarse_swin", "negative_repvgg"}
@@ -105,9 +105,9 @@ def trained(ray_local, s3_server):
 
 
 def train_all_timed(config):
-    from fer_ray.train.launch import train_all
+    from fer_ray.jobs import train
 
-    return train_all(config)
+    return train.run(config)
 
 
 def test_models_trained_and_indexed_on_s3(trained):
