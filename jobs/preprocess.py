@@ -24,8 +24,6 @@ from fer_ray import config, storage  # noqa: E402
 from fer_ray.jobs import preprocess  # noqa: E402
 from fer_ray.runtime import init_ray  # noqa: E402
 
-log = logging.getLogger("fer_ray.jobs.preprocess")
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
