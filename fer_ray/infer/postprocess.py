@@ -16,9 +16,9 @@ import pyarrow as pa
 import torch
 
 from fer_ray import labels, schema, shards, storage
-from fer_ray.evaluate.ablations import VideoScores, predict_video
 from fer_ray.infer import cascade
 from fer_ray.infer.logits import COLUMN_PREFIX, key_of_column
+from fer_ray.infer.predict import VideoScores, predict_video
 from fer_ray.infer.systems import ModelEntry, system_of
 from fer_ray.models import chunk_indices, clip_indices, load_checkpoint
 
