@@ -368,12 +368,12 @@ def bench_gpu(args) -> dict:
         return time.perf_counter() - start
 
     with torch.inference_mode():
-        inputs = stage._inputs(images)  # resized per input size, on the device, channels_last on CUDA
+        inputs = stage._inputs(images)  # per model, resized per data config, on the device, channels_last on CUDA
         per_model = {}
         for entry in entries:
-            seconds = timed(lambda e=entry: stage._run(e, inputs[e.input_size]), args.gpu_batches)
+            seconds = timed(lambda e=entry: stage._run(e, inputs[e.key]), args.gpu_batches)
             per_model[entry.name] = round(args.gpu_batches * args.gpu_batch / seconds, 1)
-        models_s = timed(lambda: [stage._run(e, inputs[e.input_size]) for e in entries], args.gpu_batches)
+        models_s = timed(lambda: [stage._run(e, inputs[e.key]) for e in entries], args.gpu_batches)
         whole_s = timed(lambda: stage(batch), args.gpu_batches)
     frames = args.gpu_batches * args.gpu_batch
     result = {"device": torch.cuda.get_device_name(0) if cuda else args.gpu_device,

@@ -21,8 +21,8 @@ from PIL import Image
 from fer_ray import schema
 from fer_ray.infer.cascade import log_prior
 from fer_ray.infer.systems import ModelEntry, check_prior_correction
-from fer_ray.models import load_checkpoint
-from fer_ray.train.augment import eval_transform
+from fer_ray.models import data_config, load_checkpoint
+from fer_ray.models.transforms import eval_transform
 
 # Ray Data column names can't hold "/"; per-model columns are "scores:<task>:<run name>".
 COLUMN_PREFIX = "scores:"
@@ -70,21 +70,24 @@ class LogitsStage:
             check_prior_correction(self.entries)
             for entry in self.entries:
                 self.log_prior[entry.key] = log_prior(entry.train_prior).astype(np.float32)
-        self.transforms = {e.input_size: eval_transform(e.input_size) for e in self.entries}
+        # Each model's data config at the side it was trained at; models sharing one share the resize.
+        self.configs = {e.key: data_config(e.arch, e.input_size) for e in self.entries}
+        self.transforms = {config: eval_transform(config) for config in self.configs.values()}
         # Output widths are fixed up front so a batch without any face still has well-shaped columns.
         probe = self._inputs(np.zeros((1, 112, 112, 3), dtype=np.uint8))
         with torch.inference_mode():
-            self.widths = {e.key: self._run(e, probe[e.input_size]).shape[1] for e in self.entries}
+            self.widths = {e.key: self._run(e, probe[e.key]).shape[1] for e in self.entries}
 
-    def _inputs(self, images: np.ndarray) -> dict[int, torch.Tensor]:
+    def _inputs(self, images: np.ndarray) -> dict[str, torch.Tensor]:
+        """model key -> its input tensor (one resize per data config)."""
         # uint8 goes to the device before resizing: a quarter of the float bytes over PCIe, and the
         # resize runs on the GPU instead of the actor's few CPU threads.
         batch = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).contiguous()
-        out = {}
-        for size, transform in self.transforms.items():
+        resized = {}
+        for config, transform in self.transforms.items():
             tensor = transform(batch)
-            out[size] = tensor.to(memory_format=torch.channels_last) if self.device == "cuda" else tensor
-        return out
+            resized[config] = tensor.to(memory_format=torch.channels_last) if self.device == "cuda" else tensor
+        return {key: resized[config] for key, config in self.configs.items()}
 
     def _run(self, entry: ModelEntry, inputs: torch.Tensor) -> np.ndarray:
         model = self.models[entry.key]
@@ -104,6 +107,6 @@ class LogitsStage:
         for entry in self.entries:
             full = np.full((len(present), self.widths[entry.key]), np.nan, dtype=np.float32)
             if inputs is not None:
-                full[present] = self._run(entry, inputs[entry.input_size]) - self.log_prior.get(entry.key, 0.0)
+                full[present] = self._run(entry, inputs[entry.key]) - self.log_prior.get(entry.key, 0.0)
             out[column(entry)] = full
         return out
