@@ -12,13 +12,10 @@ set's class balance (logit adjustment). Classes the model never saw in training 
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
-from PIL import Image
 
-from fer_ray import schema
+from fer_ray import codec, schema
 from fer_ray.infer.cascade import log_prior
 from fer_ray.infer.systems import ModelEntry, check_prior_correction
 from fer_ray.models import data_config, load_checkpoint
@@ -45,7 +42,7 @@ def pick_device(device: str = "auto") -> str:
 def decode_faces(faces) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 (k,H,W,3) images, bool (n,) has-face mask) from a column of encoded faces (empty: no face)."""
     present = np.array([face is not None and len(face) > 0 for face in faces], dtype=bool)
-    images = [np.asarray(Image.open(io.BytesIO(bytes(faces[i]))).convert("RGB")) for i in np.flatnonzero(present)]
+    images = [codec.decode_face(faces[i]) for i in np.flatnonzero(present)]
     if not images:
         return np.zeros((0, 1, 1, 3), dtype=np.uint8), present
     return np.stack(images), present
