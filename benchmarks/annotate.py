@@ -224,7 +224,7 @@ def _logits_and_post(run: str, models: str, video_ids: list[str], batch_size: in
         post = VideoPostprocess(post_out, entries, "cfc_sp", window, version="bench")
         torch.set_num_threads(1)
         for video_id in video_ids:
-            table = storage.read_parquet_many(shards.complete_parts(run, "faces", [video_id]), columns=columns)
+            table = storage.read_parquet_many(shards.complete_parts(run, schema.FACES_TABLE, [video_id]), columns=columns)
             parts = []
             for lo in range(0, table.num_rows, batch_size):
                 batch = {c: table.column(c).slice(lo, batch_size).to_numpy(zero_copy_only=False) for c in columns}

@@ -15,7 +15,7 @@ from fer_ray.infer import systems
 from fer_ray.infer.postprocess import PREDICTIONS
 
 log = logging.getLogger(__name__)
-FACES = "faces"
+FACES = schema.FACES_TABLE
 
 
 @dataclass

@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 
 from fer_ray import schema, shards
-from fer_ray.annotate import FACES, AnnotateConfig
+from fer_ray.annotate import AnnotateConfig
 from fer_ray.infer import systems
 from fer_ray.infer.logits import LogitsStage
-from fer_ray.infer.postprocess import PREDICTIONS, VideoPostprocess
+from fer_ray.infer.postprocess import VideoPostprocess
 from fer_ray.infer.writers import read_predictions, sorted_frames
 
 __all__ = ["annotate_video", "annotate_videos"]
@@ -50,14 +50,14 @@ def annotate_video(video: str, models: str, system: str = "cfc_sp", *, output: s
         config.validate()
         entries, extras, version = systems.resolve(config)
         video_id = _preprocess_one(config)
-        faces = shards.read_table(out, FACES, schema.FACES_SCHEMA, columns=_FACE_COLUMNS)
+        faces = shards.read_table(out, schema.FACES_TABLE, schema.FACES_SCHEMA, columns=_FACE_COLUMNS)
         if faces.num_rows == 0:
             raise ValueError(f"{video}: no frames were decoded")
         logits = _logits(faces, entries, config)
         post = VideoPostprocess(output=out, entries=entries, system=config.system, window=config.window,
                                 version=version, weights=config.weights)
         post(logits)
-        rows = sorted_frames(shards.read_table(out, PREDICTIONS, schema.PREDICTIONS_SCHEMA, columns=None))
+        rows = sorted_frames(shards.read_table(out, schema.PREDICTIONS_TABLE, schema.PREDICTIONS_SCHEMA, columns=None))
     return rows[rows[schema.VIDEO_ID] == video_id].reset_index(drop=True)
 
 

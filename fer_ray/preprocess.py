@@ -52,7 +52,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FACES = "faces"  # table name under the output
+FACES = schema.FACES_TABLE  # table name under the output
 STAGE_NAME = "preprocess"
 STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED = "done", "skipped", "failed"
 SUMMARY_COLUMNS = ("video_id", "kind", "status", "frames", "faces", "seconds", "error")

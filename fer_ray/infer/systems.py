@@ -16,13 +16,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from fer_ray import storage
+from fer_ray import schema, storage
 from fer_ray.config import ConfigError
 from fer_ray.infer import cascade
 from fer_ray.infer.predict import System
 
 SYSTEMS = ("cfc_sp", "baseline", "mao", "prl")
-INDEX_FILE = "models.json"
+INDEX_FILE = schema.MODELS_INDEX
 
 
 @dataclass(frozen=True)

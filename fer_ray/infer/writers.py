@@ -33,8 +33,7 @@ __all__ = [
     "export_predictions",
 ]
 
-PREDICTIONS_TABLE = "predictions"
-LOGITS_TABLE = "logits"
+PREDICTIONS_TABLE, LOGITS_TABLE = schema.PREDICTIONS_TABLE, schema.LOGITS_TABLE
 FORMATS = ("csv", "abaw", "parquet")
 
 

@@ -105,7 +105,7 @@ def frame_batches(row_batches: Iterable[dict], task: str, transform, batch_size:
 
 def label_summary(faces_uris: Sequence[str]) -> pa.Table:
     """video_id, subject, label, reason of every row of every complete video (no image bytes are read)."""
-    parts = [p for uri in faces_uris for p in shards.complete_parts(uri, "faces")]
+    parts = [p for uri in faces_uris for p in shards.complete_parts(uri, schema.FACES_TABLE)]
     if not parts:
         raise FileNotFoundError(f"no complete face shards under {', '.join(faces_uris)} (faces/_done/ is empty)")
     table = storage.read_parquet_many(parts, columns=SUMMARY_COLUMNS)
