@@ -41,7 +41,7 @@ DemoConfig, run_job, write_inputs = _DEMO["DemoConfig"], _DEMO["run_job"], _DEMO
 from fer_ray import labels, schema, storage  # noqa: E402
 from fer_ray.evaluate import ablations, metrics  # noqa: E402
 from fer_ray.evaluate.run import load_truth  # noqa: E402
-from fer_ray.infer import cascade, writers  # noqa: E402
+from fer_ray.infer import cascade, readers  # noqa: E402
 from fer_ray.runtime import (  # noqa: E402
     init_ray,
     machine_info,
@@ -172,7 +172,7 @@ def prior_tables(videos, corrected, truth, base, full) -> dict:
 
 
 def tables(annotated: str, label_dir: str, index: dict | None = None) -> dict:
-    videos = ablations.group_logits(writers.read_logits(annotated))
+    videos = ablations.group_logits(readers.read_logits(annotated))
     truth = load_truth(label_dir, sorted(videos))
     tasks = ablations.models_by_task(videos)
     full = ablations.full_system(videos)

@@ -29,7 +29,7 @@ from fer_ray.annotate import AnnotateConfig
 from fer_ray.infer import systems
 from fer_ray.infer.logits import LogitsStage
 from fer_ray.infer.postprocess import VideoPostprocess
-from fer_ray.infer.writers import read_predictions, sorted_frames
+from fer_ray.infer.readers import read_predictions, sorted_frames
 
 __all__ = ["annotate_video", "annotate_videos"]
 

@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from fer_ray import labels, schema, shards, storage
 from fer_ray.infer.cascade import decision_text
-from fer_ray.infer.writers import read_predictions
+from fer_ray.infer.readers import read_predictions
 from fer_ray.video import open_video
 
 __all__ = ["RenderConfig", "Overlay", "pick_codec", "load_predictions", "load_boxes", "frame_rows",

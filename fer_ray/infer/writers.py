@@ -1,31 +1,16 @@
-"""Reading a run's predictions/logits tables and exporting predictions as CSV, Parquet or ABAW txt.
+"""Old import path of fer_ray.infer.readers (reading a run's tables) and fer_ray.infer.export (CSV, Parquet,
+ABAW txt). jobs/export.py still imports from here; new code imports those two modules."""
 
-Reading: `<run>/<table>/` (table "predictions" or "logits"). When done markers exist
-(`<table>/_done/*.json`, see fer_ray.shards) exactly the parts they list are read, so a crashed run's
-partial files are skipped; otherwise every Parquet file under `<table>/` is read.
-
-Export formats (`export_predictions`), all written through fer_ray.storage (local path or s3://):
-- csv:     `<output>/<video_key>.csv`, one per video, frames in order; the 8 ABAW probabilities become
-           columns `probs_<ClassName>`; coarse/negative probabilities stay in the Parquet export only.
-- parquet: `<output>/predictions.parquet`, one combined file sorted by video and frame.
-- abaw:    `<output>/<video_key>.txt` in the Aff-Wild2 EXPR format (labels.write_expr), one label for every
-           frame 0..last; frames missing from the predictions are filled from the nearest frame (fill.py).
-`<video_key>` is storage.safe_key(video_id), which is the video id itself for ABAW names.
-"""
-
-from __future__ import annotations
-
-import io
-from dataclasses import dataclass
-from typing import Literal
-
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from fer_ray import labels, schema, shards, storage
-from fer_ray.infer import fill
+from fer_ray import schema
+from fer_ray.infer.export import (
+    FORMATS,
+    ExportConfig,
+    export_predictions,
+    write_abaw,
+    write_csv,
+    write_parquet,
+)
+from fer_ray.infer.readers import read_logits, read_predictions, read_run_table, sorted_frames, video_labels
 
 __all__ = [
     "PREDICTIONS_TABLE", "LOGITS_TABLE", "FORMATS", "ExportConfig", "read_run_table", "read_predictions",
@@ -34,106 +19,3 @@ __all__ = [
 ]
 
 PREDICTIONS_TABLE, LOGITS_TABLE = schema.PREDICTIONS_TABLE, schema.LOGITS_TABLE
-FORMATS = ("csv", "abaw", "parquet")
-
-
-@dataclass
-class ExportConfig:
-    """jobs/export.py: where the predictions are, which format, where the files go."""
-
-    predictions: str
-    output: str
-    format: Literal["csv", "abaw", "parquet"] = "abaw"
-
-    def validate(self) -> None:
-        if not self.predictions or not self.output:
-            raise ValueError("export needs both predictions and output URIs")
-
-
-def read_run_table(run: str, table: str, table_schema: pa.Schema) -> pa.Table:
-    """All rows of `<run>/<table>/`: the parts done markers list, or every Parquet file when there are none."""
-    if shards.done_markers(run, table):
-        return shards.read_table(run, table, table_schema)
-    base = storage.join(run, table)
-    done_prefix = storage.join(base, shards.DONE_DIR) + "/"
-    parts = [u for u in storage.list_files(base, ".parquet") if not u.startswith(done_prefix)]
-    if not parts:
-        raise FileNotFoundError(f"no Parquet files under {base}")
-    return storage.read_parquet_many(parts, schema=table_schema)
-
-
-def read_predictions(run: str) -> pa.Table:
-    return read_run_table(run, PREDICTIONS_TABLE, schema.PREDICTIONS_SCHEMA)
-
-
-def read_logits(run: str) -> pa.Table:
-    return read_run_table(run, LOGITS_TABLE, schema.LOGITS_SCHEMA)
-
-
-def sorted_frames(table: pa.Table) -> pd.DataFrame:
-    """The table as pandas, sorted by video and frame (readers hand rows back in any order)."""
-    frame = table.to_pandas()
-    return frame.sort_values([schema.VIDEO_ID, schema.FRAME_INDEX], kind="stable").reset_index(drop=True)
-
-
-def video_labels(rows: pd.DataFrame, num_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One video's label for every frame 0..num_frames-1 (default: last frame + 1) and the filled mask.
-
-    Frames the predictions do not cover are filled from the nearest covered frame; frames they cover keep
-    their label (the pipeline already filled no-face frames and flagged them in schema.FILLED).
-    """
-    frames = rows[schema.FRAME_INDEX].to_numpy(dtype=np.int64)
-    if num_frames is None:
-        num_frames = int(frames.max()) + 1 if frames.size else 0
-    values, covered = fill.expand(frames, rows[schema.LABEL].to_numpy(dtype=np.int64), num_frames)
-    return fill.fill_gaps(values, covered)
-
-
-def _csv_frame(rows: pd.DataFrame) -> pd.DataFrame:
-    keep = [c for c in (schema.VIDEO_ID, schema.FRAME_INDEX, schema.TIMESTAMP, schema.LABEL, schema.LABEL_NAME,
-                        schema.FACE_FOUND, schema.FILLED, schema.SYSTEM, schema.MODEL_VERSION) if c in rows]
-    out = rows[keep].reset_index(drop=True)
-    probs = np.stack(rows[schema.PROBS].to_numpy()) if len(rows) else np.zeros((0, labels.NUM_CLASSES))
-    for k, name in enumerate(labels.ABAW_CLASSES):
-        out[f"{schema.PROBS}_{name}"] = probs[:, k]
-    return out
-
-
-def write_csv(frame: pd.DataFrame, output: str) -> list[str]:
-    written = []
-    for video_id, rows in frame.groupby(schema.VIDEO_ID, sort=True):
-        buffer = io.StringIO()
-        _csv_frame(rows).to_csv(buffer, index=False)
-        uri = storage.join(output, storage.safe_key(video_id) + ".csv")
-        storage.write_text(uri, buffer.getvalue())
-        written.append(uri)
-    return written
-
-
-def write_parquet(table: pa.Table, output: str) -> list[str]:
-    order = pc.sort_indices(table, [(schema.VIDEO_ID, "ascending"), (schema.FRAME_INDEX, "ascending")])
-    uri = storage.join(output, "predictions.parquet")
-    storage.write_parquet(uri, table.take(order))
-    return [uri]
-
-
-def write_abaw(frame: pd.DataFrame, output: str, num_frames: dict[str, int] | None = None) -> list[str]:
-    """One EXPR txt per video; num_frames (video -> frame count) pads past the last predicted frame."""
-    written = []
-    for video_id, rows in frame.groupby(schema.VIDEO_ID, sort=True):
-        values, _ = video_labels(rows, (num_frames or {}).get(video_id))
-        uri = storage.join(output, storage.safe_key(video_id) + ".txt")
-        labels.write_expr(uri, values)
-        written.append(uri)
-    return written
-
-
-def export_predictions(predictions: str, fmt: str, output: str) -> list[str]:
-    """Export a run's predictions in one format; returns the URIs written."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
-    table = read_predictions(predictions)
-    if fmt == "parquet":
-        return write_parquet(table, output)
-    frame = sorted_frames(table)
-    return write_csv(frame, output) if fmt == "csv" else write_abaw(frame, output)
