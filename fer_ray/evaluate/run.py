@@ -19,7 +19,7 @@ import pandas as pd
 
 from fer_ray import labels, schema, storage
 from fer_ray.evaluate import ablations, metrics, report
-from fer_ray.infer import readers
+from fer_ray.infer import predict, readers
 
 __all__ = ["EvaluateConfig", "load_truth", "per_video_table", "evaluate_run"]
 
@@ -111,7 +111,7 @@ def _timelines(config, truth, predicted, logits_videos) -> dict[str, dict[str, n
         series = {"truth": truth[video_id], "prediction": predicted[video_id]}
         if system is not None and video_id in logits_videos:
             for name, window in (("raw", 0), (f"SP w={config.window}", config.window)):
-                series[name] = ablations.predict_video(logits_videos[video_id], system, window,
+                series[name] = predict.predict_video(logits_videos[video_id], system, window,
                                                        len(truth[video_id]))["label"]
         out[video_id] = series
     return out
