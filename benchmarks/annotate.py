@@ -351,7 +351,7 @@ def bench_gpu(args) -> dict:
     face_column = np.empty(args.gpu_batch, dtype=object)
     face_column[:] = [faces[i % len(faces)] for i in range(args.gpu_batch)]
     batch = {"face": face_column, "frame_index": np.arange(args.gpu_batch)}
-    images = rng.integers(0, 255, (args.gpu_batch, 112, 112, 3), dtype=np.uint8)
+    images = torch.from_numpy(rng.integers(0, 255, (args.gpu_batch, 3, 112, 112), dtype=np.uint8))
 
     def sync():
         if cuda:

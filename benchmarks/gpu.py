@@ -248,7 +248,7 @@ def bench_logits(args) -> list[dict]:
         stage = LogitsStage(entries, device=args.device, threads=max(1, (os.cpu_count() or 2) // 2))
     flops = {}
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 255, (args.batch, 112, 112, 3), dtype=np.uint8)
+    images = torch.from_numpy(rng.integers(0, 255, (args.batch, 3, 112, 112), dtype=np.uint8))
     with torch.inference_mode():
         inputs = stage._inputs(images)  # per model, resized per data config, on the device, channels_last on CUDA
         for entry in entries:

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fer_ray.codec import decode_face, encode_face  # the one face codec; still importable from here
+from fer_ray import codec
+from fer_ray.codec import encode_face  # the one face codec; still importable from here
 
 __all__ = [
     "ARCFACE_TEMPLATE_112",
@@ -148,3 +149,8 @@ def resize_crop(image: np.ndarray, size: int = 112) -> np.ndarray:
     if pil.size != (size, size):
         pil = pil.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(pil)
+
+
+def decode_face(data: bytes) -> np.ndarray:
+    """RGB uint8 (H, W, 3) array from encoded face bytes: fer_ray.codec's decoder, channels last."""
+    return np.ascontiguousarray(codec.decode_face(data).permute(1, 2, 0).numpy())

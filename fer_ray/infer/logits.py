@@ -39,13 +39,13 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
-def decode_faces(faces) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 (k,H,W,3) images, bool (n,) has-face mask) from a column of encoded faces (empty: no face)."""
+def decode_faces(faces) -> tuple[torch.Tensor, np.ndarray]:
+    """(uint8 (k,3,H,W) images, bool (n,) has-face mask) from a column of encoded faces (empty: no face)."""
     present = np.array([face is not None and len(face) > 0 for face in faces], dtype=bool)
     images = [codec.decode_face(faces[i]) for i in np.flatnonzero(present)]
     if not images:
-        return np.zeros((0, 1, 1, 3), dtype=np.uint8), present
-    return np.stack(images), present
+        return torch.zeros((0, 3, 1, 1), dtype=torch.uint8), present
+    return torch.stack(images), present
 
 
 class LogitsStage:
@@ -71,15 +71,15 @@ class LogitsStage:
         self.configs = {e.key: data_config(e.arch, e.input_size) for e in self.entries}
         self.transforms = {config: eval_transform(config) for config in self.configs.values()}
         # Output widths are fixed up front so a batch without any face still has well-shaped columns.
-        probe = self._inputs(np.zeros((1, 112, 112, 3), dtype=np.uint8))
+        probe = self._inputs(torch.zeros((1, 3, 112, 112), dtype=torch.uint8))
         with torch.inference_mode():
             self.widths = {e.key: self._run(e, probe[e.key]).shape[1] for e in self.entries}
 
-    def _inputs(self, images: np.ndarray) -> dict[str, torch.Tensor]:
-        """model key -> its input tensor (one resize per data config)."""
+    def _inputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """model key -> its input tensor (one resize per data config) from uint8 (k,3,H,W) images."""
         # uint8 goes to the device before resizing: a quarter of the float bytes over PCIe, and the
         # resize runs on the GPU instead of the actor's few CPU threads.
-        batch = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).contiguous()
+        batch = images.to(self.device).contiguous()
         resized = {}
         for config, transform in self.transforms.items():
             tensor = transform(batch)

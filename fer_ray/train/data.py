@@ -36,10 +36,10 @@ SUMMARY_COLUMNS = [schema.VIDEO_ID, schema.SUBJECT, schema.LABEL, schema.REASON]
 def decode_face(data: bytes, size: int | None = None) -> torch.Tensor:
     """Encoded JPEG/PNG bytes -> uint8 (3, H, W) RGB tensor, optionally resized to (size, size).
 
-    The pixels are inference's: the one face decoder (fer_ray.codec), laid out channels first."""
+    The pixels are inference's: the one face decoder (fer_ray.codec)."""
     from torchvision.transforms.v2 import functional as TF
 
-    image = torch.from_numpy(codec.decode_face(data)).permute(2, 0, 1).contiguous()
+    image = codec.decode_face(data)
     if size is not None and tuple(image.shape[-2:]) != (size, size):
         image = TF.resize(image, [size, size], antialias=True)
     return image

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from fer_ray import codec
-from fer_ray.faces import resize_crop
+from fer_ray.faces import decode_face, resize_crop
 from fer_ray.infer import systems
 from fer_ray.infer.logits import LogitsStage, decode_faces
 from fer_ray.train import augment, data
@@ -45,8 +45,10 @@ def test_train_and_inference_decode_identical_pixels(faces):
     for face, inferred in zip(faces, images):
         trained = data.decode_face(face)
         assert trained.dtype == torch.uint8 and trained.shape == (3, 112, 112)
-        assert np.array_equal(trained.permute(1, 2, 0).numpy(), inferred)
-        assert np.array_equal(codec.decode_face(face), inferred)
+        assert torch.equal(trained, inferred)
+        assert np.array_equal(decode_face(face), inferred.permute(1, 2, 0).numpy())  # faces' channels-last view
+        with Image.open(io.BytesIO(face)) as image:  # PIL, inference's decoder before: the same pixels
+            assert np.array_equal(np.asarray(image.convert("RGB")), inferred.permute(1, 2, 0).numpy())
 
 
 def test_model_inputs_identical_in_training_and_inference(faces, tmp_path):
