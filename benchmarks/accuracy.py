@@ -38,10 +38,10 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 _DEMO = runpy.run_path(str(ROOT / "jobs" / "demo.py"), run_name="fer_ray_demo_helpers")
 DemoConfig, run_job, write_inputs = _DEMO["DemoConfig"], _DEMO["run_job"], _DEMO["write_inputs"]
 
-from fer_ray import labels, storage  # noqa: E402
+from fer_ray import labels, schema, storage  # noqa: E402
 from fer_ray.evaluate import ablations, metrics  # noqa: E402
 from fer_ray.evaluate.run import load_truth  # noqa: E402
-from fer_ray.infer import cascade, writers  # noqa: E402
+from fer_ray.infer import cascade, readers  # noqa: E402
 from fer_ray.runtime import (  # noqa: E402
     init_ray,
     machine_info,
@@ -172,7 +172,7 @@ def prior_tables(videos, corrected, truth, base, full) -> dict:
 
 
 def tables(annotated: str, label_dir: str, index: dict | None = None) -> dict:
-    videos = ablations.group_logits(writers.read_logits(annotated))
+    videos = ablations.group_logits(readers.read_logits(annotated))
     truth = load_truth(label_dir, sorted(videos))
     tasks = ablations.models_by_task(videos)
     full = ablations.full_system(videos)
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                       "--window", str(WINDOW), "--keep-logits", "--stride", "1", "--track-every", "5"])
     step("evaluate", ["--predictions", annotated, "--labels", f"{data}/videos/labeled", "--output", report,
                       "--logits", annotated, "--window", str(WINDOW), "--windows", *map(str, WINDOWS)])
-    models_json = storage.read_json(storage.join(models, "models.json"))
+    models_json = storage.read_json(storage.join(models, schema.MODELS_INDEX))
     result = tables(annotated, f"{data}/videos/labeled", models_json)
     wall = time.perf_counter() - start
     print_report(result)

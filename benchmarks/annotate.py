@@ -225,7 +225,7 @@ def _logits_and_post(run: str, models: str, video_ids: list[str], batch_size: in
         post = VideoPostprocess(post_out, entries, "cfc_sp", window, version="bench")
         torch.set_num_threads(1)
         for video_id in video_ids:
-            table = storage.read_parquet_many(shards.complete_parts(run, "faces", [video_id]), columns=columns)
+            table = storage.read_parquet_many(shards.complete_parts(run, schema.FACES_TABLE, [video_id]), columns=columns)
             parts = []
             for lo in range(0, table.num_rows, batch_size):
                 batch = {c: table.column(c).slice(lo, batch_size).to_numpy(zero_copy_only=False) for c in columns}
@@ -352,7 +352,7 @@ def bench_gpu(args) -> dict:
     face_column = np.empty(args.gpu_batch, dtype=object)
     face_column[:] = [faces[i % len(faces)] for i in range(args.gpu_batch)]
     batch = {"face": face_column, "frame_index": np.arange(args.gpu_batch)}
-    images = rng.integers(0, 255, (args.gpu_batch, 112, 112, 3), dtype=np.uint8)
+    images = torch.from_numpy(rng.integers(0, 255, (args.gpu_batch, 3, 112, 112), dtype=np.uint8))
 
     def sync():
         if cuda:
@@ -369,12 +369,12 @@ def bench_gpu(args) -> dict:
         return time.perf_counter() - start
 
     with torch.inference_mode():
-        inputs = stage._inputs(images)  # resized per input size, on the device, channels_last on CUDA
+        inputs = stage._inputs(images)  # per model, resized per data config, on the device, channels_last on CUDA
         per_model = {}
         for entry in entries:
-            seconds = timed(lambda e=entry: stage._run(e, inputs[e.input_size]), args.gpu_batches)
+            seconds = timed(lambda e=entry: stage._run(e, inputs[e.key]), args.gpu_batches)
             per_model[entry.name] = round(args.gpu_batches * args.gpu_batch / seconds, 1)
-        models_s = timed(lambda: [stage._run(e, inputs[e.input_size]) for e in entries], args.gpu_batches)
+        models_s = timed(lambda: [stage._run(e, inputs[e.key]) for e in entries], args.gpu_batches)
         whole_s = timed(lambda: stage(batch), args.gpu_batches)
     frames = args.gpu_batches * args.gpu_batch
     result = {"device": torch.cuda.get_device_name(0) if cuda else args.gpu_device,

@@ -68,7 +68,7 @@ def prepare(data: str, out: str, fer2013: int) -> tuple[str, str]:
 
 def load_faces(uri: str) -> dict[str, np.ndarray | torch.Tensor]:
     """Every face with a label: uint8 (N, 3, SIZE, SIZE), labels, source (video id before '/'), video, frame."""
-    table = storage.read_parquet_many(shards.complete_parts(uri, "faces"),
+    table = storage.read_parquet_many(shards.complete_parts(uri, schema.FACES_TABLE),
                                       columns=[schema.VIDEO_ID, schema.FRAME_INDEX, schema.FACE, schema.LABEL])
     rows = table.to_pydict()
     keep = [i for i, (face, y) in enumerate(zip(rows[schema.FACE], rows[schema.LABEL])) if face and y >= 0]

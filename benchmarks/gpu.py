@@ -249,11 +249,11 @@ def bench_logits(args) -> list[dict]:
         stage = LogitsStage(entries, device=args.device, threads=max(1, (os.cpu_count() or 2) // 2))
     flops = {}
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 255, (args.batch, 112, 112, 3), dtype=np.uint8)
+    images = torch.from_numpy(rng.integers(0, 255, (args.batch, 3, 112, 112), dtype=np.uint8))
     with torch.inference_mode():
-        inputs = stage._inputs(images)  # resized per input size, on the device, channels_last on CUDA
+        inputs = stage._inputs(images)  # per model, resized per data config, on the device, channels_last on CUDA
         for entry in entries:
-            flops[entry.key] = flops_per_frame(stage.models[entry.key], inputs[entry.input_size])
+            flops[entry.key] = flops_per_frame(stage.models[entry.key], inputs[entry.key])
     if args.compile:
         stage.models = {k: torch.compile(m) for k, m in stage.models.items()}
 
@@ -279,10 +279,10 @@ def bench_logits(args) -> list[dict]:
     batch = {"face": column, "frame_index": np.arange(args.batch)}
     with torch.inference_mode():
         for entry in entries:
-            fps = timed(lambda e=entry: stage._run(e, inputs[e.input_size]))
+            fps = timed(lambda e=entry: stage._run(e, inputs[e.key]))
             gflop = flops[entry.key] / 1e9
             rows.append(row(f"logits/{entry.arch} {entry.input_size}", fps, None, utilisation(fps, gflop)))
-        fps = timed(lambda: [stage._run(e, inputs[e.input_size]) for e in entries])
+        fps = timed(lambda: [stage._run(e, inputs[e.key]) for e in entries])
         total = sum(flops.values()) / 1e9
         rows.append(row("logits/CFC-SP ensemble", fps, LOGITS_TARGET,
                         f"batch {args.batch}, compile={args.compile}, {utilisation(fps, total)}"))

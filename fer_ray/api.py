@@ -26,10 +26,10 @@ import pandas as pd
 
 from fer_ray import schema, shards
 from fer_ray.infer import systems
-from fer_ray.infer.postprocess import PREDICTIONS, VideoPostprocess
-from fer_ray.infer.writers import read_predictions, sorted_frames
+from fer_ray.infer.postprocess import VideoPostprocess
+from fer_ray.infer.readers import read_predictions, sorted_frames
 from fer_ray.jobs import annotate
-from fer_ray.jobs.annotate import FACE_COLUMNS, FACES, AnnotateConfig
+from fer_ray.jobs.annotate import FACE_COLUMNS, AnnotateConfig
 
 __all__ = ["annotate_video", "annotate_videos"]
 
@@ -47,14 +47,14 @@ def annotate_video(video: str, models: str, system: str = "cfc_sp", *, output: s
         config = _config(video, models, out, system, options)
         entries, _, version = systems.resolve(config)
         video_id = _preprocess_one(config)
-        faces = shards.read_table(out, FACES, schema.FACES_SCHEMA, columns=FACE_COLUMNS)
+        faces = shards.read_table(out, schema.FACES_TABLE, schema.FACES_SCHEMA, columns=FACE_COLUMNS)
         if faces.num_rows == 0:
             raise ValueError(f"{video}: no frames were decoded")
         logits = _logits(faces, entries, config)
         post = VideoPostprocess(**annotate.postprocess_kwargs(replace(config, keep_logits=False), entries, [],
                                                               version, sources=None))
         post(logits)
-        rows = sorted_frames(shards.read_table(out, PREDICTIONS, schema.PREDICTIONS_SCHEMA, columns=None))
+        rows = sorted_frames(shards.read_table(out, schema.PREDICTIONS_TABLE, schema.PREDICTIONS_SCHEMA, columns=None))
     return rows[rows[schema.VIDEO_ID] == video_id].reset_index(drop=True)
 
 

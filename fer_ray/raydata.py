@@ -131,10 +131,10 @@ def faces_dataset(faces_output_uris, video_ids=None, read_cpus: float = 0.1, col
 
 def _parts_holding(faces_uri: str, wanted: set[str] | None) -> list[str]:
     """Complete parts of the videos in `wanted`, plus every image-batch shard (their rows are filtered)."""
-    markers = shards.done_markers(faces_uri, "faces")
+    markers = shards.done_markers(faces_uri, schema.FACES_TABLE)
     keep = [info for video, info in markers.items()
             if wanted is None or video in wanted or info.get("kind", "video") != "video"]
-    base = storage.join(faces_uri, "faces")
+    base = storage.join(faces_uri, schema.FACES_TABLE)
     return sorted(storage.join(base, part) for info in keep for part in info["parts"])
 
 

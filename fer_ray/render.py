@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from fer_ray import labels, schema, shards, storage
 from fer_ray.infer.cascade import decision_text
-from fer_ray.infer.writers import PREDICTIONS_TABLE, read_predictions
+from fer_ray.infer.readers import read_predictions
 from fer_ray.video import open_video
 
 __all__ = ["RenderConfig", "Overlay", "pick_codec", "load_predictions", "load_boxes", "frame_rows",
@@ -38,7 +38,7 @@ __all__ = ["RenderConfig", "Overlay", "pick_codec", "load_predictions", "load_bo
 
 log = logging.getLogger(__name__)
 
-FACES_TABLE = "faces"  # the preprocessing table that holds schema.BBOX (fer_ray.preprocess.FACES)
+FACES_TABLE = schema.FACES_TABLE  # old name: the preprocessing table that holds schema.BBOX
 DEFAULT_FPS = 25.0  # when the stream reports no frame rate
 FILLED_TEXT = "filled (no face)"
 
@@ -164,8 +164,8 @@ def load_predictions(predictions: str, video_id: str) -> pa.Table:
     """One video's predictions rows (schema.PREDICTIONS_SCHEMA) from an annotate output or a Parquet file."""
     if predictions.lower().endswith(".parquet") and not storage.is_dir(predictions):
         table = storage.read_parquet(predictions)
-    elif shards.is_done(predictions, PREDICTIONS_TABLE, video_id):  # only this video's parts
-        table = storage.read_parquet_many(shards.complete_parts(predictions, PREDICTIONS_TABLE, [video_id]),
+    elif shards.is_done(predictions, schema.PREDICTIONS_TABLE, video_id):  # only this video's parts
+        table = storage.read_parquet_many(shards.complete_parts(predictions, schema.PREDICTIONS_TABLE, [video_id]),
                                           schema=schema.PREDICTIONS_SCHEMA)
     else:
         table = read_predictions(predictions)
@@ -179,9 +179,9 @@ def load_predictions(predictions: str, video_id: str) -> pa.Table:
 
 def load_boxes(faces: str, video_id: str) -> pa.Table:
     """(frame_index, bbox) rows of one video from a preprocess/annotate output's faces table."""
-    parts = shards.complete_parts(faces, FACES_TABLE, [video_id])
+    parts = shards.complete_parts(faces, schema.FACES_TABLE, [video_id])
     if not parts:
-        raise FileNotFoundError(f"{faces}: no complete faces for video {video_id!r} under {FACES_TABLE}/")
+        raise FileNotFoundError(f"{faces}: no complete faces for video {video_id!r} under {schema.FACES_TABLE}/")
     return storage.read_parquet_many(parts, columns=[schema.FRAME_INDEX, schema.BBOX])
 
 

@@ -1,16 +1,28 @@
-"""Column names and Arrow schemas of every table fer-ray writes. Nothing else spells a column name.
+"""Names and Arrow schemas of every table fer-ray writes: its folders and its columns. Nothing else spells one.
 
-Output layout under a job's output URI (see README "Data layout"):
+Output layout under a job's output URI (see README "Data layout"; the folder names are the *_TABLE / *_DIR
+constants below):
   faces/<video_key>/part-<k>.parquet      one file per decoded chunk, deterministic names (reruns overwrite)
   faces/<video_key>/part-<attempt>-<k>.parquet  the same for a redo (new attempt id; fer_ray.shards)
   faces/_done/<video_key>.json            written last: the video is complete only once this exists
   failures/<video_key>.json               one JSON object per failed work item (FAILURE_SCHEMA fields)
-  predictions/<video_key>.parquet, submission/<video_id>.txt, predictions/_done/<video_key>.json
+  predictions/<video_key>/part-*.parquet, predictions/_done/<video_key>.json, submission/<video_key>.txt
+  logits/<video_key>/part-*.parquet, logits/_done/<video_key>.json (annotate --keep-logits)
+  models.json                             the training job's model index, read by annotate
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
+
+# Tables and folders under a job's output (fer_ray.shards writes the tables part by part)
+FACES_TABLE = "faces"  # preprocess: FACES_SCHEMA
+LOGITS_TABLE = "logits"  # annotate --keep-logits: LOGITS_SCHEMA
+PREDICTIONS_TABLE = "predictions"  # annotate: PREDICTIONS_SCHEMA
+FAILURES_DIR = "failures"  # every job: one FAILURE_SCHEMA JSON object per failed work item
+SUBMISSION_DIR = "submission"  # annotate: one ABAW EXPR txt per video
+DONE_DIR = "_done"  # inside a table: one done marker per complete video
+MODELS_INDEX = "models.json"  # train_all writes it beside the models, annotate reads it
 
 # Work items (inputs.py)
 VIDEO_ID = "video_id"

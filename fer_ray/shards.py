@@ -29,8 +29,8 @@ import pyarrow as pa
 
 from fer_ray import schema, storage
 
-DONE_DIR = "_done"
-FAILURES = "failures"
+DONE_DIR = schema.DONE_DIR
+FAILURES = schema.FAILURES_DIR
 
 
 def attempt_of(fingerprint: str) -> str:

@@ -2,7 +2,7 @@
 
     python jobs/export.py --predictions <run uri> --format csv|abaw|parquet --output <uri>
 
-See fer_ray.infer.writers for the file layout of each format.
+See fer_ray.infer.export for the file layout of each format.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from fer_ray import config
-from fer_ray.infer.writers import FORMATS, ExportConfig, export_predictions
+from fer_ray.infer.export import FORMATS, ExportConfig, export_predictions
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -4,12 +4,8 @@ Input: a logits table (pandas or Arrow) with columns schema.VIDEO_ID, schema.FRA
 schema.SCORES, model names "<task>/<backbone>" (see fer_ray.infer.cascade.model_name), and ground truth
 per video (ABAW label per frame, index = frame index, -1 unannotated).
 
-A `System` says which models it combines:
-- expr models only: the sum of their softmax probabilities, argmax over the 8 ABAW classes;
-- coarse + negative models: the CFC-SP cascade (coarse ensemble, negative ensemble, routing).
-Smooth Predicting is applied to each ensemble's probabilities (rows = frames with that system's logits,
-in frame order) before the argmax/routing; frames where any of the system's models has no logits count as
-"no face" and are filled from the nearest frames (fer_ray.infer.fill), as the submission would be.
+Each system's per-video prediction is inference's own (fer_ray.infer.predict: `System`, `predict_video`:
+ensemble, Smooth Predicting, cascade routing, gap fill), so the tables score the code the annotate job runs.
 Metrics are frame-level over all videos that have both logits and ground truth.
 
 Tables (pandas DataFrames):
@@ -25,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -34,7 +29,8 @@ import pyarrow.compute as pc
 
 from fer_ray import labels, schema
 from fer_ray.evaluate import metrics
-from fer_ray.infer import cascade, fill, smoothing
+from fer_ray.infer import cascade, fill
+from fer_ray.infer.predict import System, VideoScores, predict_video
 
 __all__ = [
     "DEFAULT_WINDOW", "DEFAULT_WINDOWS", "System", "VideoScores", "group_logits", "models_by_task",
@@ -44,46 +40,6 @@ __all__ = [
 
 DEFAULT_WINDOW = 256  # best window in CFC-SP Table 4 (about 8 s at 30 fps)
 DEFAULT_WINDOWS = (0, 32, 64, 128, 256, 512)
-
-
-@dataclass(frozen=True)
-class System:
-    """Which models a prediction combines; weights (model -> weight) default to 1 each."""
-
-    expr: tuple[str, ...] = ()
-    coarse: tuple[str, ...] = ()
-    negative: tuple[str, ...] = ()
-    weights: Mapping[str, float] = field(default_factory=dict)
-
-    def __post_init__(self):
-        if bool(self.coarse) != bool(self.negative):
-            raise ValueError("a cascade needs both coarse and negative models")
-        if bool(self.expr) == bool(self.coarse):
-            raise ValueError("a system is either expr models or a coarse+negative cascade")
-
-    @property
-    def models(self) -> tuple[str, ...]:
-        return self.expr + self.coarse + self.negative
-
-    @property
-    def name(self) -> str:
-        def part(names):
-            return "+".join(cascade.split_model_name(n)[1] for n in names)
-        if self.expr:
-            return f"expr[{part(self.expr)}]"
-        return f"coarse[{part(self.coarse)}]>negative[{part(self.negative)}]"
-
-    def ensemble(self, video: VideoScores, names: Sequence[str], rows: np.ndarray) -> np.ndarray:
-        return cascade.ensemble_probs([video.probs[n][rows] for n in names],
-                                      [float(self.weights.get(n, 1.0)) for n in names])
-
-
-@dataclass
-class VideoScores:
-    """One video's softmax probabilities per model over the union of its frames (NaN rows: no logits)."""
-
-    frames: np.ndarray
-    probs: dict[str, np.ndarray]
 
 
 def _to_arrow(table) -> pa.Table:
@@ -151,41 +107,6 @@ def full_system(videos: Mapping[str, VideoScores]) -> System:
     if tasks["expr"]:
         return System(expr=tuple(tasks["expr"]))
     raise ValueError("logits hold no expr models and no coarse+negative pair")
-
-
-def _system_rows(video: VideoScores, system: System) -> np.ndarray:
-    """Rows where every model of the system has logits."""
-    ok = np.ones(video.frames.size, dtype=bool)
-    for name in system.models:
-        if name not in video.probs:
-            return np.zeros(video.frames.size, dtype=bool)
-        ok &= ~np.isnan(video.probs[name]).any(axis=1)
-    return ok
-
-
-def predict_video(video: VideoScores, system: System, window: int, num_frames: int) -> dict[str, np.ndarray]:
-    """Labels (num_frames,), probs (num_frames, 8) and the filled mask of one system on one video.
-
-    A cascade also returns its smoothed, row-normalised coarse_probs (num_frames, 5) and
-    negative_probs (num_frames, 4)."""
-    rows = _system_rows(video, system)
-    per_face: dict[str, np.ndarray] = {}
-    if system.expr:
-        expr = smoothing.smooth(system.ensemble(video, system.expr, rows), window)
-        face_labels, per_face["probs"] = expr.argmax(axis=1), cascade.normalize_rows(expr)
-    else:
-        coarse = smoothing.smooth(system.ensemble(video, system.coarse, rows), window)
-        negative = smoothing.smooth(system.ensemble(video, system.negative, rows), window)
-        face_labels, per_face["probs"] = cascade.route(coarse, negative), cascade.abaw_probs(coarse, negative)
-        per_face["coarse_probs"] = cascade.normalize_rows(coarse)
-        per_face["negative_probs"] = cascade.normalize_rows(negative)
-    frames = video.frames[rows]
-    label_full, found = fill.expand(frames, face_labels, num_frames)
-    label_full, filled = fill.fill_gaps(label_full, found)
-    out = {"label": label_full, "filled": filled}
-    for name, values in per_face.items():  # probs, and for a cascade its smoothed coarse/negative parts
-        out[name] = fill.fill_gaps(fill.expand(frames, values, num_frames)[0], found)[0]
-    return out
 
 
 Window = int | Mapping[str, int]  # one SP window, or one per video (held_out_windows)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from fer_ray import labels, schema, storage
 from fer_ray.evaluate import ablations, metrics, report
-from fer_ray.infer import writers
+from fer_ray.infer import predict, readers
 
 __all__ = ["EvaluateConfig", "load_truth", "per_video_table", "evaluate_run"]
 
@@ -90,7 +90,7 @@ def per_video_table(predictions: pd.DataFrame, truth: dict[str, np.ndarray], def
         if video_id not in truth:
             continue
         y_true = truth[video_id]
-        y_pred, gap = writers.video_labels(video_rows, len(y_true))
+        y_pred, gap = readers.video_labels(video_rows, len(y_true))
         predicted[video_id], fps[video_id] = y_pred, _fps(video_rows, default_fps)
         filled = int(video_rows[schema.FILLED].sum()) if schema.FILLED in video_rows else 0
         f1, acc = metrics.macro_f1(y_true, y_pred), metrics.accuracy(y_true, y_pred)
@@ -111,7 +111,7 @@ def _timelines(config, truth, predicted, logits_videos) -> dict[str, dict[str, n
         series = {"truth": truth[video_id], "prediction": predicted[video_id]}
         if system is not None and video_id in logits_videos:
             for name, window in (("raw", 0), (f"SP w={config.window}", config.window)):
-                series[name] = ablations.predict_video(logits_videos[video_id], system, window,
+                series[name] = predict.predict_video(logits_videos[video_id], system, window,
                                                        len(truth[video_id]))["label"]
         out[video_id] = series
     return out
@@ -141,7 +141,7 @@ def headline(truth: dict[str, np.ndarray], predicted: dict[str, np.ndarray], nam
 
 def evaluate_run(config: EvaluateConfig) -> dict:
     """Score predictions, compute ablations when logits are given, write the report; returns the summary."""
-    predictions = writers.sorted_frames(writers.read_predictions(config.predictions))
+    predictions = readers.sorted_frames(readers.read_predictions(config.predictions))
     video_ids = sorted(predictions[schema.VIDEO_ID].unique().tolist())
     truth = load_truth(config.labels, video_ids)
     if not truth:
@@ -154,7 +154,7 @@ def evaluate_run(config: EvaluateConfig) -> dict:
         [{"class": name, **stats} for name, stats in overall["per_class"].items()]), "per_video": per_video}
     logits_videos = {}
     if config.logits:
-        logits_videos = ablations.group_logits(writers.read_logits(config.logits))
+        logits_videos = ablations.group_logits(readers.read_logits(config.logits))
         tables.update(ablations.all_tables(logits_videos, truth, config.window, config.windows))
     summary = {
         "description": f"{len(names)} videos, {overall['annotated']} annotated frames; predictions "

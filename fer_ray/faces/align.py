@@ -8,12 +8,13 @@ grey level or two (see tests/unit/test_align.py for the bound).
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from fer_ray import codec
+from fer_ray.codec import encode_face  # the one face codec; still importable from here
 
 __all__ = [
     "ARCFACE_TEMPLATE_112",
@@ -150,14 +151,6 @@ def resize_crop(image: np.ndarray, size: int = 112) -> np.ndarray:
     return np.asarray(pil)
 
 
-def encode_face(face: np.ndarray, quality: int = 95) -> bytes:
-    """JPEG bytes of an RGB uint8 face crop."""
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(face, dtype=np.uint8)).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
 def decode_face(data: bytes) -> np.ndarray:
-    """RGB uint8 array from encoded face bytes."""
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
+    """RGB uint8 (H, W, 3) array from encoded face bytes: fer_ray.codec's decoder, channels last."""
+    return np.ascontiguousarray(codec.decode_face(data).permute(1, 2, 0).numpy())

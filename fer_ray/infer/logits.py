@@ -12,17 +12,14 @@ set's class balance (logit adjustment). Classes the model never saw in training 
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
-from PIL import Image
 
-from fer_ray import schema
+from fer_ray import codec, schema
 from fer_ray.infer.cascade import log_prior
 from fer_ray.infer.systems import ModelEntry, check_prior_correction
-from fer_ray.models import load_checkpoint
-from fer_ray.train.augment import eval_transform
+from fer_ray.models import data_config, load_checkpoint
+from fer_ray.models.transforms import eval_transform
 
 # Ray Data column names can't hold "/"; per-model columns are "scores:<task>:<run name>".
 COLUMN_PREFIX = "scores:"
@@ -42,13 +39,13 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
-def decode_faces(faces) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 (k,H,W,3) images, bool (n,) has-face mask) from a column of encoded faces (empty: no face)."""
+def decode_faces(faces) -> tuple[torch.Tensor, np.ndarray]:
+    """(uint8 (k,3,H,W) images, bool (n,) has-face mask) from a column of encoded faces (empty: no face)."""
     present = np.array([face is not None and len(face) > 0 for face in faces], dtype=bool)
-    images = [np.asarray(Image.open(io.BytesIO(bytes(faces[i]))).convert("RGB")) for i in np.flatnonzero(present)]
+    images = [codec.decode_face(faces[i]) for i in np.flatnonzero(present)]
     if not images:
-        return np.zeros((0, 1, 1, 3), dtype=np.uint8), present
-    return np.stack(images), present
+        return torch.zeros((0, 3, 1, 1), dtype=torch.uint8), present
+    return torch.stack(images), present
 
 
 class LogitsStage:
@@ -70,21 +67,24 @@ class LogitsStage:
             check_prior_correction(self.entries)
             for entry in self.entries:
                 self.log_prior[entry.key] = log_prior(entry.train_prior).astype(np.float32)
-        self.transforms = {e.input_size: eval_transform(e.input_size) for e in self.entries}
+        # Each model's data config at the side it was trained at; models sharing one share the resize.
+        self.configs = {e.key: data_config(e.arch, e.input_size) for e in self.entries}
+        self.transforms = {config: eval_transform(config) for config in self.configs.values()}
         # Output widths are fixed up front so a batch without any face still has well-shaped columns.
-        probe = self._inputs(np.zeros((1, 112, 112, 3), dtype=np.uint8))
+        probe = self._inputs(torch.zeros((1, 3, 112, 112), dtype=torch.uint8))
         with torch.inference_mode():
-            self.widths = {e.key: self._run(e, probe[e.input_size]).shape[1] for e in self.entries}
+            self.widths = {e.key: self._run(e, probe[e.key]).shape[1] for e in self.entries}
 
-    def _inputs(self, images: np.ndarray) -> dict[int, torch.Tensor]:
+    def _inputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """model key -> its input tensor (one resize per data config) from uint8 (k,3,H,W) images."""
         # uint8 goes to the device before resizing: a quarter of the float bytes over PCIe, and the
         # resize runs on the GPU instead of the actor's few CPU threads.
-        batch = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).contiguous()
-        out = {}
-        for size, transform in self.transforms.items():
+        batch = images.to(self.device).contiguous()
+        resized = {}
+        for config, transform in self.transforms.items():
             tensor = transform(batch)
-            out[size] = tensor.to(memory_format=torch.channels_last) if self.device == "cuda" else tensor
-        return out
+            resized[config] = tensor.to(memory_format=torch.channels_last) if self.device == "cuda" else tensor
+        return {key: resized[config] for key, config in self.configs.items()}
 
     def _run(self, entry: ModelEntry, inputs: torch.Tensor) -> np.ndarray:
         model = self.models[entry.key]
@@ -104,6 +104,6 @@ class LogitsStage:
         for entry in self.entries:
             full = np.full((len(present), self.widths[entry.key]), np.nan, dtype=np.float32)
             if inputs is not None:
-                full[present] = self._run(entry, inputs[entry.input_size]) - self.log_prior.get(entry.key, 0.0)
+                full[present] = self._run(entry, inputs[entry.key]) - self.log_prior.get(entry.key, 0.0)
             out[column(entry)] = full
         return out

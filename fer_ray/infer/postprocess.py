@@ -16,19 +16,18 @@ import pyarrow as pa
 import torch
 
 from fer_ray import labels, schema, shards, storage
-from fer_ray.evaluate.ablations import VideoScores, predict_video
 from fer_ray.infer import cascade
 from fer_ray.infer.logits import COLUMN_PREFIX, key_of_column
+from fer_ray.infer.predict import VideoScores, predict_video
 from fer_ray.infer.systems import ModelEntry, system_of
 from fer_ray.models import chunk_indices, clip_indices, load_checkpoint
 
-PREDICTIONS = "predictions"
-LOGITS = "logits"
-SUBMISSION = "submission"
+# old names of the schema constants (other modules and tests import them from here)
+PREDICTIONS, LOGITS, SUBMISSION = schema.PREDICTIONS_TABLE, schema.LOGITS_TABLE, schema.SUBMISSION_DIR
 
 
 def submission_uri(output: str, video_id: str) -> str:
-    return storage.join(output, SUBMISSION, storage.safe_key(video_id) + ".txt")
+    return storage.join(output, schema.SUBMISSION_DIR, storage.safe_key(video_id) + ".txt")
 
 
 def full_timestamps(frames: np.ndarray, stamps: np.ndarray, num_frames: int) -> np.ndarray:
@@ -129,20 +128,20 @@ class VideoPostprocess:
         result = self._predict(frames, scores, num_frames)
         stamps = full_timestamps(frames, np.asarray(batch[schema.TIMESTAMP], dtype=np.float64), num_frames)
         source, fingerprint = self.sources.get(video_id, ""), self.fingerprint_of(video_id)
-        attempt = shards.next_attempt(shards.read_marker(self.output, PREDICTIONS, video_id), fingerprint)
-        parts = [shards.write_part(self.output, PREDICTIONS, video_id, 0,
+        attempt = shards.next_attempt(shards.read_marker(self.output, schema.PREDICTIONS_TABLE, video_id), fingerprint)
+        parts = [shards.write_part(self.output, schema.PREDICTIONS_TABLE, video_id, 0,
                                    self._table(video_id, result, stamps, num_frames), attempt)]
         if self.keep_logits:
-            logits_attempt = shards.next_attempt(shards.read_marker(self.output, LOGITS, video_id), fingerprint)
-            parts_logits = [shards.write_part(self.output, LOGITS, video_id, 0,
+            logits_attempt = shards.next_attempt(shards.read_marker(self.output, schema.LOGITS_TABLE, video_id), fingerprint)
+            parts_logits = [shards.write_part(self.output, schema.LOGITS_TABLE, video_id, 0,
                                               _logits_table(video_id, frames, scores), logits_attempt)]
-            shards.mark_done(self.output, LOGITS, video_id, parts_logits, model_version=self.version,
+            shards.mark_done(self.output, schema.LOGITS_TABLE, video_id, parts_logits, model_version=self.version,
                              source=source)
         # one whole file, replaced atomically; the predictions marker below is what says which version is done
         labels.write_expr(submission_uri(self.output, video_id), result["label"])
         histogram = np.bincount(result["label"], minlength=labels.NUM_CLASSES).tolist()
         faces_found = int((~result["filled"]).sum())
-        shards.mark_done(self.output, PREDICTIONS, video_id, parts, model_version=self.version, source=source,
+        shards.mark_done(self.output, schema.PREDICTIONS_TABLE, video_id, parts, model_version=self.version, source=source,
                          frames=num_frames, faces=faces_found, histogram=histogram)
         return {schema.VIDEO_ID: [video_id], "status": ["done"], "frames": [num_frames], "faces": [faces_found],
                 "seconds": [time.perf_counter() - start], schema.ERROR: [""]}

@@ -16,13 +16,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from fer_ray import storage
+from fer_ray import schema, storage
 from fer_ray.config import ConfigError
-from fer_ray.evaluate.ablations import System
 from fer_ray.infer import cascade
+from fer_ray.infer.predict import System
 
 SYSTEMS = ("cfc_sp", "baseline", "mao", "prl")
-INDEX_FILE = "models.json"
+INDEX_FILE = schema.MODELS_INDEX
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def ablation_extras(all_entries: list[ModelEntry], system: str, chosen: list[Mod
 
 
 def system_of(chosen: list[ModelEntry], system: str, weights: dict[str, float] | None = None) -> System:
-    """The ablations.System combining the chosen models (weights by run name)."""
+    """The predict.System combining the chosen models (weights by run name)."""
     keys = {task: tuple(e.key for e in chosen if e.task == task) for task in ("expr", "coarse", "negative")}
     by_key = {e.key: float((weights or {}).get(e.name, 1.0)) for e in chosen}
     if system == "cfc_sp":

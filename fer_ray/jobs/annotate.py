@@ -24,7 +24,7 @@ from fer_ray.plan import Resources, Step
 from fer_ray.preprocess import FacesConfig
 
 log = logging.getLogger(__name__)
-FACES = "faces"
+FACES = schema.FACES_TABLE
 # What the logits stage reads of the face rows (the face image itself, not boxes or landmarks).
 FACE_COLUMNS = [schema.VIDEO_ID, schema.FRAME_INDEX, schema.TIMESTAMP, schema.FACE, schema.NUM_FRAMES]
 

@@ -82,7 +82,7 @@ def run_items(items: list[dict], config: FacesConfig, output: str) -> list[dict]
     from fer_ray import raydata
 
     # parts no done marker lists: what a crash mid-attempt or before a redo's cleanup left (fer_ray.shards)
-    swept = shards.sweep(output, "faces")
+    swept = shards.sweep(output, schema.FACES_TABLE)
     if swept:
         log.info("deleted %d face parts no done marker lists (left by an interrupted run)", swept)
     if not items:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import timm
 import torch
 import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from fer_ray import storage
 
@@ -32,7 +33,8 @@ from fer_ray.models import temporal as _temporal  # noqa: F401
 from fer_ray.safe_load import load_data
 
 __all__ = [
-    "ModelInfo", "create_model", "list_models", "input_size", "model_kind", "model_info", "clip_length",
+    "ModelInfo", "DataConfig", "create_model", "list_models", "input_size", "model_kind", "model_info",
+    "clip_length", "data_config",
     "load_pretrained", "save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT",
 ]
 
@@ -52,6 +54,20 @@ class ModelInfo:
     family: str = ""
     smoke: bool = False      # a tiny variant for tests and smoke runs
     sized: bool = False      # built for one input side (create with img_size=<side> for another one)
+    # The pixel statistics every fer-ray model is trained and run with. Not the timm pretrained_cfg of the
+    # model (IResNet's says insightface's 0.5/0.5): checkpoints were trained with these, so they stay.
+    mean: tuple[float, float, float] = IMAGENET_DEFAULT_MEAN
+    std: tuple[float, float, float] = IMAGENET_DEFAULT_STD
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What a model's input needs (timm's data config, for a square face crop): side, resize, normalisation."""
+
+    input_size: int  # square side in pixels
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"  # a torchvision InterpolationMode value
 
 
 def _infos() -> dict[str, ModelInfo]:
@@ -139,6 +155,13 @@ def model_kind(name: str) -> str:
 def clip_length(name: str) -> int:
     """Frames per model input: 1 for frame models, 9 for Mao clips, 64 for PRL sequences."""
     return model_info(name).clip_length
+
+
+def data_config(name: str | None = None, input_size: int | None = None) -> DataConfig:
+    """The one source of a model's eval-time input: its registry side (or `input_size`, what it was trained
+    at, from its spec or models.json) and its mean/std. ``name=None``: the statistics every model uses."""
+    info = model_info(name) if name is not None else ModelInfo("", 112)
+    return DataConfig(int(input_size or info.input_size), tuple(info.mean), tuple(info.std))
 
 
 def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:

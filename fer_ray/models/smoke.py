@@ -7,7 +7,7 @@ predictions are meaningless: it checks the plumbing, not accuracy).
 
 from __future__ import annotations
 
-from fer_ray import labels, storage
+from fer_ray import labels, schema, storage
 from fer_ray.models.registry import create_model, input_size, model_kind, save_checkpoint
 
 __all__ = ["SMOKE_MODELS", "write_untrained_models"]
@@ -40,5 +40,5 @@ def write_untrained_models(uri: str, models=SMOKE_MODELS, seed: int = 0) -> dict
         entries[name] = {"arch": arch, "task": task, "input_size": input_size(arch), "kind": model_kind(arch),
                          "num_classes": classes, "checkpoint": f"{name}/checkpoint.pt", "metrics": {}}
     index = {"version": f"untrained-seed{seed}", "models": entries}
-    storage.write_json(storage.join(uri, "models.json"), index)
+    storage.write_json(storage.join(uri, schema.MODELS_INDEX), index)
     return index

@@ -11,7 +11,7 @@ from fer_ray import labels, schema, storage
 from fer_ray.inputs import MEMBERS
 from fer_ray.video import VideoError, open_video
 
-FACES = "faces"  # table name under the output
+FACES = schema.FACES_TABLE  # table name under the output
 STAGE_NAME = "preprocess"
 STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED = "done", "skipped", "failed"
 SUMMARY_COLUMNS = ("video_id", "kind", "status", "frames", "faces", "seconds", "error")

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from fer_ray import labels, schema, shards, storage
+from fer_ray import codec, labels, schema, shards, storage
 from fer_ray.train import sampler
 
 __all__ = [
@@ -34,11 +34,12 @@ SUMMARY_COLUMNS = [schema.VIDEO_ID, schema.SUBJECT, schema.LABEL, schema.REASON]
 
 
 def decode_face(data: bytes, size: int | None = None) -> torch.Tensor:
-    """Encoded JPEG/PNG bytes -> uint8 (3, H, W) RGB tensor, optionally resized to (size, size)."""
-    from torchvision.io import ImageReadMode, decode_image
+    """Encoded JPEG/PNG bytes -> uint8 (3, H, W) RGB tensor, optionally resized to (size, size).
+
+    The pixels are inference's: the one face decoder (fer_ray.codec)."""
     from torchvision.transforms.v2 import functional as TF
 
-    image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    image = codec.decode_face(data)
     if size is not None and tuple(image.shape[-2:]) != (size, size):
         image = TF.resize(image, [size, size], antialias=True)
     return image
@@ -104,7 +105,7 @@ def frame_batches(row_batches: Iterable[dict], task: str, transform, batch_size:
 
 def label_summary(faces_uris: Sequence[str]) -> pa.Table:
     """video_id, subject, label, reason of every row of every complete video (no image bytes are read)."""
-    parts = [p for uri in faces_uris for p in shards.complete_parts(uri, "faces")]
+    parts = [p for uri in faces_uris for p in shards.complete_parts(uri, schema.FACES_TABLE)]
     if not parts:
         raise FileNotFoundError(f"no complete face shards under {', '.join(faces_uris)} (faces/_done/ is empty)")
     table = storage.read_parquet_many(parts, columns=SUMMARY_COLUMNS)

@@ -34,14 +34,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from fer_ray import config as config_mod
-from fer_ray import labels, storage
+from fer_ray import labels, schema, storage
 from fer_ray.train.config import TrainConfig, spec_from_dict, spec_to_dict
 
 __all__ = ["TrainRun", "train_all", "load_config", "data_version", "model_dir", "SUMMARY_FILE", "MODELS_INDEX"]
 
 _LOG = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.json"
-MODELS_INDEX = "models.json"
+MODELS_INDEX = schema.MODELS_INDEX
 CHECKPOINT_FILE = "checkpoint.pt"
 METRIC = "val_macro_f1"
 
@@ -238,7 +238,7 @@ def _prepare(config: TrainConfig) -> TrainRun:
     if not train_ids or not val_ids:
         raise ValueError(f"cannot split {len(train_ids) + len(val_ids)} video(s) by {config.val_split} into "
                          "train and validation: need at least two subjects/videos")
-    parts = [p for uri in config.faces for p in shards.complete_parts(uri, "faces")]
+    parts = [p for uri in config.faces for p in shards.complete_parts(uri, schema.FACES_TABLE)]
     version = data_version(config, train_ids, val_ids, parts)
     specs = {m.name: spec_to_dict(m) for m in config.models}
     return TrainRun(

@@ -120,8 +120,8 @@ class Trainer:
         if spec.loss.class_weights == "balanced":
             log.info("%s: balanced class weights %s from class counts %s", spec.name,
                       np.round(self.loss_fn.weight.tolist(), 3).tolist(), list(class_counts))
-        self.train_tf = augment.train_transform(spec.input_size, spec.augment)
-        self.eval_tf = augment.eval_transform(spec.input_size)
+        self.train_tf = augment.train_transform(spec.input_size, spec.augment, arch=spec.arch)
+        self.eval_tf = augment.eval_transform(spec.input_size, arch=spec.arch)
 
     @property
     def core(self) -> nn.Module:

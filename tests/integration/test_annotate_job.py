@@ -10,7 +10,7 @@ import yaml
 
 from fer_ray import labels, schema, shards, storage
 from fer_ray.infer.postprocess import PREDICTIONS, submission_uri
-from fer_ray.infer.writers import read_logits
+from fer_ray.infer.readers import read_logits
 from fer_ray.jobs import annotate
 from tests.conftest import need_shared
 from tests.helpers import load_job, write_untrained_models

@@ -13,7 +13,7 @@ import boto3
 import pytest
 
 from fer_ray import schema, storage
-from fer_ray.infer import writers
+from fer_ray.infer import readers
 from tests.conftest import SHARED_DATA, need_shared
 from tests.helpers import load_job
 
@@ -49,7 +49,7 @@ def test_demo_writes_everything_to_s3(ray_local, s3_bucket, s3_server):
     for name, entry in index["models"].items():
         assert f"demo/models/{entry['checkpoint']}" in keys, name
     # annotation: one prediction per annotated frame of the held-out video, in order
-    predictions = writers.read_predictions(f"{out}/annotate").to_pandas()
+    predictions = readers.read_predictions(f"{out}/annotate").to_pandas()
     rows = predictions[predictions[schema.VIDEO_ID] == "tw_TW01"]
     frames = rows[schema.FRAME_INDEX].sort_values().tolist()
     assert len(frames) == len(set(frames)) and frames[:FRAMES] == list(range(FRAMES))

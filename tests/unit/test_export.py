@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from fer_ray import labels, schema, shards, storage
-from fer_ray.infer import writers
+from fer_ray.infer import export, readers
 
 
 def predictions_table(video_id: str, frame_labels, frames=None) -> pa.Table:
@@ -36,8 +36,8 @@ def predictions_table(video_id: str, frame_labels, frames=None) -> pa.Table:
 def write_run(run: str, videos: dict[str, pa.Table]) -> None:
     """Write predictions the way the pipeline does: per-video parts, then a done marker."""
     for video_id, table in videos.items():
-        part = shards.write_part(run, writers.PREDICTIONS_TABLE, video_id, 0, table)
-        shards.mark_done(run, writers.PREDICTIONS_TABLE, video_id, [part])
+        part = shards.write_part(run, schema.PREDICTIONS_TABLE, video_id, 0, table)
+        shards.mark_done(run, schema.PREDICTIONS_TABLE, video_id, [part])
 
 
 RUN = {
@@ -51,13 +51,13 @@ RUN = {
 def run(tmp_path):
     write_run(str(tmp_path / "run"), RUN)
     # a partial part of a crashed run that no done marker lists: must not be read
-    shards.write_part(str(tmp_path / "run"), writers.PREDICTIONS_TABLE, "crashed", 0, predictions_table("crashed", [1]))
+    shards.write_part(str(tmp_path / "run"), schema.PREDICTIONS_TABLE, "crashed", 0, predictions_table("crashed", [1]))
     return str(tmp_path / "run")
 
 
 def test_abaw_round_trip(run, tmp_path):
     out = str(tmp_path / "abaw")
-    written = writers.export_predictions(run, "abaw", out)
+    written = export.export_predictions(run, "abaw", out)
     assert len(written) == 2
     first = labels.parse_expr(storage.read_bytes(storage.join(out, "10-60-1280x720_right.txt")).decode())
     assert first.tolist() == [0, 0, 4, 4, 4, 6, 1]
@@ -67,7 +67,7 @@ def test_abaw_round_trip(run, tmp_path):
 
 def test_csv_per_video(run, tmp_path):
     out = str(tmp_path / "csv")
-    written = writers.export_predictions(run, "csv", out)
+    written = export.export_predictions(run, "csv", out)
     assert [storage.basename(u) for u in written] == ["10-60-1280x720_right.csv", storage.safe_key("video 2/odd") + ".csv"]
     frame = pd.read_csv(io.BytesIO(storage.read_bytes(written[0])))
     assert frame[schema.LABEL].tolist() == [0, 0, 4, 4, 4, 6, 1]
@@ -77,7 +77,7 @@ def test_csv_per_video(run, tmp_path):
 
 def test_parquet_combined(run, tmp_path):
     out = str(tmp_path / "pq")
-    [uri] = writers.export_predictions(run, "parquet", out)
+    [uri] = export.export_predictions(run, "parquet", out)
     table = storage.read_parquet(uri)
     assert table.num_rows == 11
     assert table.schema.equals(schema.PREDICTIONS_SCHEMA)
@@ -87,14 +87,14 @@ def test_parquet_combined(run, tmp_path):
 def test_reads_plain_parquet_without_markers(tmp_path):
     run = str(tmp_path / "plain")
     storage.write_parquet(storage.join(run, "predictions", "a.parquet"), predictions_table("a", [3, 3]))
-    assert writers.read_predictions(run).num_rows == 2
+    assert readers.read_predictions(run).num_rows == 2
     with pytest.raises(FileNotFoundError):
-        writers.read_predictions(str(tmp_path / "empty"))
+        readers.read_predictions(str(tmp_path / "empty"))
 
 
 def test_unknown_format(run, tmp_path):
     with pytest.raises(ValueError, match="csv"):
-        writers.export_predictions(run, "xlsx", str(tmp_path / "x"))
+        export.export_predictions(run, "xlsx", str(tmp_path / "x"))
 
 
 def test_export_job_cli(run, tmp_path):

@@ -15,6 +15,7 @@ from fer_ray.models import (
     clip_indices,
     clip_length,
     create_model,
+    data_config,
     input_size,
     list_models,
     load_checkpoint,
@@ -23,6 +24,7 @@ from fer_ray.models import (
     model_kind,
     reparameterize,
     save_checkpoint,
+    transforms,
 )
 
 torch.set_num_threads(1)
@@ -82,6 +84,22 @@ def test_input_sizes_and_kinds():
     # any timm name: a frame model, 112 unless the architecture fixes its input size
     assert model_kind("resnet18") == "frame" and input_size("resnet18") == 112
     assert input_size("vit_tiny_patch16_224") == 224
+
+
+def test_data_config_is_each_models_side_and_the_statistics_it_was_trained_with():
+    imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    for name in [*list_models(), "resnet18", "vit_tiny_patch16_224"]:
+        config = data_config(name)
+        assert config.input_size == input_size(name) and (config.mean, config.std) == imagenet, name
+        assert config.interpolation == "bilinear"
+    assert data_config("swin_tiny_smoke", 96).input_size == 96  # a spec's / models.json's own side wins
+    assert (data_config().mean, data_config().std) == imagenet
+    image = torch.randint(0, 256, (2, 3, 40, 50), dtype=torch.uint8)
+    out = transforms.model_transform("hrnet_smoke")(image)
+    mean, std = torch.tensor(imagenet[0]).view(3, 1, 1), torch.tensor(imagenet[1]).view(3, 1, 1)
+    resized = torch.nn.functional.interpolate(image.float(), (128, 128), mode="bilinear", antialias=True)
+    assert out.shape == (2, 3, 128, 128) and out.dtype == torch.float32
+    assert torch.allclose(out, (resized / 255 - mean) / std, atol=0.05)
 
 
 def test_unknown_name_lists_valid_names():

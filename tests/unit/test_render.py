@@ -12,7 +12,6 @@ import pyarrow as pa
 import pytest
 
 from fer_ray import labels, schema, shards, storage
-from fer_ray.infer.writers import PREDICTIONS_TABLE
 from fer_ray.render import FACES_TABLE, Overlay, frame_rows, load_predictions, render_video
 from tests.conftest import need_shared
 
@@ -103,8 +102,8 @@ def test_render_job_on_real_clip(tmp_path):
     run = str(tmp_path / "run")
     filled = np.zeros(n, dtype=bool)
     filled[30:40] = True
-    part = shards.write_part(run, PREDICTIONS_TABLE, video_id, 0, _predictions(video_id, n, filled))
-    shards.mark_done(run, PREDICTIONS_TABLE, video_id, [part])
+    part = shards.write_part(run, schema.PREDICTIONS_TABLE, video_id, 0, _predictions(video_id, n, filled))
+    shards.mark_done(run, schema.PREDICTIONS_TABLE, video_id, [part])
     faces = schema.FACES_SCHEMA.empty_table().to_pydict()
     for i in range(0, n, 2):  # a stride-2 faces table, no face on the filled frames
         has = not filled[i]

@@ -1,10 +1,6 @@
-"""Reading a run's predictions/logits tables and exporting predictions as CSV, Parquet or ABAW txt.
+"""Exporting a run's predictions as CSV, Parquet or ABAW txt (jobs/export.py).
 
-Reading: `<run>/<table>/` (table "predictions" or "logits"). When done markers exist
-(`<table>/_done/*.json`, see fer_ray.shards) exactly the parts they list are read, so a crashed run's
-partial files are skipped; otherwise every Parquet file under `<table>/` is read.
-
-Export formats (`export_predictions`), all written through fer_ray.storage (local path or s3://):
+Formats (`export_predictions`), all written through fer_ray.storage (local path or s3://):
 - csv:     `<output>/<video_key>.csv`, one per video, frames in order; the 8 ABAW probabilities become
            columns `probs_<ClassName>`; coarse/negative probabilities stay in the Parquet export only.
 - parquet: `<output>/predictions.parquet`, one combined file sorted by video and frame.
@@ -24,17 +20,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fer_ray import labels, schema, shards, storage
-from fer_ray.infer import fill
+from fer_ray import labels, schema, storage
+from fer_ray.infer.readers import read_predictions, sorted_frames, video_labels
 
-__all__ = [
-    "PREDICTIONS_TABLE", "LOGITS_TABLE", "FORMATS", "ExportConfig", "read_run_table", "read_predictions",
-    "read_logits", "sorted_frames", "video_labels", "write_csv", "write_parquet", "write_abaw",
-    "export_predictions",
-]
+__all__ = ["FORMATS", "ExportConfig", "write_csv", "write_parquet", "write_abaw", "export_predictions"]
 
-PREDICTIONS_TABLE = "predictions"
-LOGITS_TABLE = "logits"
 FORMATS = ("csv", "abaw", "parquet")
 
 
@@ -49,45 +39,6 @@ class ExportConfig:
     def validate(self) -> None:
         if not self.predictions or not self.output:
             raise ValueError("export needs both predictions and output URIs")
-
-
-def read_run_table(run: str, table: str, table_schema: pa.Schema) -> pa.Table:
-    """All rows of `<run>/<table>/`: the parts done markers list, or every Parquet file when there are none."""
-    if shards.done_markers(run, table):
-        return shards.read_table(run, table, table_schema)
-    base = storage.join(run, table)
-    done_prefix = storage.join(base, shards.DONE_DIR) + "/"
-    parts = [u for u in storage.list_files(base, ".parquet") if not u.startswith(done_prefix)]
-    if not parts:
-        raise FileNotFoundError(f"no Parquet files under {base}")
-    return storage.read_parquet_many(parts, schema=table_schema)
-
-
-def read_predictions(run: str) -> pa.Table:
-    return read_run_table(run, PREDICTIONS_TABLE, schema.PREDICTIONS_SCHEMA)
-
-
-def read_logits(run: str) -> pa.Table:
-    return read_run_table(run, LOGITS_TABLE, schema.LOGITS_SCHEMA)
-
-
-def sorted_frames(table: pa.Table) -> pd.DataFrame:
-    """The table as pandas, sorted by video and frame (readers hand rows back in any order)."""
-    frame = table.to_pandas()
-    return frame.sort_values([schema.VIDEO_ID, schema.FRAME_INDEX], kind="stable").reset_index(drop=True)
-
-
-def video_labels(rows: pd.DataFrame, num_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One video's label for every frame 0..num_frames-1 (default: last frame + 1) and the filled mask.
-
-    Frames the predictions do not cover are filled from the nearest covered frame; frames they cover keep
-    their label (the pipeline already filled no-face frames and flagged them in schema.FILLED).
-    """
-    frames = rows[schema.FRAME_INDEX].to_numpy(dtype=np.int64)
-    if num_frames is None:
-        num_frames = int(frames.max()) + 1 if frames.size else 0
-    values, covered = fill.expand(frames, rows[schema.LABEL].to_numpy(dtype=np.int64), num_frames)
-    return fill.fill_gaps(values, covered)
 
 
 def _csv_frame(rows: pd.DataFrame) -> pd.DataFrame:
