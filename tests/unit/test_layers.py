@@ -104,3 +104,28 @@ def test_imports_are_found_at_any_depth():
     names = imported_names(source, "fer_ray.infer.logits")
     assert names == {"fer_ray.schema", "fer_ray.evaluate", "fer_ray.train.augment", "fer_ray.infer",
                      "fer_ray.models"}
+
+
+def test_architecture_page_names_modules_that_exist():
+    """ARCHITECTURE.md is the newcomer's map: every module path it names must be there."""
+    import re
+
+    text = (PACKAGE.parent / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`((?:fer_ray/)?[a-z_]+(?:/[a-z_{},]+)*(?:\.py|/))`", text))
+    missing = []
+    for name in named:
+        path = name if name.startswith("fer_ray/") else f"fer_ray/{name}"
+        for expanded in _braces(path):
+            if not (PACKAGE.parent / expanded).exists() and not (PACKAGE.parent / name).exists():
+                missing.append(name)
+    assert named and not missing, sorted(set(missing))
+
+
+def _braces(path: str) -> list[str]:
+    """"jobs/{a,b}.py" -> ["jobs/a.py", "jobs/b.py"]."""
+    import re
+
+    match = re.search(r"\{([^}]*)\}", path)
+    if not match:
+        return [path]
+    return [path[:match.start()] + part + path[match.end():] for part in match.group(1).split(",")]

@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DATA_SUFFIXES = {".parquet", ".pt", ".pth", ".ckpt", ".safetensors", ".npy", ".npz",
                  ".jpg", ".jpeg", ".png", ".mp4", ".avi", ".mov", ".mkv", ".webm"}
-TOP_LEVEL = {".ci", ".gitignore", "Makefile", "README.md", "pyproject.toml",
+TOP_LEVEL = {".ci", ".gitignore", "Makefile", "README.md", "ARCHITECTURE.md", "pyproject.toml",
              "benchmarks", "cluster", "configs", "fer_ray", "jobs", "tests"}
 
 
