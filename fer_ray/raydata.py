@@ -65,7 +65,7 @@ def run_parquet(parts: list[str], columns: list[str], steps: list[Step], read_cp
     """Parquet parts (URIs on one filesystem) through the steps; yields the output rows."""
     fs, _ = storage.filesystem(parts[0])
     paths = [storage.filesystem(p)[1] for p in parts]
-    with data_context():
+    with data_context({**PLAN_SETTINGS, **READ_SETTINGS}):
         dataset = apply(ray.data.read_parquet(paths, filesystem=fs, columns=columns, num_cpus=read_cpus), steps)
         yield from _plain_rows(dataset)
 

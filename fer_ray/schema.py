@@ -117,3 +117,15 @@ PREDICTIONS_SCHEMA = pa.schema([
 # Reasons a frame or video yields no face / no row; stable strings, users filter on them.
 REASON_NO_FACE = "no_face"
 REASON_LOW_SCORE = "low_score"
+
+
+# Per-model logits columns of the rows between the logits stage and post-processing: "scores:<task>:<name>".
+LOGITS_COLUMN_PREFIX = "scores:"
+
+
+def logits_column(model_key: str) -> str:
+    return LOGITS_COLUMN_PREFIX + model_key.replace("/", ":")
+
+
+def model_key_of_column(name: str) -> str:
+    return name[len(LOGITS_COLUMN_PREFIX):].replace(":", "/", 1)

@@ -22,15 +22,12 @@ from fer_ray.models import data_config, load_checkpoint
 from fer_ray.models.transforms import eval_transform
 
 # Ray Data column names can't hold "/"; per-model columns are "scores:<task>:<run name>".
-COLUMN_PREFIX = "scores:"
+COLUMN_PREFIX = schema.LOGITS_COLUMN_PREFIX
+key_of_column = schema.model_key_of_column
 
 
 def column(entry: ModelEntry) -> str:
-    return COLUMN_PREFIX + entry.key.replace("/", ":")
-
-
-def key_of_column(name: str) -> str:
-    return name[len(COLUMN_PREFIX):].replace(":", "/", 1)
+    return schema.logits_column(entry.key)
 
 
 def pick_device(device: str = "auto") -> str:

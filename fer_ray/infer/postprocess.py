@@ -13,14 +13,16 @@ import time
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from fer_ray import labels, schema, shards, storage
 from fer_ray.infer import cascade
-from fer_ray.infer.logits import COLUMN_PREFIX, key_of_column
 from fer_ray.infer.predict import VideoScores, predict_video
 from fer_ray.infer.systems import ModelEntry, system_of
-from fer_ray.models import chunk_indices, clip_indices, load_checkpoint
+from fer_ray.plan import Resources, Step
+
+# torch and the models are imported only where a temporal head runs (Mao, PRL): a frame-model system's
+# post-processing actor then starts without them, which is seconds per actor on a small node.
+COLUMN_PREFIX, key_of_column = schema.LOGITS_COLUMN_PREFIX, schema.model_key_of_column
 
 # old names of the schema constants (other modules and tests import them from here)
 PREDICTIONS, LOGITS, SUBMISSION = schema.PREDICTIONS_TABLE, schema.LOGITS_TABLE, schema.SUBMISSION_DIR
@@ -47,14 +49,31 @@ class TemporalHeads:
     """Runs the clip (Mao) and sequence (PRL) heads over one video's per-frame features."""
 
     def __init__(self, entries: list[ModelEntry]):
-        self.models = {e.key: (e, load_checkpoint(e.checkpoint)[0]) for e in entries if e.kind != "frame"}
+        temporal = [e for e in entries if e.kind != "frame"]
+        self.models = {}
+        if temporal:
+            import torch
+
+            from fer_ray.models import load_checkpoint
+
+            torch.set_num_threads(1)
+            self.models = {e.key: (e, load_checkpoint(e.checkpoint)[0]) for e in temporal}
 
     def num_classes(self, key: str) -> int:
         return int(self.models[key][1].num_classes)
 
-    @torch.inference_mode()
     def logits(self, key: str, features: np.ndarray) -> np.ndarray:
         """(n, C) logits for n face frames in order, from their (n, D) features."""
+        import torch
+
+        with torch.inference_mode():
+            return self._logits(key, features)
+
+    def _logits(self, key: str, features: np.ndarray) -> np.ndarray:
+        import torch
+
+        from fer_ray.models import chunk_indices, clip_indices
+
         entry, model = self.models[key]
         feats = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
         n = feats.shape[0]
@@ -93,7 +112,6 @@ class VideoPostprocess:
         self.window, self.version, self.keep_logits = window, version, keep_logits
         self.system = system_of(entries, system, weights)
         self.heads = TemporalHeads(list(entries) + list(extras or []))
-        torch.set_num_threads(1)
 
     def _scores(self, batch: dict, face: np.ndarray) -> dict[str, np.ndarray]:
         """model key -> (n, C) logits over the video's rows, NaN where the row has no face."""
@@ -179,3 +197,32 @@ def _logits_table(video_id: str, frames: np.ndarray, scores: dict[str, np.ndarra
         rows[schema.MODEL] += [key] * int(ok.sum())
         rows[schema.SCORES] += list(values[ok])
     return pa.table(rows, schema=schema.LOGITS_SCHEMA)
+
+
+class SafeVideoPostprocess:
+    """VideoPostprocess with failures as data: an error becomes a failure record, not a crashed job."""
+
+    def __init__(self, **kwargs):
+        self.inner = VideoPostprocess(**kwargs)
+        self.output = kwargs["output"]
+
+    @classmethod
+    def step(cls, kwargs: dict, partitions: int) -> Step:
+        # one actor, whole videos (the logits rows of one video, small); a group-by-video shuffle first
+        return Step(cls, kwargs, Resources(num_cpus=0.25, batch_size=None), name="post-processing actor",
+                    group_by=schema.VIDEO_ID, partitions=partitions)
+
+    def __call__(self, batch: dict) -> dict:
+        try:
+            return self.inner(batch)
+        except Exception as exc:  # noqa: BLE001 - recorded per video, the job goes on
+            video_id = str(batch[schema.VIDEO_ID][0])
+            message = f"{type(exc).__name__}: {exc}"
+            shards.write_failure(self.output, video_id, "", "postprocess", message,
+                                 fingerprint=self.inner.fingerprint_of(video_id))
+            return {k: [v] for k, v in failed_row(video_id, message).items()}
+
+
+def failed_row(video_id: str, error: str) -> dict:
+    return {schema.VIDEO_ID: video_id, "status": "failed", "frames": 0, "faces": 0, "seconds": 0.0,
+            schema.ERROR: error}

@@ -19,7 +19,7 @@ from fer_ray import config as cfg
 from fer_ray import schema, shards, storage
 from fer_ray.infer import systems
 from fer_ray.infer.logits import LogitsStage
-from fer_ray.infer.postprocess import LOGITS, PREDICTIONS, VideoPostprocess
+from fer_ray.infer.postprocess import LOGITS, PREDICTIONS, SafeVideoPostprocess
 from fer_ray.plan import Resources, Step
 from fer_ray.preprocess import FacesConfig
 
@@ -176,30 +176,6 @@ def postprocess_kwargs(config: AnnotateConfig, entries, extras, version: str, so
             "keep_logits": config.keep_logits, "sources": sources}
 
 
-class SafeVideoPostprocess:
-    """VideoPostprocess with failures as data: an error becomes a failure record, not a crashed job."""
-
-    def __init__(self, **kwargs):
-        self.inner = VideoPostprocess(**kwargs)
-        self.output = kwargs["output"]
-
-    @classmethod
-    def step(cls, kwargs: dict, partitions: int) -> Step:
-        # one actor, whole videos (the logits rows of one video, small); a group-by-video shuffle first
-        return Step(cls, kwargs, Resources(num_cpus=0.25, batch_size=None), name="post-processing actor",
-                    group_by=schema.VIDEO_ID, partitions=partitions)
-
-    def __call__(self, batch: dict) -> dict:
-        try:
-            return self.inner(batch)
-        except Exception as exc:  # noqa: BLE001 - recorded per video, the job goes on
-            video_id = str(batch[schema.VIDEO_ID][0])
-            message = f"{type(exc).__name__}: {exc}"
-            shards.write_failure(self.output, video_id, "", "postprocess", message,
-                                 fingerprint=self.inner.fingerprint_of(video_id))
-            return {k: [v] for k, v in failed_row(video_id, message).items()}
-
-
 def _annotate(config: AnnotateConfig, parts: list[str], plan: list[Step], videos: int) -> list[dict]:
     from fer_ray import raydata
 
@@ -277,11 +253,6 @@ def write_summary(config: AnnotateConfig, rows: list[dict], skipped: list[str], 
     }
     storage.write_json(storage.join(config.output, "summary.json"), summary)
     return summary
-
-
-def failed_row(video_id: str, error: str) -> dict:
-    return {schema.VIDEO_ID: video_id, "status": "failed", "frames": 0, "faces": 0, "seconds": 0.0,
-            schema.ERROR: error}
 
 
 def last_started_at(output: str) -> str | None:

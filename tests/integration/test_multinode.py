@@ -1,10 +1,11 @@
-"""Jobs as `ray job submit --working-dir . -- python jobs/...` on a real 3-node Ray cluster on 127.0.0.1
-(tests/cluster.py: a CPU-less head plus two 2-CPU worker nodes, each its own `ray start`, temp dir and ports):
-preprocess -> annotate, then the command lines of cluster/README.md section 2, read from the file (preprocess ->
-train_all -> annotate -> evaluate -> export, GPU flags mapped to CPU), reading videos from and writing to S3
-(the moto server). Checks that the work really spread over
-both worker nodes (state API: node ids of the jobs' tasks and actors) and that the outputs are complete and
-identical to a single-node run of the same jobs (the session's in-process local Ray).
+"""The command lines of cluster/README.md section 2, read from the file, as `ray job submit --working-dir .
+-- python jobs/...` on a real 3-node Ray cluster on 127.0.0.1 (tests/cluster.py: a CPU-less head plus two
+2-CPU worker nodes, each its own `ray start`, temp dir and ports): preprocess -> train_all -> annotate ->
+evaluate -> export, GPU flags mapped to CPU, reading videos from and writing to S3 (the moto server) under
+the README's own bucket. Checks that each job read what the one before wrote, that the work really spread
+over both worker nodes (state API: node ids of the jobs' tasks and actors), and that the outputs are complete
+and identical to a single-node run of the same jobs (the session's in-process local Ray). One flow serves
+all three checks: the cluster jobs are the expensive part of this module.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 from fer_ray import schema, shards, storage
 from fer_ray.infer.postprocess import PREDICTIONS, submission_uri
 from tests.cluster import job_command, shared_cluster, worker_names
-from tests.helpers import load_job, upload_videos, write_untrained_models
+from tests.helpers import load_job, upload_videos
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
@@ -26,67 +27,10 @@ VIDEOS = {
     "pyfeat_single_face": "unlabeled/pyfeat_single_face.mp4",
     "pyfeat_no_face": "unlabeled/pyfeat_no_face.mp4",
 }
-FRAMES = ["--stride", "10", "--max-frames", "12"]  # settings that change outputs: the same in both runs
-BUCKET = "multinode"
-
-
-@pytest.fixture(scope="module")
-def bucket(s3_server):
-    upload_videos(BUCKET, VIDEOS)
-    write_untrained_models(f"s3://{BUCKET}/models")
-    return f"s3://{BUCKET}"
-
-
-@pytest.fixture(scope="module")
-def multi(bucket):
-    """Both jobs on the cluster; one preprocess actor (1.5 of 2 CPUs) fits a worker node, so the pool of two
-    must use both; annotate's logits actors likewise (config file: worker_cpus 1.5)."""
-    cluster = shared_cluster()
-    out = f"{bucket}/multi"
-    pre = cluster.run(job_command("preprocess.py", "--input", f"{bucket}/videos/", "--output", f"{out}/pre",
-                                  *FRAMES, "--num-workers", "2", "--worker-cpus", "1.5", "--strict"), timeout=400)
-    storage.write_text(f"{bucket}/annotate-multi.yaml", "worker_cpus: 1.5\nnum_workers: 2\nbatch_size: 16\n")
-    ann = cluster.run(job_command("annotate.py", "--config", f"{bucket}/annotate-multi.yaml", "--input",
-                                  f"{out}/pre", "--models", f"{bucket}/models", "--output", f"{out}/ann",
-                                  "--strict"), timeout=400)
-    return {"cluster": cluster, "pre": pre, "ann": ann, "out": out, "workers": worker_names(cluster),
-            "pre_work": cluster.placements(pre.job_id), "ann_work": cluster.placements(ann.job_id)}
-
-
-@pytest.fixture(scope="module")
-def single(bucket, ray_local):
-    """The same two jobs, in this process, on the session's single-node local Ray."""
-    out = f"{bucket}/single"
-    assert load_job("preprocess").main(["--input", f"{bucket}/videos/", "--output", f"{out}/pre", *FRAMES,
-                                        "--num-workers", "2", "--worker-cpus", "0.5", "--strict"]) == 0
-    assert load_job("annotate").main(["--input", f"{out}/pre", "--models", f"{bucket}/models",
-                                      "--output", f"{out}/ann", "--strict"]) == 0
-    return out
-
-
-def test_jobs_succeed_on_three_nodes(multi):
-    for name in ("pre", "ann"):
-        result = multi[name]
-        assert result.status == "SUCCEEDED", result.logs[-4000:]
-    nodes = multi["cluster"].node_ids()
-    assert len(nodes) == 3 and len(set(nodes.values())) == 3  # head + 2 workers, distinct node ids
-    print(f"preprocess job {multi['pre'].seconds:.0f}s, annotate job {multi['ann'].seconds:.0f}s")
 
 
 def _nodes(work: list[dict], name_part: str) -> set[str]:
     return {w["node"] for w in work if name_part in w["name"]}
-
-
-def test_work_spread_over_both_worker_nodes(multi):
-    workers = set(multi["workers"])
-    pre, ann = multi["pre_work"], multi["ann_work"]
-    print("preprocess:", sorted({(w["kind"], w["name"], w["node"]) for w in pre}))
-    print("annotate:", sorted({(w["kind"], w["name"], w["node"]) for w in ann}))
-    assert _nodes(pre, "PreprocessStage") == workers  # the detector actors: one on each worker node
-    assert {w["node"] for w in ann} == workers  # annotate's tasks and actors used both nodes
-    assert _nodes(ann, "LogitsStage") <= workers and _nodes(ann, "LogitsStage")
-    # the head has no CPUs: no stage ran there (only Ray Data's 0-CPU bookkeeping actors and the drivers)
-    assert "head" not in {w["node"] for w in pre + ann if "MapBatches" in w["name"] or "Shuffle" in w["name"]}
 
 
 def _faces(output: str) -> pd.DataFrame:
@@ -99,33 +43,6 @@ def _predictions(output: str) -> pd.DataFrame:
     return table.sort_values([schema.VIDEO_ID, schema.FRAME_INDEX]).reset_index(drop=True)
 
 
-def test_outputs_complete_and_identical_to_single_node(multi, single):
-    multi_out = multi["out"]
-    for stage, table in (("pre", "faces"), ("ann", PREDICTIONS)):
-        assert set(shards.done_markers(f"{multi_out}/{stage}", table)) == set(VIDEOS)
-        assert set(shards.done_markers(f"{single}/{stage}", table)) == set(VIDEOS)
-    assert shards.read_failures(f"{multi_out}/pre").num_rows == 0
-    a, b = _faces(f"{multi_out}/pre"), _faces(f"{single}/pre")
-    exact = [schema.VIDEO_ID, schema.FRAME_INDEX, schema.TIMESTAMP, schema.LABEL, schema.REASON,
-             schema.NUM_FRAMES, schema.FACE]
-    pd.testing.assert_frame_equal(a[exact], b[exact])
-    found = a[schema.REASON].isna()
-    assert found.sum() > 0
-    assert np.allclose(np.stack(a.loc[found, schema.BBOX]), np.stack(b.loc[found, schema.BBOX]))
-
-    p, q = _predictions(f"{multi_out}/ann"), _predictions(f"{single}/ann")
-    assert not p.duplicated([schema.VIDEO_ID, schema.FRAME_INDEX]).any()
-    for video_id, rows in p.groupby(schema.VIDEO_ID):
-        num_frames = int(a.loc[a[schema.VIDEO_ID] == video_id, schema.NUM_FRAMES].iloc[0])
-        assert rows[schema.FRAME_INDEX].tolist() == list(range(num_frames)), video_id
-    same = [schema.VIDEO_ID, schema.FRAME_INDEX, schema.LABEL, schema.LABEL_NAME, schema.FACE_FOUND, schema.FILLED]
-    pd.testing.assert_frame_equal(p[same], q[same])
-    assert np.allclose(np.stack(p[schema.PROBS]), np.stack(q[schema.PROBS]), atol=1e-5)
-    for video_id in VIDEOS:
-        assert storage.read_bytes(submission_uri(f"{multi_out}/ann", video_id)) == \
-            storage.read_bytes(submission_uri(f"{single}/ann", video_id)), video_id
-
-
 # ---------------------------------------------------------------------- cluster/README.md, as documented
 
 README_BUCKET = "fer-ray-data"  # the README's bucket, created on the moto server: its URIs run unchanged
@@ -136,19 +53,24 @@ SMALL = ["--stride", "10", "--max-frames", "40"]  # added: 40 frames per video (
 #                                                   hold Negative frames, so the negative net has data)
 
 
+ANNOTATE_CPU_CONFIG = f"s3://{README_BUCKET}/annotate-cpu.yaml"  # worker_cpus: 1.5 (written by the fixture)
+
+
 def cpu_equivalent(job: str, args: list[str]) -> list[str]:
     """The README's argv for `job`, with GPU flags replaced by their CPU equivalents and worker counts cut
-    to what two 2-CPU nodes hold."""
+    to what two 2-CPU nodes hold. The CPU shares are chosen so that two actors of a pool cannot share a node
+    (1.5 of 2 CPUs each): the spread over both worker nodes is then forced, not left to chance."""
     out, i = [], 0
     while i < len(args):
         flag, value = args[i], args[i + 1] if i + 1 < len(args) else None
         if flag == "--device" and value == "cuda":  # no GPU here: MTCNN and alignment on CPU
             out += ["--device", "cpu"]
-        elif flag in ("--worker-gpus", "--detect-gpus"):  # GPU shares: CPU actors instead ...
-            if job == "preprocess":  # ... of 1 CPU each for the detector actors (annotate keeps its default)
-                out += ["--worker-cpus", "1"]
-        elif flag == "--num-workers":  # 8 (preprocess) / 4 (annotate) actors per pool -> what 4 CPUs hold
-            out += [flag, "2" if job == "preprocess" else "1"]
+        elif flag == "--worker-gpus":  # GPU shares -> 1.5 CPUs per actor (detector / logits actors)
+            out += ["--worker-cpus", "1.5"] if job == "preprocess" else ["--config", ANNOTATE_CPU_CONFIG]
+        elif flag == "--detect-gpus":  # annotate's detector actors: their CPU default (1 each)
+            pass
+        elif flag == "--num-workers":  # 8 (preprocess) / 4 (annotate) actors per pool -> one per worker node
+            out += [flag, "2"]
         elif flag == "--decode-workers":  # 16 decode actors -> 1 (0.5 CPU)
             out += [flag, "1"]
         elif flag == "--config" and job == "train_all":
@@ -166,10 +88,17 @@ def cpu_equivalent(job: str, args: list[str]) -> list[str]:
     return out
 
 
+def _value(args: list[str], flag: str) -> str:
+    return args[args.index(flag) + 1].rstrip("/")
+
+
 @pytest.fixture(scope="module")
-def readme_bucket(s3_server):
+def readme_flow(s3_server):
+    """Section 2 of cluster/README.md, read from the file, submitted in order with `ray job submit` semantics;
+    each job's result and where its work ran."""
     import boto3
 
+    from tests.cluster import readme_jobs
     from tests.conftest import need_shared
 
     upload_videos(README_BUCKET, VIDEOS)  # s3://fer-ray-data/videos/ (with each labelled video's EXPR txt)
@@ -177,47 +106,96 @@ def readme_bucket(s3_server):
     for video_id in LABELLED:  # s3://fer-ray-data/labels/: the raw label input evaluate reads
         client.upload_file(str(need_shared("videos", VIDEOS[video_id]).with_suffix(".txt")), README_BUCKET,
                            f"labels/{video_id}.txt")
-    return f"s3://{README_BUCKET}"
-
-
-@pytest.mark.timeout(2400)  # five jobs in a row, two of them training: more than one job's 900 s default
-def test_readme_commands_run_on_the_cluster(readme_bucket):
-    """Section 2 of cluster/README.md, read from the file, submitted in order with `ray job submit` semantics:
-    preprocess -> train_all -> annotate -> evaluate -> export, each reading the previous one's output."""
-    from tests.cluster import readme_jobs
-
+    storage.write_text(ANNOTATE_CPU_CONFIG, "worker_cpus: 1.5\n")
     cluster = shared_cluster()
     flow = [j for j in readme_jobs() if j.section == "2" and j.submitted]
     assert [j.job for j in flow] == ["preprocess", "train_all", "annotate", "evaluate", "export"]
-    results = {}
+    results, argvs = {}, {}
     for line in flow:
         argv = cpu_equivalent(line.job, line.args)
         result = cluster.run(job_command(f"{line.job}.py", *argv), timeout=900)
         print(f"{line.job}: {result.seconds:.0f}s  {' '.join(argv)}")
         assert result.status == "SUCCEEDED", f"{line.job} {argv}:\n{result.logs[-4000:]}"
-        results[line.job] = result
-    args = {line.job: line.args for line in flow}
+        results[line.job], argvs[line.job] = result, argv
+    return {"cluster": cluster, "results": results, "argv": argvs, "args": {j.job: j.args for j in flow},
+            "workers": set(worker_names(cluster)),
+            "work": {job: cluster.placements(results[job].job_id) for job in ("preprocess", "train_all", "annotate")}}
 
-    def value(job, flag):
-        return args[job][args[job].index(flag) + 1].rstrip("/")
 
-    faces, models, annotations = value("preprocess", "--output"), value("train_all", "--output"), \
-        value("annotate", "--output")
+@pytest.mark.timeout(2400)  # five jobs in a row, two of them training: more than one job's 900 s default
+def test_readme_commands_run_on_the_cluster(readme_flow):
+    """Each job read what the one before it wrote: preprocess -> train_all -> annotate -> evaluate -> export."""
+    args = readme_flow["args"]
+    faces, models = _value(args["preprocess"], "--output"), _value(args["train_all"], "--output")
+    annotations = _value(args["annotate"], "--output")
     assert set(shards.done_markers(faces, "faces")) == set(VIDEOS)
     index = storage.read_json(f"{models}/models.json")  # what train_all wrote is what annotate read
     assert set(index["models"]) == {"coarse_iresnet", "negative_repvgg"}
     predictions = _predictions(annotations)
     assert set(shards.done_markers(annotations, PREDICTIONS)) == set(VIDEOS)
     assert set(predictions[schema.MODEL_VERSION]) and (predictions[schema.SYSTEM] == "cfc_sp").all()
-    assert storage.exists(f"{value('evaluate', '--output')}/metrics.json")
-    exported = storage.list_files(value("export", "--output"))
+    assert storage.exists(f"{_value(args['evaluate'], '--output')}/metrics.json")
+    exported = storage.list_files(_value(args["export"], "--output"))
     assert {storage.stem(uri) for uri in exported} >= set(VIDEOS), exported
+    nodes = readme_flow["cluster"].node_ids()
+    assert len(nodes) == 3 and len(set(nodes.values())) == 3  # head + 2 workers, distinct node ids
 
-    # Where training ran: Ray Train pins its 0-CPU PlacementGroupCleaner to the driver's node (the head, under
+
+def test_work_spread_over_both_worker_nodes(readme_flow):
+    workers, work = readme_flow["workers"], readme_flow["work"]
+    pre, ann = work["preprocess"], work["annotate"]
+    print("preprocess:", sorted({(w["kind"], w["name"], w["node"]) for w in pre}))
+    print("annotate:", sorted({(w["kind"], w["name"], w["node"]) for w in ann}))
+    assert _nodes(pre, "DetectStage") == workers  # the detector actors (1.5 CPUs each): one on each worker node
+    # annotate's detector actors (1 CPU each) and its decode actor (0.5) cannot share one 2-CPU node
+    assert {w["node"] for w in ann} == workers
+    assert _nodes(ann, "LogitsStage") <= workers and _nodes(ann, "LogitsStage")
+    # the head has no CPUs: no stage ran there (only Ray Data's 0-CPU bookkeeping actors and the drivers)
+    assert "head" not in {w["node"] for w in pre + ann if "MapBatches" in w["name"] or "Shuffle" in w["name"]}
+    # Training: Ray Train pins its 0-CPU PlacementGroupCleaner to the driver's node (the head, under
     # `ray job submit`); everything that computes (the train workers, the data tasks, the trials and their
     # controllers) is on worker nodes.
-    workers = set(worker_names(cluster))
-    work = cluster.placements(results["train_all"].job_id)
-    computing = [w for w in work if not w["name"].startswith("PlacementGroupCleaner")]
+    computing = [w for w in work["train_all"] if not w["name"].startswith("PlacementGroupCleaner")]
     assert {w["node"] for w in computing} <= workers
-    assert {w["node"] for w in work if w["name"] == "RayTrainWorker"} & workers
+    assert {w["node"] for w in work["train_all"] if w["name"] == "RayTrainWorker"} & workers
+
+
+def test_outputs_identical_to_a_single_node_run(readme_flow, ray_local):
+    """The same preprocess and annotate argv, in this process on the session's single-node local Ray (worker
+    shares that fit 2 CPUs; they do not change outputs): the same faces and the same predictions."""
+    args, argv = readme_flow["args"], readme_flow["argv"]
+    faces, annotations = _value(args["preprocess"], "--output"), _value(args["annotate"], "--output")
+    single = f"s3://{README_BUCKET}/single"
+
+    def local(job: str, output: str, **replace: str) -> list[str]:
+        out, i = [], 0
+        while i < len(argv[job]):
+            flag = argv[job][i]
+            value = {"--output": output, "--num-workers": "1", "--worker-cpus": "0.5", **replace}.get(flag)
+            out += [flag, value if value is not None else argv[job][i + 1]] if i + 1 < len(argv[job]) else [flag]
+            i += 2
+        return [a for a in out if a != "--config" and a != ANNOTATE_CPU_CONFIG]
+
+    assert load_job("preprocess").main(local("preprocess", f"{single}/faces") + ["--strict"]) == 0
+    assert load_job("annotate").main(local("annotate", f"{single}/annotations", **{"--input": f"{single}/faces"})
+                                     + ["--strict"]) == 0
+    assert shards.read_failures(faces).num_rows == 0
+    a, b = _faces(faces), _faces(f"{single}/faces")
+    exact = [schema.VIDEO_ID, schema.FRAME_INDEX, schema.TIMESTAMP, schema.LABEL, schema.REASON,
+             schema.NUM_FRAMES, schema.FACE]
+    pd.testing.assert_frame_equal(a[exact], b[exact])
+    found = a[schema.REASON].isna()
+    assert found.sum() > 0
+    assert np.allclose(np.stack(a.loc[found, schema.BBOX]), np.stack(b.loc[found, schema.BBOX]))
+
+    p, q = _predictions(annotations), _predictions(f"{single}/annotations")
+    assert not p.duplicated([schema.VIDEO_ID, schema.FRAME_INDEX]).any()
+    for video_id, rows in p.groupby(schema.VIDEO_ID):
+        num_frames = int(a.loc[a[schema.VIDEO_ID] == video_id, schema.NUM_FRAMES].iloc[0])
+        assert rows[schema.FRAME_INDEX].tolist() == list(range(num_frames)), video_id
+    same = [schema.VIDEO_ID, schema.FRAME_INDEX, schema.LABEL, schema.LABEL_NAME, schema.FACE_FOUND, schema.FILLED]
+    pd.testing.assert_frame_equal(p[same], q[same])
+    assert np.allclose(np.stack(p[schema.PROBS]), np.stack(q[schema.PROBS]), atol=1e-5)
+    for video_id in VIDEOS:
+        assert storage.read_bytes(submission_uri(annotations, video_id)) == \
+            storage.read_bytes(submission_uri(f"{single}/annotations", video_id)), video_id

@@ -190,3 +190,15 @@ def test_full_timestamps():
     # a constant-rate video round-trips
     np.testing.assert_allclose(full_timestamps(np.arange(0, 30, 3), np.arange(0, 30, 3) / FPS, 30),
                                np.arange(30) / FPS)
+
+
+def test_postprocessing_actor_starts_without_torch():
+    """The post-processing actor of a frame-model system imports neither torch nor timm (seconds per actor
+    start on a small node); torch comes in only where a temporal head runs."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from fer_ray.infer.postprocess import SafeVideoPostprocess; "
+            "print(sorted(m for m in ('torch', 'timm', 'torchvision', 'facenet_pytorch') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
