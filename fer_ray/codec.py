@@ -27,6 +27,16 @@ def encode_face(face: np.ndarray, quality: int = 95) -> bytes:
     return buf.getvalue()
 
 
+JPEG_START = b"\xff\xd8"
+
+
 def decode_face(data: bytes) -> torch.Tensor:
-    """RGB uint8 (3, H, W) tensor from encoded face bytes (JPEG, PNG; grey ones become RGB)."""
-    return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    """RGB uint8 (3, H, W) tensor from encoded face bytes (JPEG, PNG; grey ones become RGB).
+
+    JPEG (what preprocessing stores) through torchvision; any other format through PIL, because torchvision's
+    PNG decoder fails ("Internal error") in a process that imported decord first (decord brings its own
+    zlib/libpng), which every preprocessing actor does. PNG is lossless: both give the same pixels."""
+    if bytes(data[:2]) == JPEG_START:
+        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    with Image.open(io.BytesIO(data)) as image:
+        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()

@@ -61,3 +61,24 @@ def test_model_inputs_identical_in_training_and_inference(faces, tmp_path):
         transform = augment.eval_transform(entry.input_size, entry.arch)
         trained = torch.stack([transform(data.decode_face(face)) for face in faces])
         assert torch.equal(trained, inputs[entry.key]), entry.name
+
+
+def test_png_faces_decode_after_decord_is_loaded():
+    """decord (loaded by every decoding actor) brings its own zlib/libpng, and torchvision's PNG decoder then
+    fails; decode_face must still read a PNG face, with the pixels PIL reads, in such a process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import decord, io, numpy as np\n"
+        "from PIL import Image\n"
+        "from fer_ray import codec\n"
+        "pixels = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)\n"
+        "for mode in ('RGB', 'L', 'P'):\n"
+        "    buf = io.BytesIO(); Image.fromarray(pixels).convert(mode).save(buf, 'PNG')\n"
+        "    want = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert('RGB'))\n"
+        "    got = codec.decode_face(buf.getvalue()).permute(1, 2, 0).numpy()\n"
+        "    assert np.array_equal(got, want), mode\n"
+        "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "ok", result.stderr[-2000:]
