@@ -2,10 +2,10 @@
 
 Preprocessing stores each aligned face as JPEG (`encode_face`, PIL); training (fer_ray.train.data),
 inference (fer_ray.infer.logits) and anything else reading faces/ turn the bytes back into pixels with
-`decode_face`, so a model is trained and run on the same pixels. The decoder is torchvision's (libjpeg-turbo,
-also PNG and grey images): it hands back the (3, H, W) uint8 tensor both stages feed their transforms, in
-about 190 us per 112-pixel face against PIL's 300-380 us (one CPU thread). PIL, which inference used
-before, gives the same pixels (tests/unit/test_face_pixels.py, on shared dev photos and CK+ crops).
+`decode_face`, so a model is trained and run on the same pixels. JPEG is decoded by torchvision
+(libjpeg-turbo): it hands back the (3, H, W) uint8 tensor both stages feed their transforms, in about 190 us
+per 112-pixel face against PIL's 300-380 us (one CPU thread). Other formats go through PIL (see
+`decode_face`). PIL gives the same pixels (tests/unit/test_face_pixels.py, on shared dev photos and CK+ crops).
 """
 
 from __future__ import annotations

@@ -20,10 +20,6 @@ from fer_ray.infer.predict import VideoScores, predict_video
 from fer_ray.infer.systems import ModelEntry, system_of
 from fer_ray.plan import Resources, Step
 
-# torch and the models are imported only where a temporal head runs (Mao, PRL): a frame-model system's
-# post-processing actor then starts without them, which is seconds per actor on a small node.
-COLUMN_PREFIX, key_of_column = schema.LOGITS_COLUMN_PREFIX, schema.model_key_of_column
-
 # old names of the schema constants (other modules and tests import them from here)
 PREDICTIONS, LOGITS, SUBMISSION = schema.PREDICTIONS_TABLE, schema.LOGITS_TABLE, schema.SUBMISSION_DIR
 
@@ -46,7 +42,10 @@ def full_timestamps(frames: np.ndarray, stamps: np.ndarray, num_frames: int) -> 
 
 
 class TemporalHeads:
-    """Runs the clip (Mao) and sequence (PRL) heads over one video's per-frame features."""
+    """Runs the clip (Mao) and sequence (PRL) heads over one video's per-frame features.
+
+    torch and the models are imported only where a temporal head runs: a frame-model system's
+    post-processing actor then starts without them, which is seconds per actor on a small node."""
 
     def __init__(self, entries: list[ModelEntry]):
         temporal = [e for e in entries if e.kind != "frame"]
@@ -66,23 +65,18 @@ class TemporalHeads:
         """(n, C) logits for n face frames in order, from their (n, D) features."""
         import torch
 
-        with torch.inference_mode():
-            return self._logits(key, features)
-
-    def _logits(self, key: str, features: np.ndarray) -> np.ndarray:
-        import torch
-
         from fer_ray.models import chunk_indices, clip_indices
 
         entry, model = self.models[key]
-        feats = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-        n = feats.shape[0]
-        if entry.kind == "clip":
-            index = clip_indices(n, np.arange(n))
-            return model.temporal_head(feats[torch.from_numpy(index)]).float().numpy()
-        index, mask = chunk_indices(n)
-        out = model.temporal_head(feats[torch.from_numpy(index)], torch.from_numpy(mask))
-        return out.float().reshape(-1, out.shape[-1])[torch.from_numpy(mask.reshape(-1))].numpy()
+        with torch.inference_mode():
+            feats = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+            n = feats.shape[0]
+            if entry.kind == "clip":
+                index = clip_indices(n, np.arange(n))
+                return model.temporal_head(feats[torch.from_numpy(index)]).float().numpy()
+            index, mask = chunk_indices(n)
+            out = model.temporal_head(feats[torch.from_numpy(index)], torch.from_numpy(mask))
+            return out.float().reshape(-1, out.shape[-1])[torch.from_numpy(mask.reshape(-1))].numpy()
 
 
 def _sorted_unique(batch: dict) -> dict:
@@ -117,9 +111,9 @@ class VideoPostprocess:
         """model key -> (n, C) logits over the video's rows, NaN where the row has no face."""
         out = {}
         for name in batch:
-            if not name.startswith(COLUMN_PREFIX):
+            if not name.startswith(schema.LOGITS_COLUMN_PREFIX):
                 continue
-            key, values = key_of_column(name), _matrix(batch[name])
+            key, values = schema.model_key_of_column(name), _matrix(batch[name])
             if key in self.heads.models:
                 if not face.any():  # no face anywhere: nothing for the temporal head to look at
                     out[key] = np.full((len(face), self.heads.num_classes(key)), np.nan, dtype=np.float32)
