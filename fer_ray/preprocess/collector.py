@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from fer_ray import schema, shards
-from fer_ray.preprocess.items import FACES, STAGE_NAME, STATUS_DONE, STATUS_FAILED, STATUS_SKIPPED
+from fer_ray.preprocess.items import (
+    FACES,
+    PHASE_COLUMNS,
+    STAGE_NAME,
+    STATUS_DONE,
+    STATUS_FAILED,
+    STATUS_SKIPPED,
+)
 from fer_ray.preprocess.stages import END, FAILED_ROW, SKIPPED_ROW
 
 
@@ -50,8 +57,10 @@ class ChunkCollector:
     def _settle(self, video_id: str, status: str, frames: int, faces: int, error: str | None = None) -> dict:
         state = self.videos.pop(video_id)
         self.settled.add(video_id)
+        # the split path's stages report their seconds only: no start time or phases (SUMMARY_COLUMNS)
         return {"video_id": video_id, "kind": "video", "status": status, "frames": frames, "faces": faces,
-                "seconds": round(state["seconds"], 3), "error": error}
+                "seconds": round(state["seconds"], 3), "error": error, "started_at": None,
+                **dict.fromkeys(PHASE_COLUMNS)}
 
     def unsettled(self) -> list[dict]:
         """Summary rows (failed) of videos whose stream ended incomplete: a lost chunk or end row."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import time
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -14,7 +16,12 @@ from fer_ray.video import VideoError, open_video
 FACES = schema.FACES_TABLE  # table name under the output
 STAGE_NAME = "preprocess"
 STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED = "done", "skipped", "failed"
-SUMMARY_COLUMNS = ("video_id", "kind", "status", "frames", "faces", "seconds", "error")
+# Where an item's seconds went, measured by the fused stage (PhaseClock): reading and decoding, detection and
+# tracking, alignment + JPEG encoding, Parquet writes. The split path reports its total seconds only.
+PHASES = ("decode", "detect", "align", "write")
+PHASE_COLUMNS = tuple(f"{phase}_seconds" for phase in PHASES)
+SUMMARY_COLUMNS = ("video_id", "kind", "status", "frames", "faces", "seconds", "error", "started_at",
+                   *PHASE_COLUMNS)
 
 
 class LabelMismatchError(ValueError):
@@ -64,7 +71,37 @@ def plain(value):
 def summary_row(item: dict) -> dict:
     """A work item's summary row before it ran: failed until it says otherwise."""
     return {"video_id": str(item.get(schema.VIDEO_ID) or ""), "kind": item.get(schema.KIND) or "video",
-            "status": STATUS_FAILED, "frames": 0, "faces": 0, "seconds": 0.0, "error": None}
+            "status": STATUS_FAILED, "frames": 0, "faces": 0, "seconds": 0.0, "error": None,
+            "started_at": time.time(), **dict.fromkeys(PHASE_COLUMNS, 0.0)}
+
+
+class PhaseClock:
+    """Seconds per phase (PHASES) of one work item, for its summary row: where a job's time goes."""
+
+    def __init__(self):
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+
+    @contextmanager
+    def phase(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+    def timed(self, name: str, iterable):
+        """`iterable`'s items, the time spent producing each counted under `name` (a decoder's chunks)."""
+        iterator = iter(iterable)
+        while True:
+            with self.phase(name):
+                try:
+                    value = next(iterator)
+                except StopIteration:
+                    return
+            yield value
+
+    def columns(self) -> dict[str, float]:
+        return {f"{phase}_seconds": round(seconds, 3) for phase, seconds in self.seconds.items()}
 
 
 def load_image(uri: str) -> np.ndarray:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from contextlib import ExitStack
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +39,7 @@ from fer_ray.preprocess.items import (
     STATUS_SKIPPED,
     SUMMARY_COLUMNS,
     LabelledVideo,
+    PhaseClock,
     batch_items,
     error_text,
     load_image,
@@ -105,18 +107,18 @@ class PreprocessStage:
     def run_item(self, item: dict) -> dict:
         """Process one work item; returns its summary row. Never raises."""
         start = time.perf_counter()
-        row = summary_row(item)
+        row, clock = summary_row(item), PhaseClock()
         source = ""
         try:
             source = item_fingerprint(item)
-            row.update(self._write(item, f"{source}-{self.settings}", start))
+            row.update(self._write(item, f"{source}-{self.settings}", start, clock))
         except Exception as exc:  # noqa: BLE001 - every error becomes a failure record, never a crash
             row["error"] = _record_failure(self.output, item, source, exc)
         finally:
-            row["seconds"] = round(time.perf_counter() - start, 3)
+            row.update(clock.columns(), seconds=round(time.perf_counter() - start, 3))
         return row
 
-    def _write(self, item: dict, fingerprint: str, start: float) -> dict:
+    def _write(self, item: dict, fingerprint: str, start: float, clock: PhaseClock) -> dict:
         """The item's parts and done marker, unless its marker already has this fingerprint; the summary
         row's new values."""
         video_id, kind = str(item.get(schema.VIDEO_ID) or ""), item.get(schema.KIND) or "video"
@@ -126,9 +128,9 @@ class PreprocessStage:
                     "faces": int(previous.get("faces", 0))}
         attempt = shards.next_attempt(previous, fingerprint)
         if kind == "video":
-            parts, info = video_parts(self.rows, item, self.output, attempt)
+            parts, info = video_parts(self.rows, item, self.output, attempt, clock)
         else:
-            parts, info = image_parts(self.rows, item, self.output, previous, attempt)
+            parts, info = image_parts(self.rows, item, self.output, previous, attempt, clock)
         info.update(fingerprint=fingerprint, kind=kind, seconds=round(time.perf_counter() - start, 3))
         shards.mark_done(self.output, FACES, video_id, parts, **info)
         return {"status": STATUS_DONE, "frames": info["frames"], "faces": info["faces"], "error": info.get("error")}
@@ -150,46 +152,57 @@ def _record_failure(output: str, item: dict, source: str, exc: Exception) -> str
     return message
 
 
-def video_parts(rows: FaceRows, item: dict, output: str, attempt: str = "") -> tuple[list[str], dict]:
+def video_parts(rows: FaceRows, item: dict, output: str, attempt: str = "",
+                clock: PhaseClock | None = None) -> tuple[list[str], dict]:
     """One part per decoded chunk of a video, one tracker across the chunks; (parts, done-marker info)."""
-    cfg = rows.config
+    cfg, clock = rows.config, clock or PhaseClock()
     video_id, uri = item[schema.VIDEO_ID], item[schema.URI]
     parts: list[str] = []
     frames = faces = 0
-    with LabelledVideo(item, cfg.max_pixels) as (video, labels_of):
+    with ExitStack() as stack:
+        with clock.phase("decode"):  # opening: the download (S3), the header checks, the label file
+            video, labels_of = stack.enter_context(LabelledVideo(item, cfg.max_pixels))
         tracker = rows.tracker()
-        for number, chunk in enumerate(video.chunks(cfg.chunk_size, cfg.stride, cfg.max_frames)):
-            detections = tracker.process(chunk.frames)
-            table = rows.table([video_id] * len(chunk), chunk.indices, chunk.timestamps, chunk.frames,
-                               detections, labels_of(chunk.indices), [item.get(schema.SUBJECT)] * len(chunk),
-                               video.num_frames)
-            parts.append(shards.write_part(output, FACES, video_id, number, table, attempt))
+        chunks = clock.timed("decode", video.chunks(cfg.chunk_size, cfg.stride, cfg.max_frames))
+        for number, chunk in enumerate(chunks):
+            with clock.phase("detect"):
+                detections = tracker.process(chunk.frames)
+            with clock.phase("align"):
+                table = rows.table([video_id] * len(chunk), chunk.indices, chunk.timestamps, chunk.frames,
+                                   detections, labels_of(chunk.indices), [item.get(schema.SUBJECT)] * len(chunk),
+                                   video.num_frames)
+            with clock.phase("write"):
+                parts.append(shards.write_part(output, FACES, video_id, number, table, attempt))
             frames += len(chunk)
             faces += sum(d is not None for d in detections)
         num_frames = video.num_frames
     return parts, {"frames": frames, "faces": faces, "num_frames": num_frames, "uri": uri}
 
 
-def image_parts(rows: FaceRows, item: dict, output: str, previous: dict | None,
-                attempt: str = "") -> tuple[list[str], dict]:
-    """One part for a batch of still images; unreadable images become their own failure records."""
-    chunk_size = rows.config.chunk_size
+def image_parts(rows: FaceRows, item: dict, output: str, previous: dict | None, attempt: str = "",
+                clock: PhaseClock | None = None) -> tuple[list[str], dict]:
+    """One part for a batch of still images; unreadable images become their own failure records. (Detection
+    and alignment of images are one call: the clock counts both as "detect".)"""
+    chunk_size, clock = rows.config.chunk_size, clock or PhaseClock()
     members = item[MEMBERS] or [{schema.VIDEO_ID: item[schema.VIDEO_ID], schema.URI: item[schema.URI],
                                  schema.LABEL: item.get(schema.LABEL, -1),
                                  schema.SUBJECT: item.get(schema.SUBJECT)}]
     failed: list[str] = []
     tables: list[pa.Table] = []
     for start in range(0, len(members), chunk_size):  # at most chunk_size decoded images in memory
-        loaded, images = _load_images(members[start:start + chunk_size], output, failed)
-        if item[schema.KIND] == "face_crop":
-            tables.append(rows.face_crops(loaded, images))
-        else:
-            tables += rows.images(loaded, images)
+        with clock.phase("decode"):
+            loaded, images = _load_images(members[start:start + chunk_size], output, failed)
+        with clock.phase("detect"):
+            if item[schema.KIND] == "face_crop":
+                tables.append(rows.face_crops(loaded, images))
+            else:
+                tables += rows.images(loaded, images)
     # images that failed in an earlier run of this batch and read fine now: drop their stale records
     for stale in set((previous or {}).get("failed_images", [])) - set(failed):
         storage.delete(shards.failure_uri(output, stale))
     table = pa.concat_tables(tables) if tables else schema.FACES_SCHEMA.empty_table()
-    parts = [shards.write_part(output, FACES, item[schema.VIDEO_ID], 0, table, attempt)]
+    with clock.phase("write"):
+        parts = [shards.write_part(output, FACES, item[schema.VIDEO_ID], 0, table, attempt)]
     faces = table.column(schema.REASON).null_count  # reason is null exactly where a face was found
     info = {"frames": table.num_rows, "faces": faces, "images": len(members), "failed_images": failed}
     if failed:

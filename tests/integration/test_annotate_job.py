@@ -111,9 +111,12 @@ def test_rerun_skips_and_resume_redoes_only_the_lost_video(first_run):
     assert np.allclose(np.stack(after[schema.PROBS]), np.stack(table_before[schema.PROBS]))
 
 
-@pytest.mark.parametrize("system", ["baseline", "mao", "prl"])
-def test_other_systems_from_face_shards(first_run, system):
+def test_temporal_system_from_face_shards(first_run):
+    """PRL (a sequence head over the frame backbone's features) through the job, from the first run's face
+    shards. One system is enough here: the baseline and Mao's clip heads take the same job path (the
+    post-processing actor's TemporalHeads), and tests/unit/test_postprocess.py runs every system's rows."""
     _, base, frames = first_run
+    system = "prl"
     output = f"{base}/{system}"
     summary = _run(base, output, input=f"{base}/out", system=system, window=32)
     assert summary["videos_annotated"] == 2, summary

@@ -19,36 +19,22 @@ import pytest
 
 from fer_ray import schema, shards, storage
 from fer_ray.infer.postprocess import PREDICTIONS, submission_uri
+from tests import golden
 from tests.cluster import job_command, shared_cluster, worker_names
 from tests.conftest import need_shared
-from tests.helpers import count_frames, expected_frames, load_job, upload_videos, write_untrained_models
+from tests.helpers import count_frames, expected_frames
 from tests.s3proxy import FailingS3Proxy, Fault
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
-BUCKET = "faults"
-VIDEOS = {
-    "tw_TW01": "labeled/tw_TW01.mp4",
-    "tw_TW07": "labeled/tw_TW07.mp4",
-    "tw_TW11": "labeled/tw_TW11.mp4",
-    "pyfeat_single_face": "unlabeled/pyfeat_single_face.mp4",
-}
-FRAMES = ["--stride", "5", "--max-frames", "24"]
+BUCKET, VIDEOS, FRAMES = golden.BUCKET, golden.VIDEOS, golden.FRAMES
 
 
 @pytest.fixture(scope="module")
-def reference(s3_server, ray_local):
-    """Inputs on S3 and the clean outputs of both jobs (in-process local Ray): s3://faults/ref/{pre,ann}."""
-    upload_videos(BUCKET, VIDEOS)
-    base = f"s3://{BUCKET}"
-    write_untrained_models(f"{base}/models")
-    # small batches: many logits tasks, so a node dies with work done, in flight and still queued
-    storage.write_text(f"{base}/annotate.yaml", "worker_cpus: 1.5\nnum_workers: 2\nbatch_size: 4\n")
-    assert load_job("preprocess").main(["--input", f"{base}/videos/", "--output", f"{base}/ref/pre", *FRAMES,
-                                        "--worker-cpus", "0.5", "--strict"]) == 0
-    assert load_job("annotate").main(["--input", f"{base}/ref/pre", "--models", f"{base}/models",
-                                      "--output", f"{base}/ref/ann", "--strict"]) == 0
-    return base
+def reference(dev_reference):
+    """The inputs on S3 and the clean outputs of both jobs (in-process local Ray): s3://reference/ref/{pre,ann},
+    shared with test_golden (tests/integration/conftest.py)."""
+    return dev_reference
 
 
 @pytest.fixture(scope="module")
@@ -89,29 +75,35 @@ def predictions_frame(output: str) -> pd.DataFrame:
     return table.sort_values([schema.VIDEO_ID, schema.FRAME_INDEX]).reset_index(drop=True)
 
 
-def assert_same_faces(output: str, reference: str) -> None:
-    """Every decoded frame exactly once, counted against PyAV's reading of the source videos (not against
-    another run of the same code), then equal to the reference run."""
-    assert set(check_complete(output, "faces")) == set(VIDEOS)
+def _only(frame: pd.DataFrame, videos: set[str]) -> pd.DataFrame:
+    return frame[frame[schema.VIDEO_ID].isin(videos)].reset_index(drop=True)
+
+
+def assert_same_faces(output: str, reference: str, videos: set[str] = frozenset(VIDEOS)) -> None:
+    """`videos` complete (and no other), every decoded frame exactly once, counted against PyAV's reading of
+    the source videos (not against another run of the same code), then equal to the reference run."""
+    assert set(check_complete(output, "faces")) == set(videos)
     got = faces_frame(output)
     stride, max_frames = int(FRAMES[1]), int(FRAMES[3])
-    for video_id, rel in VIDEOS.items():
-        want = expected_frames(need_shared("videos", rel), stride=stride, max_frames=max_frames)
+    for video_id in videos:
+        want = expected_frames(need_shared("videos", VIDEOS[video_id]), stride=stride, max_frames=max_frames)
         assert sorted(got.loc[got[schema.VIDEO_ID] == video_id, schema.FRAME_INDEX]) == want, video_id
-    pd.testing.assert_frame_equal(got, faces_frame(reference))
+    pd.testing.assert_frame_equal(_only(got, videos), _only(faces_frame(reference), videos))
 
 
-def assert_same_predictions(output: str, reference: str) -> None:
-    """Every frame of every video exactly once, labels and submission files equal to the reference run."""
-    assert set(check_complete(output, PREDICTIONS)) == set(VIDEOS)
-    got, want = predictions_frame(output), predictions_frame(reference)
-    for video_id, rel in VIDEOS.items():  # one row per frame of the source video, as PyAV counts them
+def assert_same_predictions(output: str, reference: str, videos: set[str] = frozenset(VIDEOS)) -> None:
+    """`videos` complete (and no other), every frame exactly once, labels and submission files equal to the
+    reference run."""
+    assert set(check_complete(output, PREDICTIONS)) == set(videos)
+    got, want = _only(predictions_frame(output), videos), _only(predictions_frame(reference), videos)
+    for video_id in videos:  # one row per frame of the source video, as PyAV counts them
         rows = got[got[schema.VIDEO_ID] == video_id]
-        assert rows[schema.FRAME_INDEX].tolist() == list(range(count_frames(need_shared("videos", rel)))), video_id
+        frames = count_frames(need_shared("videos", VIDEOS[video_id]))
+        assert rows[schema.FRAME_INDEX].tolist() == list(range(frames)), video_id
     same = [schema.VIDEO_ID, schema.FRAME_INDEX, schema.LABEL, schema.FACE_FOUND, schema.FILLED]
     pd.testing.assert_frame_equal(got[same], want[same])
     assert np.allclose(np.stack(got[schema.PROBS]), np.stack(want[schema.PROBS]), atol=1e-5)
-    for video_id in VIDEOS:
+    for video_id in videos:
         assert storage.read_bytes(submission_uri(output, video_id)) == \
             storage.read_bytes(submission_uri(reference, video_id)), video_id
 
@@ -159,67 +151,59 @@ def test_worker_node_killed_during_annotation(reference, cluster):
 # ------------------------------------------------------------------------- S3 errors
 
 
-def test_flaky_s3_writes_and_reads_are_retried(reference, cluster, s3_server):
-    """Every 7th request fails (503 SlowDown / 500 InternalError alternately), and on top: video downloads
-    and face-part reads reset mid-body, one download answered slower than the client timeout, part and
-    prediction uploads cut halfway. Both jobs succeed through the retries and write exactly what a clean
-    run writes."""
+def test_s3_faults_are_retried_or_reported_and_a_rerun_heals(reference, cluster, s3_server):
+    """One preprocess and one annotate run through the failing proxy, then both again with S3 healthy.
+
+    Transient faults, retried: every 7th request fails (503 SlowDown / 500 InternalError alternately); a
+    video download and face-part reads reset mid-body, one download answered slower than the client
+    timeout, part and prediction uploads cut halfway. The videos they hit complete and equal the clean run.
+    Lasting faults, reported: a face-part write and a prediction write that fail on every attempt, and a
+    video whose download is reset every time. Those videos get a failure row with the read's or write's own
+    reason (never the file's bytes), summary.json lists them, --strict exits 1, and no done marker claims
+    them. The healthy rerun redoes exactly them and yields the reference outputs."""
     base = reference
-    faults = [
+    pre_out, ann_out = f"{base}/s3/pre", f"{base}/s3/ann"
+    transient = [
         Fault("reset", "GET", rf"^/{BUCKET}/videos/tw_TW07\.mp4", times=2),
         Fault("slow", "GET", rf"^/{BUCKET}/videos/tw_TW11\.mp4", times=1, delay=15),
-        Fault("cut", "PUT", rf"^/{BUCKET}/flaky/pre/faces/", times=2),
-        Fault("reset", "GET", rf"^/{BUCKET}/flaky/pre/faces/.*part-", times=2),
-        Fault("cut", "PUT", rf"^/{BUCKET}/flaky/ann/predictions/", times=2),
+        Fault("cut", "PUT", rf"^/{BUCKET}/s3/pre/faces/tw_TW(07|11)/", times=2),
+        Fault("reset", "GET", rf"^/{BUCKET}/ref/pre/faces/.*part-", times=2),
+        Fault("cut", "PUT", rf"^/{BUCKET}/s3/ann/predictions/tw_TW(01|11)/", times=2),
     ]
-    with FailingS3Proxy(s3_server, every=7, faults=faults) as proxy:
-        env = {"AWS_ENDPOINT_URL": proxy.url, "FER_RAY_S3_TIMEOUT_S": "5"}
-        pre = cluster.run(preprocess_cmd(base, f"{base}/flaky/pre"), env_vars=env, timeout=400)
-        ann = cluster.run(annotate_cmd(base, f"{base}/flaky/pre", f"{base}/flaky/ann"), env_vars=env, timeout=400)
-    methods = {m for m, _, _ in proxy.failed}
-    print(f"proxy: {proxy.requests} requests, {len(proxy.failed)} failed ({sorted(methods)}), "
-          f"faults {[(f.kind, f.path, f.hits) for f in faults]}")
-    assert pre.status == "SUCCEEDED", pre.logs[-4000:]
-    assert ann.status == "SUCCEEDED", ann.logs[-4000:]
-    assert len(proxy.failed) >= 10 and {"GET"} <= methods and methods & {"PUT", "POST"}
-    assert [f.hits for f in faults] == [f.times for f in faults], "a fault was never injected"
-    assert {500, 503, "reset", "slow", "cut"} <= proxy.kinds()
-    assert_same_faces(f"{base}/flaky/pre", f"{base}/ref/pre")
-    assert_same_predictions(f"{base}/flaky/ann", f"{base}/ref/ann")
-
-
-def test_s3_write_that_never_succeeds_fails_the_video_and_a_rerun_heals(reference, cluster, s3_server):
-    """A write that fails on every attempt, and a video whose download is reset every time: those videos are
-    reported failed (failure row with a reason, summary, exit 1), never marked done; the others complete.
-    A rerun with S3 healthy gives the reference outputs."""
-    base = reference
-    pre_out, ann_out = f"{base}/hard/pre", f"{base}/hard/ann"
-    broken = [(m, rf"^/{BUCKET}/hard/pre/faces/tw_TW01/part-00000") for m in ("PUT", "POST")] + \
-             [(m, rf"^/{BUCKET}/hard/ann/predictions/tw_TW07/") for m in ("PUT", "POST")]
+    broken = [(m, rf"^/{BUCKET}/s3/pre/faces/tw_TW01/part-00000") for m in ("PUT", "POST")] + \
+             [(m, rf"^/{BUCKET}/s3/ann/predictions/tw_TW07/") for m in ("PUT", "POST")]
     unreadable = Fault("reset", "GET", rf"^/{BUCKET}/videos/pyfeat_single_face\.mp4", times=None)
     failing = {"tw_TW01", "pyfeat_single_face"}
-    with FailingS3Proxy(s3_server, always=broken, faults=[unreadable]) as proxy:
-        env = {"AWS_ENDPOINT_URL": proxy.url, "FER_RAY_S3_MAX_ATTEMPTS": "3"}
+    with FailingS3Proxy(s3_server, every=7, always=broken, faults=[*transient, unreadable]) as proxy:
+        # 3 attempts, each of them retried 3 times by the S3 client (storage.py): 9 tries get a transient
+        # fault through, and a lasting one fails within seconds instead of minutes (8 x 8 with backoff)
+        env = {"AWS_ENDPOINT_URL": proxy.url, "FER_RAY_S3_TIMEOUT_S": "5", "FER_RAY_S3_MAX_ATTEMPTS": "3"}
         pre = cluster.run(preprocess_cmd(base, pre_out), env_vars=env, timeout=400)
-        assert proxy.failed, "the broken write was never attempted"
-        assert unreadable.hits >= 3, "the unreadable video was never read"
-        assert pre.status == "FAILED", pre.logs[-4000:]  # --strict: something failed
-        failures = {r[schema.VIDEO_ID]: r for r in shards.read_failures(pre_out).to_pylist()}
-        assert set(failures) == failing and failures["tw_TW01"][schema.ERROR], failures
-        reason = failures["pyfeat_single_face"][schema.ERROR]
-        assert "NETWORK_CONNECTION" in reason, reason  # the read's own reason ...
-        head = storage.read_bytes(f"{base}/videos/pyfeat_single_face.mp4")[:64]
-        assert "ftyp" not in reason and head.decode("latin-1") not in reason  # ... never the file's bytes
-        summary = storage.read_json(storage.join(pre_out, "summary.json"))
-        assert summary["failed"] == 2 and {f["video_id"] for f in summary["failures"]} == failing
-        assert set(check_complete(pre_out, "faces")) == set(VIDEOS) - failing
-
         ann = cluster.run(annotate_cmd(base, f"{base}/ref/pre", ann_out), env_vars=env, timeout=400)
-        assert ann.status == "FAILED", ann.logs[-4000:]
-        summary = storage.read_json(storage.join(ann_out, "summary.json"))
-        assert summary["videos_failed"] == 1 and [f["video_id"] for f in summary["failures"]] == ["tw_TW07"]
-        assert set(check_complete(ann_out, PREDICTIONS)) == set(VIDEOS) - {"tw_TW07"}
-        assert "tw_TW07" not in summary["videos"]
+    methods = {m for m, _, _ in proxy.failed}
+    print(f"proxy: {proxy.requests} requests, {len(proxy.failed)} failed ({sorted(methods)}), "
+          f"faults {[(f.kind, f.path, f.hits) for f in transient + [unreadable]]}")
+    assert len(proxy.failed) >= 10 and {"GET"} <= methods and methods & {"PUT", "POST"}
+    assert [f.hits for f in transient] == [f.times for f in transient], "a fault was never injected"
+    assert unreadable.hits >= 3, "the unreadable video was not read on every attempt"
+    assert {500, 503, "reset", "slow", "cut"} <= proxy.kinds()
+
+    assert pre.status == "FAILED", pre.logs[-4000:]  # --strict: something failed
+    failures = {r[schema.VIDEO_ID]: r for r in shards.read_failures(pre_out).to_pylist()}
+    assert set(failures) == failing and failures["tw_TW01"][schema.ERROR], failures
+    reason = failures["pyfeat_single_face"][schema.ERROR]
+    assert "NETWORK_CONNECTION" in reason, reason  # the read's own reason ...
+    head = storage.read_bytes(f"{base}/videos/pyfeat_single_face.mp4")[:64]
+    assert "ftyp" not in reason and head.decode("latin-1") not in reason  # ... never the file's bytes
+    summary = storage.read_json(storage.join(pre_out, "summary.json"))
+    assert summary["failed"] == 2 and {f["video_id"] for f in summary["failures"]} == failing
+    assert_same_faces(pre_out, f"{base}/ref/pre", videos=set(VIDEOS) - failing)
+
+    assert ann.status == "FAILED", ann.logs[-4000:]
+    summary = storage.read_json(storage.join(ann_out, "summary.json"))
+    assert summary["videos_failed"] == 1 and [f["video_id"] for f in summary["failures"]] == ["tw_TW07"]
+    assert "tw_TW07" not in summary["videos"]
+    assert_same_predictions(ann_out, f"{base}/ref/ann", videos=set(VIDEOS) - {"tw_TW07"})
 
     healed_pre = cluster.run(preprocess_cmd(base, pre_out), timeout=400)
     assert healed_pre.status == "SUCCEEDED", healed_pre.logs[-4000:]

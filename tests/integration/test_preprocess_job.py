@@ -250,8 +250,12 @@ def test_stage_resumes_and_redoes_when_settings_change(tmp_path):
     shutil.copyfile(clip, tmp_path / "clip.mp4")
     first = stage.run_item(item)
     assert (first["status"], first["frames"], first["faces"]) == ("done", 6, 6)
+    # where its seconds went: every phase ran, and together they are within the item's own seconds
+    phases = [first[f"{p}_seconds"] for p in ("decode", "detect", "align", "write")]
+    assert all(p > 0 for p in phases) and sum(phases) <= first["seconds"] + 1e-3, first
     assert not storage.exists(shards.failure_uri(output, "clip"))
-    assert stage.run_item(item)["status"] == "skipped"
+    skipped = stage.run_item(item)
+    assert skipped["status"] == "skipped" and skipped["detect_seconds"] == 0.0
     wider = PreprocessStage(FacesConfig(max_frames=6, stride=2, chunk_size=4), output)
     again = wider.run_item(item)
     assert again["status"] == "done"
