@@ -12,14 +12,19 @@ set's class balance (logit adjustment). Classes the model never saw in training 
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from fer_ray import codec, schema
+import numpy as np
+
+from fer_ray import schema
 from fer_ray.infer.cascade import log_prior
 from fer_ray.infer.systems import ModelEntry, check_prior_correction
-from fer_ray.models import data_config, load_checkpoint
-from fer_ray.models.transforms import eval_transform
+
+if TYPE_CHECKING:
+    import torch
+
+# torch, torchvision and timm (through codec and fer_ray.models) are imported where they run, in the actor:
+# the annotate job's driver only needs this class to name the stage, and importing them costs it ~4 s.
 
 # Ray Data column names can't hold "/"; per-model columns are "scores:<task>:<run name>".
 COLUMN_PREFIX = schema.LOGITS_COLUMN_PREFIX
@@ -31,6 +36,8 @@ def column(entry: ModelEntry) -> str:
 
 
 def pick_device(device: str = "auto") -> str:
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
@@ -38,6 +45,10 @@ def pick_device(device: str = "auto") -> str:
 
 def decode_faces(faces) -> tuple[torch.Tensor, np.ndarray]:
     """(uint8 (k,3,H,W) images, bool (n,) has-face mask) from a column of encoded faces (empty: no face)."""
+    import torch
+
+    from fer_ray import codec
+
     present = np.array([face is not None and len(face) > 0 for face in faces], dtype=bool)
     images = [codec.decode_face(faces[i]) for i in np.flatnonzero(present)]
     if not images:
@@ -50,6 +61,11 @@ class LogitsStage:
 
     def __init__(self, models: list[ModelEntry], device: str = "auto", threads: int = 1,
                  prior_correction: bool = False):
+        import torch
+
+        from fer_ray.models import data_config, load_checkpoint
+        from fer_ray.models.transforms import eval_transform
+
         torch.set_num_threads(threads)
         self.device = pick_device(device)
         self.entries = list(models)
@@ -74,6 +90,8 @@ class LogitsStage:
 
     def _inputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """model key -> its input tensor (one resize per data config) from uint8 (k,3,H,W) images."""
+        import torch
+
         # uint8 goes to the device before resizing: a quarter of the float bytes over PCIe, and the
         # resize runs on the GPU instead of the actor's few CPU threads.
         batch = images.to(self.device).contiguous()
@@ -84,6 +102,8 @@ class LogitsStage:
         return {key: resized[config] for key, config in self.configs.items()}
 
     def _run(self, entry: ModelEntry, inputs: torch.Tensor) -> np.ndarray:
+        import torch
+
         model = self.models[entry.key]
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device == "cuda"):
             if entry.kind == "frame":
@@ -92,8 +112,13 @@ class LogitsStage:
                 out = model.frame_features(inputs)
         return out.float().cpu().numpy()
 
-    @torch.inference_mode()
     def __call__(self, batch: dict) -> dict:
+        import torch
+
+        with torch.inference_mode():
+            return self._scores(batch)
+
+    def _scores(self, batch: dict) -> dict:
         images, present = decode_faces(batch[schema.FACE])
         inputs = self._inputs(images) if present.any() else None
         out = {k: v for k, v in batch.items() if k != schema.FACE}

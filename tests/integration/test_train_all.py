@@ -3,12 +3,24 @@
 Real faces when ../shared/data is present (CK+ 48x48 grey crops resized to 112, one "video" per CK+
 sequence with its subject), otherwise synthetic class-coloured faces; either way the shards are real
 FACES_SCHEMA parquet parts with done markers, read back through Ray Data.
+
+One run trains two models at once (a coarse net for several epochs, a cached 64-px negative net for two) and
+serves every check, including a fault: once the negative net has finished and the coarse net's first epoch
+checkpoint is registered, the test SIGKILLs the coarse net's Ray Train worker (the only live RayTrainWorker,
+found through the GCS actor table). Ray Train (FailureConfig.max_failures) starts a new worker group and
+fer_ray/train/loop.py resumes model, optimiser, scheduler, epoch counter and history from the checkpoint.
+A restart from scratch would rewrite the whole history with post-kill timestamps; the checks below see the
+pre-kill epochs kept and the rest trained after the kill.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -71,22 +83,67 @@ def write_face_shards(output: str, videos: dict[str, dict]) -> None:
         shards.mark_done(output, "faces", video_id, [part], frames=n)
 
 
+KILLED = "coarse_swin"  # the model whose worker the fixture kills
+EPOCHS = {"coarse_swin": 12, "negative_repvgg": 2}  # the coarse net still trains when the other is done
+
+
 def _smoke_two_models(faces: str, output: str):
     from fer_ray.jobs.train import load_config
 
     raw = yaml.safe_load(SMOKE.read_text())
-    keep = {"coarse_swin", "negative_repvgg"}
-    raw["models"] = [m for m in raw["models"] if m["name"] in keep]
+    raw["models"] = [m for m in raw["models"] if m["name"] in EPOCHS]
     for m in raw["models"]:
-        m.update(epochs=2, max_steps_per_epoch=3, max_val_steps=2, batch_size=8)
+        m.update(epochs=EPOCHS[m["name"]], max_steps_per_epoch=3, max_val_steps=2, batch_size=8)
         if m["name"] == "negative_repvgg":  # the other input path: rows read into memory once, 64-px inputs
             m.update(cache_rows=True, input_size=64, keep="last")
     return load_config(raw, {"faces": [faces], "output": output})
 
 
+def _train_workers() -> dict[str, dict]:
+    """actor_id -> {pid, state} of every RayTrainWorker actor (Ray Train's worker class) in the session's Ray,
+    from the GCS actor table (the session's Ray starts no dashboard API server for ray.util.state)."""
+    from ray._private import state
+
+    return {actor_id: {"pid": a.get("Pid"), "state": a.get("State")}
+            for actor_id, a in state.actors().items() if a.get("ActorClassName") == "RayTrainWorker"}
+
+
+def _checkpoints(output: str, name: str) -> list[str]:
+    """Epoch checkpoints of `name` that Ray Train's controller has registered (its snapshot under
+    <output>/_ray). Not the epoch folders: a worker writes its folder before the controller takes the report,
+    and a worker killed in between legitimately restarts from the checkpoint before that one."""
+    names: list[str] = []
+    for snapshot in storage.list_files(storage.join(output, "_ray"), suffix="checkpoint_manager_snapshot.json"):
+        if f"-{name}/" not in snapshot:
+            continue
+        try:
+            names += [r["checkpoint_dir_name"] for r in json.loads(storage.read_bytes(snapshot))["checkpoint_results"]]
+        except (OSError, ValueError, KeyError):  # being rewritten
+            continue
+    return sorted(names)
+
+
+def _kill_when_alone(output: str, before: set[str], job: threading.Thread) -> dict:
+    """Wait until the other model is done and KILLED has a registered checkpoint (not its last), then SIGKILL
+    KILLED's worker; returns what was killed and when."""
+    other = next(n for n in EPOCHS if n != KILLED)
+    deadline = time.time() + 300
+    while not (storage.exists(storage.join(output, other, "summary.json")) and _checkpoints(output, KILLED)):
+        assert job.is_alive(), "train_all ended before the worker could be killed"
+        assert time.time() < deadline, "no checkpoint of the killed model within 300 s"
+        time.sleep(0.5)
+    done_before_kill = _checkpoints(output, KILLED)
+    assert f"epoch-{EPOCHS[KILLED] - 1:04d}" not in done_before_kill, "training finished before the kill"
+    alive = {a: w for a, w in _train_workers().items() if a not in before and w["state"] == "ALIVE"}
+    assert len(alive) == 1, f"expected one live RayTrainWorker (the other model is done), got {alive}"
+    (victim, worker), = alive.items()
+    os.kill(worker["pid"], signal.SIGKILL)
+    return {"actor": victim, "pid": worker["pid"], "at": time.time(), "checkpoints": done_before_kill}
+
+
 @pytest.fixture(scope="module")
 def trained(ray_local, s3_server):
-    """One train_all run (2 models at once) and its rerun, shared by the checks below."""
+    """One train_all run (2 models at once, one worker killed part way) and its rerun, shared by the checks."""
     import boto3
 
     bucket = "t-train-all"
@@ -95,13 +152,24 @@ def trained(ray_local, s3_server):
     output = f"s3://{bucket}/models"
     write_face_shards(faces, _ckplus_videos())
     config = _smoke_two_models(faces, output)
-    t0 = time.time()
-    first = train_all_timed(config)
-    first_seconds = time.time() - t0
-    t0 = time.time()
+    before = set(_train_workers())
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["first"] = train_all_timed(config)
+        except BaseException as exc:  # reported by the main thread
+            outcome["error"] = exc
+
+    job = threading.Thread(target=run, name="train_all", daemon=True)
+    job.start()
+    killed = _kill_when_alone(output, before, job)
+    job.join(timeout=600)
+    assert not job.is_alive(), "train_all did not finish within 600 s of the kill"
+    assert "error" not in outcome, outcome
     second = train_all_timed(config)
-    return {"config": config, "first": first, "second": second, "output": output,
-            "first_seconds": first_seconds, "second_seconds": time.time() - t0}
+    return {"config": config, "first": outcome["first"], "second": second, "output": output,
+            "killed": killed, "before": before}
 
 
 def train_all_timed(config):
@@ -125,7 +193,7 @@ def test_models_trained_and_indexed_on_s3(trained):
         assert 0.0 <= entry["metrics"]["val_macro_f1"] <= 1.0
         metrics_csv = storage.read_bytes(storage.join(output, name, "metrics.csv")).decode()
         rows = list(csv.DictReader(io.StringIO(metrics_csv)))
-        assert [int(r["epoch"]) for r in rows] == [0, 1]
+        assert [int(r["epoch"]) for r in rows] == list(range(EPOCHS[name]))  # each once, in order
         assert all(int(r["train_images"]) > 0 and int(r["val_frames"]) > 0 for r in rows), rows
         assert all(float(r["epoch_end"]) > float(r["epoch_start"]) for r in rows)
         # the saved config reloads as a TrainConfig with just this model
@@ -162,7 +230,27 @@ def test_rerun_resumes_without_retraining(trained):
     for name in first["models"]:
         assert second["models"][name]["finished_at"] == first["models"][name]["finished_at"]
     assert second["version"] == first["version"]
-    assert trained["second_seconds"] < trained["first_seconds"]
+
+
+def test_killed_worker_resumed_from_its_last_checkpoint(trained):
+    killed, output = trained["killed"], trained["output"]
+    # the kill forced a restart: the victim is dead and another worker process ran after it
+    workers = _train_workers()
+    assert workers[killed["actor"]]["state"] == "DEAD"
+    replacements = {a: w for a, w in workers.items() if a not in trained["before"] and a != killed["actor"]}
+    assert len(replacements) >= 2 and all(w["pid"] != killed["pid"] for w in replacements.values()), workers
+    # every epoch once; the pre-kill epochs kept from the checkpoint, the rest trained after the kill
+    metrics = storage.read_bytes(storage.join(output, KILLED, "metrics.csv")).decode()
+    rows = list(csv.DictReader(io.StringIO(metrics)))
+    before = [int(r["epoch"]) for r in rows if float(r["epoch_end"]) < killed["at"]]
+    after = [int(r["epoch"]) for r in rows if float(r["epoch_start"]) > killed["at"]]
+    assert before and after, (killed, rows)
+    assert before + after == list(range(EPOCHS[KILLED])), (
+        f"epochs {before} ended before the kill at {killed['at']:.1f}, {after} started after it: the restarted "
+        "worker did not continue from the checkpoint")
+    # it resumed from the newest checkpoint there was when the worker died (at least the one seen)
+    assert after[0] >= len(killed["checkpoints"]), (killed["checkpoints"], after)
+    assert trained["first"]["models"][KILLED]["status"] == "trained"
 
 
 def test_checkpoint_reloads_identical_logits(trained):

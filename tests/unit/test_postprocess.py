@@ -202,3 +202,15 @@ def test_postprocessing_actor_starts_without_torch():
             "print(sorted(m for m in ('torch', 'timm', 'torchvision', 'facenet_pytorch') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_annotate_driver_imports_without_torch():
+    """The annotate job's driver (jobs/annotate.py, fer_ray.jobs.annotate) imports neither torch, timm nor
+    torchvision: it only names the logits stage, and those imports cost every `ray job submit` ~4 s."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import fer_ray.jobs.annotate; from fer_ray.infer.logits import LogitsStage; "
+            "print(sorted(m for m in ('torch', 'timm', 'torchvision', 'facenet_pytorch') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
