@@ -5,7 +5,8 @@ dev videos and print the CFC-SP Table 1 / Table 4 analogues, per-class F1 and ma
         [--videos tw_TW01 tw_TW07 ...] [--fer2013-limit N] [--ckplus-limit N] [--epochs N] [--seed N]
 
 Not part of `make test` (it trains for tens of minutes on CPU). Steps, each the real job run in this process
-on one local Ray instance through jobs/demo.py's helpers (a rerun on the same --output resumes):
+on one local Ray instance (fer_ray.jobs.demo's inputs, the jobs' command lines through benchmarks/cli_jobs.py;
+a rerun on the same --output resumes):
 1. preprocess taiwanese_dev minus ALL 7 performers of videos/labeled (TW01 TW07 TW11 TW14 TW18 TW21 TW29,
    whatever --videos says); with --ckplus-limit / --fer2013-limit also seeded samples of those grey 48-px
    sets (default none: mixed in, they lowered the videos' macro-F1, see benchmarks/README.md);
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import runpy
 import sys
 import time
 from pathlib import Path
@@ -35,13 +35,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-_DEMO = runpy.run_path(str(ROOT / "jobs" / "demo.py"), run_name="fer_ray_demo_helpers")
-DemoConfig, run_job, write_inputs = _DEMO["DemoConfig"], _DEMO["run_job"], _DEMO["write_inputs"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' own helpers
+
+from cli_jobs import run_job  # noqa: E402
 
 from fer_ray import labels, schema, storage  # noqa: E402
 from fer_ray.evaluate import ablations, metrics  # noqa: E402
 from fer_ray.evaluate.run import load_truth  # noqa: E402
 from fer_ray.infer import cascade, readers  # noqa: E402
+from fer_ray.jobs.demo import DemoConfig, write_inputs  # noqa: E402
 from fer_ray.runtime import (  # noqa: E402
     init_ray,
     machine_info,

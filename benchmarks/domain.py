@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import runpy
 import sys
 import time
 from pathlib import Path
@@ -31,11 +30,13 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-_DEMO = runpy.run_path(str(ROOT / "jobs" / "demo.py"), run_name="fer_ray_demo_helpers")
-DemoConfig, run_job, write_inputs = _DEMO["DemoConfig"], _DEMO["run_job"], _DEMO["write_inputs"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' own helpers
+
+from cli_jobs import run_job  # noqa: E402
 
 from fer_ray import labels, schema, shards, storage  # noqa: E402
 from fer_ray.evaluate import metrics  # noqa: E402
+from fer_ray.jobs.demo import DemoConfig, write_inputs  # noqa: E402
 from fer_ray.runtime import init_ray, machine_info, setup_logging  # noqa: E402
 from fer_ray.train import augment  # noqa: E402
 from fer_ray.train.config import AugmentConfig  # noqa: E402

@@ -34,7 +34,7 @@ from fer_ray.infer.readers import read_predictions
 from fer_ray.video import open_video
 
 __all__ = ["RenderConfig", "Overlay", "pick_codec", "load_predictions", "load_boxes", "frame_rows",
-           "render_video"]
+           "render_video", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +224,20 @@ def pick_codec(codec: str = "auto") -> str:
 def _rate(fps: float) -> Fraction:
     fps = fps if fps and np.isfinite(fps) and fps > 0 else DEFAULT_FPS
     return Fraction(fps).limit_denominator(1001)
+
+
+def run(config: RenderConfig) -> dict:
+    """The render job: one video's overlay from its predictions (and face boxes), the resolved config saved
+    beside it (<output>.yaml); returns render_video's figures with the video id."""
+    from fer_ray import config as config_module
+
+    video_id = config.video_id or storage.stem(config.video)
+    predictions = load_predictions(config.predictions, video_id)
+    boxes = load_boxes(config.faces, video_id) if config.faces else None
+    info = render_video(config.video, predictions, config.output, boxes=boxes, max_frames=config.max_frames,
+                        chunk_size=config.chunk_size, codec=config.codec)
+    config_module.save(config, config.output + ".yaml")
+    return info | {"video_id": video_id}
 
 
 def render_video(video_uri: str, predictions: pa.Table, output: str, boxes: pa.Table | None = None,

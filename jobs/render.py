@@ -20,8 +20,8 @@ from pathlib import Path
 if __package__ in (None, "") and str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python jobs/render.py` from a checkout
 
-from fer_ray import config, storage  # noqa: E402
-from fer_ray.render import RenderConfig, load_boxes, load_predictions, render_video  # noqa: E402
+from fer_ray import config, render  # noqa: E402
+from fer_ray.render import RenderConfig  # noqa: E402
 from fer_ray.runtime import setup_logging  # noqa: E402
 
 log = logging.getLogger("fer_ray.jobs.render")
@@ -49,13 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config.load(RenderConfig, source, overrides=args)
     except (config.ConfigError, ValueError) as exc:
         raise SystemExit(f"render: {exc}") from None
-    video_id = cfg.video_id or storage.stem(cfg.video)
-    predictions = load_predictions(cfg.predictions, video_id)
-    boxes = load_boxes(cfg.faces, video_id) if cfg.faces else None
-    info = render_video(cfg.video, predictions, cfg.output, boxes=boxes, max_frames=cfg.max_frames,
-                        chunk_size=cfg.chunk_size, codec=cfg.codec)
-    config.save(cfg, cfg.output + ".yaml")
-    print(f"{video_id}: {info['frames']} frames at {info['fps']:.3f} fps ({info['codec']}, "
+    info = render.run(cfg)
+    print(f"{info['video_id']}: {info['frames']} frames at {info['fps']:.3f} fps ({info['codec']}, "
           f"{info['width']}x{info['height']}, {info['bytes']} bytes) -> {cfg.output}")
     if info["uncovered"]:
         print(f"warning: {info['uncovered']} frames had no prediction row and were drawn without overlay")

@@ -1,4 +1,5 @@
-"""`make demo` (jobs/demo.py) end to end with OUTPUT=s3://...: every step's output lands on the S3 server.
+"""`make demo` (fer_ray.jobs.demo, behind jobs/demo.py) end to end with OUTPUT=s3://...: every step's output
+lands on the S3 server.
 
 Test-sized: one held-out performer's video, 120 + 60 + 60 training faces, two of the smoke models (one coarse
 net and the negative net: what the cascade needs, trained at once as one wave of Tune trials), the first 240
@@ -16,8 +17,9 @@ import yaml
 
 from fer_ray import schema, storage
 from fer_ray.infer import readers
+from fer_ray.jobs import demo
+from fer_ray.jobs.demo import DemoConfig
 from tests.conftest import ROOT, SHARED_DATA, need_shared
-from tests.helpers import load_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
@@ -48,12 +50,13 @@ class _Images(html.parser.HTMLParser):
 def test_demo_writes_everything_to_s3(ray_local, s3_bucket, s3_server, tmp_path):
     need_shared("videos", "labeled", "tw_TW01.mp4")
     out = f"{s3_bucket}/demo"
-    code = load_job("demo").main(["--data", str(SHARED_DATA), "--output", out, "--videos", "tw_TW01",
-                                  "--train-config", _train_config(tmp_path / "train.yaml"),
-                                  "--taiwanese-limit", "120",
-                                  "--fer2013-limit", "60", "--ckplus-limit", "60", "--max-frames", str(FRAMES),
-                                  "--render-frames", str(RENDER_FRAMES)])
-    assert code == 0
+    result = demo.run(DemoConfig(data=str(SHARED_DATA), output=out, videos=["tw_TW01"],
+                                 train_config=_train_config(tmp_path / "train.yaml"), taiwanese_limit=120,
+                                 fer2013_limit=60, ckplus_limit=60, max_frames=FRAMES,
+                                 render_frames=RENDER_FRAMES))
+    assert list(result["seconds"]) == ["preprocess", "train_all", "annotate", "evaluate", "render"]
+    head = result["headline"]  # what the demo prints: macro-F1 beside majority-class and chance figures
+    assert head["annotated"] > 0 and 0.0 <= head["majority_f1"] <= 1.0 and 0.0 <= head["chance_f1"] <= 1.0
     keys = {o["Key"] for page in boto3.client("s3", endpoint_url=s3_server).get_paginator("list_objects_v2")
             .paginate(Bucket=s3_bucket[len("s3://"):]) for o in page.get("Contents", [])}
     # training: every model of the train config has a checkpoint and is indexed

@@ -21,6 +21,7 @@ CASES = [
      "windows must be >= 0"),
     ("train_all", ["--config", SMOKE, "--faces", "f", "--output", "out",
                    "--max-concurrent-trials", "0"], "max_concurrent_trials must be >= 1"),
+    ("demo", ["--data", "nowhere", "--output", "out"], "no shared data at nowhere"),
 ]
 
 
