@@ -15,8 +15,16 @@ import pyarrow.compute as pc
 import ray
 import ray.data
 
-from fer_ray import schema, shards, storage
+from fer_ray import runtime, schema, shards, storage
 from fer_ray.plan import Step
+
+runtime.quiet_ray_console()  # importing ray.data just added its console handler
+# Ray Data warns once per process when its bars are off (ours are: one bar per stage unless --verbose);
+# marking that warning as given keeps a quiet job quiet.
+if not runtime.verbose():
+    from ray.util.debug import log_once
+
+    log_once("ray_data_progress_manager_disabled")
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +48,9 @@ def data_context(settings: dict | None = None):
     previous values back after it. A dataset keeps the context it was created under (Ray copies it then), so
     create datasets inside the block. Settings this Ray version lacks are skipped."""
     context = ray.data.DataContext.get_current()
-    wanted = {k: v for k, v in (PLAN_SETTINGS if settings is None else settings).items() if hasattr(context, k)}
+    settings = {"enable_progress_bars": runtime.verbose(),  # our own bar per stage unless --verbose
+                **(PLAN_SETTINGS if settings is None else settings)}
+    wanted = {k: v for k, v in settings.items() if hasattr(context, k)}
     saved = {k: getattr(context, k) for k in wanted}
     try:
         for key, value in wanted.items():

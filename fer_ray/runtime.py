@@ -8,8 +8,31 @@ import os
 log = logging.getLogger("fer_ray")
 
 
-def setup_logging(level: int = logging.INFO) -> None:
+VERBOSE_ENV = "FER_RAY_VERBOSE"  # "1": Ray's own INFO lines and worker output on the console too
+
+
+def setup_logging(level: int = logging.INFO, verbose: bool | None = None) -> None:
+    """Our log lines at `level` on the console. `verbose` (a job's --verbose) also prints Ray's own INFO
+    lines and its workers' output there; without it they go only to Ray's session log files."""
+    if verbose is not None:
+        os.environ[VERBOSE_ENV] = "1" if verbose else "0"
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_ray_console()
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "0") == "1"
+
+
+def quiet_ray_console() -> None:
+    """Unless verbose: Ray's console handlers (the "ray" and "ray.*" loggers': Ray Data's progress reports,
+    Train and Tune status lines) print warnings and errors only. Their file handlers keep every line. Ray
+    adds these handlers when its modules are imported, so this runs again after each such import."""
+    level = logging.INFO if verbose() else logging.WARNING
+    for name in ["ray", *(n for n in list(logging.root.manager.loggerDict) if n.startswith("ray."))]:
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.setLevel(level)
 
 
 def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
@@ -20,16 +43,20 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     """
     import ray
 
+    quiet_ray_console()  # importing ray just added its console handler
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    quiet = "" if verbose() else "; Ray's own log lines go to its session logs (--verbose prints them here)"
     if address:
-        ray.init(address=address)
-        log.info("joined the Ray cluster at %s", address)
+        ray.init(address=address, log_to_driver=verbose())
+        quiet_ray_console()
+        log.info("joined the Ray cluster at %s%s", address, quiet)
         return
-    ray.init(num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1")
-    log.info("started a local Ray instance (%s CPUs)", ray.cluster_resources().get("CPU"))
+    ray.init(num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=verbose())
+    quiet_ray_console()
+    log.info("started a local Ray instance (%s CPUs)%s", ray.cluster_resources().get("CPU"), quiet)
 
 
 def machine_info() -> dict:

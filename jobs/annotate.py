@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--allow-root", dest="allowed_roots", action="append", metavar="URI",
                         help="a folder or prefix inputs may also be read from (repeatable); by default only "
                              "the input's own folder")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also print Ray's own log lines and its workers' output (default: its log files only)")
     return parser.parse_args(argv)
 
 
@@ -81,8 +83,8 @@ def print_summary(summary: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging()
     args = vars(parse_args(argv))
+    setup_logging(verbose=args.pop("verbose"))
     source = args.pop("config")
     try:  # flags are flat (--stride ...): load_config nests the face stages' ones under preprocess
         cfg = annotate.load_config(source, args)

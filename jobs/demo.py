@@ -33,12 +33,15 @@ def parse_args(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train-config", dest="train_config", help="train_all config (default configs/smoke.yaml)")
     parser.add_argument("--max-frames", dest="max_frames", type=int, help="annotate the first N frames per video")
     parser.add_argument("--render-frames", dest="render_frames", type=int, help="overlay video length (frames)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also print Ray's own log lines and its workers' output (default: its log files only)")
     return vars(parser.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging()
-    cfg = config.load_for_job("demo", DemoConfig, None, overrides=parse_args(argv))
+    args = parse_args(argv)
+    setup_logging(verbose=args.pop("verbose"))
+    cfg = config.load_for_job("demo", DemoConfig, None, overrides=args)
     init_ray()
     try:
         result = run(cfg)

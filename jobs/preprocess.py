@@ -13,7 +13,6 @@ On a cluster: `ray job submit -- python jobs/preprocess.py ...` (joins it throug
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ if __package__ in (None, "") and str(Path(__file__).resolve().parents[1]) not in
 
 from fer_ray import config, storage  # noqa: E402
 from fer_ray.jobs import preprocess  # noqa: E402
-from fer_ray.runtime import init_ray  # noqa: E402
+from fer_ray.runtime import init_ray, setup_logging  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "the input's own folder")
     parser.add_argument("--address", help="Ray cluster to join ('auto' = the one `ray start` runs here); "
                         "default: RAY_ADDRESS, else a private local instance")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also print Ray's own log lines and its workers' output (default: its log files only)")
     return parser.parse_args(argv)
 
 
@@ -65,8 +66,8 @@ def print_table(rows: list[dict], summary: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = vars(parse_args(argv))
+    setup_logging(verbose=args.pop("verbose"))
     source, address = args.pop("config"), args.pop("address")
     device = args.pop("device")
     if device:

@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
     parser.add_argument("--plan", help="check only: every model's training worker fits a node type of this "
                         "cluster-launcher YAML or KubeRay manifest (e.g. cluster/aws.yaml); no Ray, no training")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also print Ray's own log lines and its workers' output (default: its log files only)")
     return parser.parse_args(argv)
 
 
@@ -57,7 +59,7 @@ def format_table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    runtime.setup_logging()
+    runtime.setup_logging(verbose=args.verbose)
     from fer_ray.jobs import train
 
     overrides = {"faces": args.faces, "output": args.output, "max_concurrent_trials": args.max_concurrent_trials}

@@ -317,3 +317,26 @@ def test_split_decode_matches_fused(local_run, good_inputs, tmp_path):
     statuses = {r["video_id"]: r["status"] for r in again["items_rows"]}
     assert statuses.pop("zero") == statuses.pop("truncated") == "failed"
     assert set(statuses.values()) == {"skipped"}, statuses
+
+
+def test_command_line_is_quiet_by_default(tmp_path):
+    """`python jobs/preprocess.py` prints our lines (a progress bar, the table, the summary), not Ray's:
+    no Ray Data progress reports, no worker output; those stay in Ray's session logs (--verbose)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "in").mkdir()
+    shutil.copyfile(need_shared("videos", "unlabeled", "pyfeat_single_face.mp4"), tmp_path / "in" / "clip.mp4")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    for name in ("RAY_ADDRESS", "TQDM_DISABLE"):  # a local Ray, and the bar a user sees
+        env.pop(name, None)
+    done = subprocess.run([sys.executable, str(root / "jobs" / "preprocess.py"), "--input", str(tmp_path / "in"),
+                           "--output", str(tmp_path / "out"), "--max-frames", "4"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "1 items: 1 done" in output and "preprocess: 100%" in output  # ours: summary and progress bar
+    for noise in ("streaming_executor", "logging_progress", "Started a local Ray instance", "pid="):
+        assert noise not in output, (noise, output[-3000:])
+    assert len(output.splitlines()) <= 20, output
