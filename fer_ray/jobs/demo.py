@@ -84,7 +84,8 @@ class DemoPaths:
     @classmethod
     def of(cls, cfg: DemoConfig) -> DemoPaths:
         out = cfg.output
-        return cls(storage.join(out, "faces"), storage.join(out, "models"), storage.join(out, "annotate"),
+        # the preprocess output (its faces/ table inside), named as configs/smoke.yaml's `faces:` says
+        return cls(storage.join(out, "preprocess"), storage.join(out, "models"), storage.join(out, "annotate"),
                    storage.join(out, "evaluate"), storage.join(out, f"overlay_{storage.safe_key(cfg.videos[0])}.mp4"))
 
 

@@ -81,7 +81,7 @@ def test_face_settings_nest_under_preprocess(tmp_path):
     yaml_path = tmp_path / "annotate.yaml"
     yaml_path.write_text("input: i\nmodels: m\noutput: o\ntrack_every: 5\npreprocess:\n  stride: 2\n")
     args = vars(load_job("annotate").parse_args(["--stride", "4", "--detect-gpus", "0.5"]))
-    args.pop("config")
+    args.pop("config"), args.pop("verbose")  # as jobs/annotate.py's main takes them out
     from_flags = load_config(str(yaml_path), args)
     assert (from_flags.preprocess.stride, from_flags.preprocess.track_every) == (4, 5)
     assert (from_flags.preprocess.worker_gpus, from_flags.preprocess.detector.device) == (0.5, "cuda")
