@@ -20,6 +20,12 @@ def setup_logging(level: int = logging.INFO, verbose: bool | None = None) -> Non
     quiet_ray_console()
 
 
+def add_verbose_flag(parser) -> None:
+    """A job's --verbose (argparse), the one wording every job shows."""
+    parser.add_argument("--verbose", action="store_true",
+                        help="also print Ray's own log lines and its workers' output (default: its log files only)")
+
+
 def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "0") == "1"
 

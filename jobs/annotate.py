@@ -25,7 +25,7 @@ if __package__ in (None, "") and str(Path(__file__).resolve().parents[1]) not in
 
 from fer_ray import config, storage  # noqa: E402
 from fer_ray.jobs import annotate  # noqa: E402
-from fer_ray.runtime import init_ray, setup_logging  # noqa: E402
+from fer_ray.runtime import add_verbose_flag, init_ray, setup_logging  # noqa: E402
 
 log = logging.getLogger("fer_ray.jobs.annotate")
 
@@ -64,8 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--allow-root", dest="allowed_roots", action="append", metavar="URI",
                         help="a folder or prefix inputs may also be read from (repeatable); by default only "
                              "the input's own folder")
-    parser.add_argument("--verbose", action="store_true",
-                        help="also print Ray's own log lines and its workers' output (default: its log files only)")
+    add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 

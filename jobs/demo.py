@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from fer_ray import config, storage  # noqa: E402
 from fer_ray.jobs.demo import DemoConfig, StepFailed, run  # noqa: E402
-from fer_ray.runtime import init_ray, setup_logging  # noqa: E402
+from fer_ray.runtime import add_verbose_flag, init_ray, setup_logging  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> dict:
@@ -33,8 +33,7 @@ def parse_args(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train-config", dest="train_config", help="train_all config (default configs/smoke.yaml)")
     parser.add_argument("--max-frames", dest="max_frames", type=int, help="annotate the first N frames per video")
     parser.add_argument("--render-frames", dest="render_frames", type=int, help="overlay video length (frames)")
-    parser.add_argument("--verbose", action="store_true",
-                        help="also print Ray's own log lines and its workers' output (default: its log files only)")
+    add_verbose_flag(parser)
     return vars(parser.parse_args(argv))
 
 

@@ -21,7 +21,7 @@ if __package__ in (None, "") and str(Path(__file__).resolve().parents[1]) not in
 
 from fer_ray import config, storage  # noqa: E402
 from fer_ray.jobs import preprocess  # noqa: E402
-from fer_ray.runtime import init_ray, setup_logging  # noqa: E402
+from fer_ray.runtime import add_verbose_flag, init_ray, setup_logging  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,8 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "the input's own folder")
     parser.add_argument("--address", help="Ray cluster to join ('auto' = the one `ray start` runs here); "
                         "default: RAY_ADDRESS, else a private local instance")
-    parser.add_argument("--verbose", action="store_true",
-                        help="also print Ray's own log lines and its workers' output (default: its log files only)")
+    add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 

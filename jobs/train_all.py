@@ -35,8 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
     parser.add_argument("--plan", help="check only: every model's training worker fits a node type of this "
                         "cluster-launcher YAML or KubeRay manifest (e.g. cluster/aws.yaml); no Ray, no training")
-    parser.add_argument("--verbose", action="store_true",
-                        help="also print Ray's own log lines and its workers' output (default: its log files only)")
+    runtime.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 
