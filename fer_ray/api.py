@@ -29,7 +29,7 @@ from fer_ray.infer import systems
 from fer_ray.infer.postprocess import VideoPostprocess
 from fer_ray.infer.readers import read_predictions, sorted_frames
 from fer_ray.jobs import annotate
-from fer_ray.jobs.annotate import FACE_COLUMNS, AnnotateConfig
+from fer_ray.jobs.annotate import AnnotateConfig
 
 __all__ = ["annotate_video", "annotate_videos"]
 
@@ -47,7 +47,9 @@ def annotate_video(video: str, models: str, system: str = "cfc_sp", *, output: s
         config = _config(video, models, out, system, options)
         entries, _, version = systems.resolve(config)
         video_id = _preprocess_one(config)
-        faces = shards.read_table(out, schema.FACES_TABLE, schema.FACES_SCHEMA, columns=FACE_COLUMNS)
+        marker = shards.read_marker(out, schema.FACES_TABLE, video_id) or {}
+        faces = shards.read_table(out, schema.FACES_TABLE, schema.FACES_SCHEMA,
+                                  columns=annotate.face_columns([marker]))
         if faces.num_rows == 0:
             raise ValueError(f"{video}: no frames were decoded")
         logits = _logits(faces, entries, config)

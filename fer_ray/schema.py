@@ -7,6 +7,8 @@ constants below):
   faces/_done/<video_key>.json            written last: the video is complete only once this exists
   failures/<video_key>.json               one JSON object per failed work item (FAILURE_SCHEMA fields)
   predictions/<video_key>/part-*.parquet, predictions/_done/<video_key>.json, submission/<video_key>.txt
+                                          (one part and one <video_key>_track<id>.txt per face track when
+                                          a video has several)
   logits/<video_key>/part-*.parquet, logits/_done/<video_key>.json (annotate --keep-logits)
   models.json                             the training job's model index, read by annotate
 """
@@ -41,6 +43,11 @@ DET_SCORE = "det_score"
 LABEL = "label"  # ABAW index, -1 unannotated
 REASON = "reason"  # null when a face was found, else why not ("no_face", ...)
 NUM_FRAMES = "num_frames"  # frames the source video has (same on every row of a video)
+# Which face of the video a row is about. One-face mode (the default): 0 on every row. Every-face mode
+# (preprocess --all-faces): the face's track id (0, 1, ... by first appearance), NO_TRACK on a frame's one
+# no-face row. Downstream work (Smooth Predicting, the cascade, gap fill) runs per (video, track).
+TRACK_ID = "track_id"
+NO_TRACK = -1
 
 # Failures table
 STAGE = "stage"
@@ -81,6 +88,7 @@ FACES_SCHEMA = pa.schema([
     (REASON, pa.string()),
     (SUBJECT, pa.string()),
     (NUM_FRAMES, pa.int64()),
+    (TRACK_ID, pa.int64()),
 ])
 
 FAILURE_SCHEMA = pa.schema([
@@ -97,6 +105,7 @@ LOGITS_SCHEMA = pa.schema([
     (FRAME_INDEX, pa.int64()),
     (MODEL, pa.string()),
     (SCORES, pa.list_(pa.float32())),
+    (TRACK_ID, pa.int64()),
 ])
 
 PREDICTIONS_SCHEMA = pa.schema([
@@ -112,6 +121,7 @@ PREDICTIONS_SCHEMA = pa.schema([
     (FILLED, pa.bool_()),
     (SYSTEM, pa.string()),
     (MODEL_VERSION, pa.string()),
+    (TRACK_ID, pa.int64()),
 ])
 
 # Reasons a frame or video yields no face / no row; stable strings, users filter on them.

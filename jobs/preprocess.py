@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-frames", dest="max_frames", type=int, help="at most N decoded frames per video")
     parser.add_argument("--track-every", dest="track_every", type=int,
                         help="full face detection every K frames, tracking in between")
+    parser.add_argument("--all-faces", dest="all_faces", action="store_true", default=None,
+                        help="every face of a frame, each with a track id (default: one face per frame)")
     parser.add_argument("--limit", type=int, help="at most N images per labelled image set (seeded sample)")
     parser.add_argument("--num-workers", dest="num_workers", type=int, help="detector actors at most")
     parser.add_argument("--worker-cpus", dest="worker_cpus", type=float, help="CPUs per actor")

@@ -142,6 +142,8 @@ def headline(truth: dict[str, np.ndarray], predicted: dict[str, np.ndarray], nam
 def evaluate_run(config: EvaluateConfig) -> dict:
     """Score predictions, compute ablations when logits are given, write the report; returns the summary."""
     predictions = readers.sorted_frames(readers.read_predictions(config.predictions))
+    tracks = readers.main_tracks(predictions)  # one label file per video: its main face track is scored
+    predictions = readers.scored_rows(predictions, tracks)
     video_ids = sorted(predictions[schema.VIDEO_ID].unique().tolist())
     truth = load_truth(config.labels, video_ids)
     if not truth:
@@ -154,7 +156,8 @@ def evaluate_run(config: EvaluateConfig) -> dict:
         [{"class": name, **stats} for name, stats in overall["per_class"].items()]), "per_video": per_video}
     logits_videos = {}
     if config.logits:
-        logits_videos = ablations.group_logits(readers.read_logits(config.logits))
+        logits = readers.scored_table(readers.read_logits(config.logits), tracks)
+        logits_videos = ablations.group_logits(logits)
         tables.update(ablations.all_tables(logits_videos, truth, config.window, config.windows))
     summary = {
         "description": f"{len(names)} videos, {overall['annotated']} annotated frames; predictions "

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fer_ray import labels, schema, storage
+from fer_ray.infer.postprocess import submission_name
 from fer_ray.infer.readers import read_predictions, sorted_frames, video_labels
 
 __all__ = ["FORMATS", "ExportConfig", "write_csv", "write_parquet", "write_abaw", "export_predictions"]
@@ -43,7 +44,8 @@ class ExportConfig:
 
 def _csv_frame(rows: pd.DataFrame) -> pd.DataFrame:
     keep = [c for c in (schema.VIDEO_ID, schema.FRAME_INDEX, schema.TIMESTAMP, schema.LABEL, schema.LABEL_NAME,
-                        schema.FACE_FOUND, schema.FILLED, schema.SYSTEM, schema.MODEL_VERSION) if c in rows]
+                        schema.FACE_FOUND, schema.FILLED, schema.SYSTEM, schema.MODEL_VERSION, schema.TRACK_ID)
+            if c in rows]
     out = rows[keep].reset_index(drop=True)
     probs = np.stack(rows[schema.PROBS].to_numpy()) if len(rows) else np.zeros((0, labels.NUM_CLASSES))
     for k, name in enumerate(labels.ABAW_CLASSES):
@@ -63,20 +65,26 @@ def write_csv(frame: pd.DataFrame, output: str) -> list[str]:
 
 
 def write_parquet(table: pa.Table, output: str) -> list[str]:
-    order = pc.sort_indices(table, [(schema.VIDEO_ID, "ascending"), (schema.FRAME_INDEX, "ascending")])
+    keys = [schema.VIDEO_ID, schema.TRACK_ID, schema.FRAME_INDEX] if schema.TRACK_ID in table.column_names \
+        else [schema.VIDEO_ID, schema.FRAME_INDEX]
+    order = pc.sort_indices(table, [(key, "ascending") for key in keys])
     uri = storage.join(output, "predictions.parquet")
     storage.write_parquet(uri, table.take(order))
     return [uri]
 
 
 def write_abaw(frame: pd.DataFrame, output: str, num_frames: dict[str, int] | None = None) -> list[str]:
-    """One EXPR txt per video; num_frames (video -> frame count) pads past the last predicted frame."""
+    """One EXPR txt per video, or per face track of a video with several (`<key>_track<id>.txt`, as the
+    annotate job names them); num_frames (video -> frame count) pads past the last predicted frame."""
     written = []
+    tracks = frame[schema.TRACK_ID].fillna(0).astype(int) if schema.TRACK_ID in frame else pd.Series(0, frame.index)
     for video_id, rows in frame.groupby(schema.VIDEO_ID, sort=True):
-        values, _ = video_labels(rows, (num_frames or {}).get(video_id))
-        uri = storage.join(output, storage.safe_key(video_id) + ".txt")
-        labels.write_expr(uri, values)
-        written.append(uri)
+        several = sorted(set(tracks[rows.index])) != [0]
+        for track, track_rows in rows.groupby(tracks[rows.index], sort=True):
+            values, _ = video_labels(track_rows, (num_frames or {}).get(video_id))
+            uri = storage.join(output, submission_name(video_id, int(track) if several else None))
+            labels.write_expr(uri, values)
+            written.append(uri)
     return written
 
 

@@ -24,8 +24,39 @@ from fer_ray.plan import Resources, Step
 PREDICTIONS, LOGITS, SUBMISSION = schema.PREDICTIONS_TABLE, schema.LOGITS_TABLE, schema.SUBMISSION_DIR
 
 
-def submission_uri(output: str, video_id: str) -> str:
-    return storage.join(output, schema.SUBMISSION_DIR, storage.safe_key(video_id) + ".txt")
+def submission_name(video_id: str, track: int | None = None) -> str:
+    """File name of the ABAW txt of a video (one face stream), or of one face track of a video with several:
+    `<key>_track<id>.txt`."""
+    return storage.safe_key(video_id) + ("" if track is None else f"_track{int(track)}") + ".txt"
+
+
+def submission_uri(output: str, video_id: str, track: int | None = None) -> str:
+    return storage.join(output, schema.SUBMISSION_DIR, submission_name(video_id, track))
+
+
+def track_ids(batch: dict) -> np.ndarray:
+    """Each row's face track (schema.TRACK_ID); 0 on every row of faces written before tracks existed."""
+    if schema.TRACK_ID in batch:
+        return np.asarray(batch[schema.TRACK_ID], dtype=np.int64)
+    return np.zeros(len(batch[schema.FRAME_INDEX]), dtype=np.int64)
+
+
+def split_tracks(batch: dict) -> list[tuple[int, dict]]:
+    """One video's rows (sorted by frame, track) as (track id, that track's rows) per face track, by id.
+    Rows with no track (a frame without any face in every-face mode) only count for the frame timeline; a
+    video without any track is one track 0 whose frames all lack a face (its predictions are all filled)."""
+    tracks = track_ids(batch)
+    n = len(tracks)
+    ids = sorted(int(t) for t in set(tracks.tolist()) if t != schema.NO_TRACK)
+    if not ids:
+        no_face = {k: v for k, v in batch.items()}
+        no_face[schema.FACE_FOUND] = np.zeros(n, dtype=bool)
+        return [(0, no_face)]
+    out = []
+    for track in ids:
+        rows = tracks == track
+        out.append((track, {k: np.asarray(v)[rows] if len(v) == n else v for k, v in batch.items()}))
+    return out
 
 
 def full_timestamps(frames: np.ndarray, stamps: np.ndarray, num_frames: int) -> np.ndarray:
@@ -81,10 +112,12 @@ class TemporalHeads:
 
 def _sorted_unique(batch: dict) -> dict:
     frames = np.asarray(batch[schema.FRAME_INDEX], dtype=np.int64)
-    # keep the last row of any repeated frame (a retried task), then frame order
-    _, last = np.unique(frames[::-1], return_index=True)
+    tracks = track_ids(batch)
+    # keep the last row of any repeated (frame, track) (a retried task), then frame and track order
+    keys = np.stack([frames, tracks], axis=1)
+    _, last = np.unique(keys[::-1], axis=0, return_index=True)
     order = (len(frames) - 1 - last)
-    order = order[np.argsort(frames[order], kind="stable")]
+    order = order[np.lexsort((tracks[order], frames[order]))]
     return {k: np.asarray(v)[order] if len(v) == len(frames) else v for k, v in batch.items()}
 
 
@@ -130,39 +163,49 @@ class VideoPostprocess:
         return predict_video(VideoScores(frames, probs), self.system, self.window, num_frames)
 
     def __call__(self, batch: dict) -> dict:
+        """One video's rows -> its predictions, one part per face track: ensemble, SP, cascade and gap fill run
+        on each track's own frames, so Smooth Predicting never mixes two people."""
         start = time.perf_counter()
         batch = _sorted_unique(batch)
         video_id = str(batch[schema.VIDEO_ID][0])
         frames = batch[schema.FRAME_INDEX]
         num_frames = int(max(int(np.max(batch[schema.NUM_FRAMES])), int(frames.max()) + 1))
-        face = np.asarray(batch[schema.FACE_FOUND], dtype=bool)
-        scores = self._scores(batch, face)
-        result = self._predict(frames, scores, num_frames)
         stamps = full_timestamps(frames, np.asarray(batch[schema.TIMESTAMP], dtype=np.float64), num_frames)
         source, fingerprint = self.sources.get(video_id, ""), self.fingerprint_of(video_id)
         attempt = shards.next_attempt(shards.read_marker(self.output, schema.PREDICTIONS_TABLE, video_id), fingerprint)
-        parts = [shards.write_part(self.output, schema.PREDICTIONS_TABLE, video_id, 0,
-                                   self._table(video_id, result, stamps, num_frames), attempt)]
+        tracks = split_tracks(batch)
+        several = [t for t, _ in tracks] != [0]  # one face stream (track 0): today's files, exactly
+        parts, logits_parts, histogram, faces_found = [], [], np.zeros(labels.NUM_CLASSES, np.int64), 0
+        for number, (track, rows) in enumerate(tracks):
+            face = np.asarray(rows[schema.FACE_FOUND], dtype=bool)
+            scores = self._scores(rows, face)
+            result = self._predict(rows[schema.FRAME_INDEX], scores, num_frames)
+            parts.append(shards.write_part(self.output, schema.PREDICTIONS_TABLE, video_id, number,
+                                           self._table(video_id, result, stamps, num_frames, track), attempt))
+            if self.keep_logits:
+                logits_parts.append(_logits_table(video_id, rows[schema.FRAME_INDEX], scores, track))
+            # one whole file, replaced atomically; the predictions marker below says which version is done
+            labels.write_expr(submission_uri(self.output, video_id, track if several else None), result["label"])
+            histogram += np.bincount(result["label"], minlength=labels.NUM_CLASSES)
+            faces_found += int((~result["filled"]).sum())
         if self.keep_logits:
-            logits_attempt = shards.next_attempt(shards.read_marker(self.output, schema.LOGITS_TABLE, video_id), fingerprint)
-            parts_logits = [shards.write_part(self.output, schema.LOGITS_TABLE, video_id, 0,
-                                              _logits_table(video_id, frames, scores), logits_attempt)]
-            shards.mark_done(self.output, schema.LOGITS_TABLE, video_id, parts_logits, model_version=self.version,
-                             source=source)
-        # one whole file, replaced atomically; the predictions marker below is what says which version is done
-        labels.write_expr(submission_uri(self.output, video_id), result["label"])
-        histogram = np.bincount(result["label"], minlength=labels.NUM_CLASSES).tolist()
-        faces_found = int((~result["filled"]).sum())
+            self._write_logits(video_id, logits_parts, fingerprint, source)
+        track_info = {"tracks": [t for t, _ in tracks]} if several else {}
         shards.mark_done(self.output, schema.PREDICTIONS_TABLE, video_id, parts, model_version=self.version, source=source,
-                         frames=num_frames, faces=faces_found, histogram=histogram)
+                         frames=num_frames, faces=faces_found, histogram=histogram.tolist(), **track_info)
         return {schema.VIDEO_ID: [video_id], "status": ["done"], "frames": [num_frames], "faces": [faces_found],
                 "seconds": [time.perf_counter() - start], schema.ERROR: [""]}
+
+    def _write_logits(self, video_id: str, tables: list[pa.Table], fingerprint: str, source: str) -> None:
+        attempt = shards.next_attempt(shards.read_marker(self.output, schema.LOGITS_TABLE, video_id), fingerprint)
+        parts = [shards.write_part(self.output, schema.LOGITS_TABLE, video_id, 0, pa.concat_tables(tables), attempt)]
+        shards.mark_done(self.output, schema.LOGITS_TABLE, video_id, parts, model_version=self.version, source=source)
 
     def fingerprint_of(self, video_id: str) -> str:
         """What one annotation of a video depends on: the model version and its faces' fingerprint."""
         return f"{self.version}|{self.sources.get(video_id, '')}"
 
-    def _table(self, video_id: str, result: dict, stamps: np.ndarray, num_frames: int) -> pa.Table:
+    def _table(self, video_id: str, result: dict, stamps: np.ndarray, num_frames: int, track: int = 0) -> pa.Table:
         label = result["label"].astype(np.int64)
         empty = [[] for _ in range(num_frames)]
         return pa.table({
@@ -178,18 +221,20 @@ class VideoPostprocess:
             schema.FILLED: result["filled"],
             schema.SYSTEM: [self.system_name] * num_frames,
             schema.MODEL_VERSION: [self.version] * num_frames,
+            schema.TRACK_ID: np.full(num_frames, track, dtype=np.int64),
         }, schema=schema.PREDICTIONS_SCHEMA)
 
 
-def _logits_table(video_id: str, frames: np.ndarray, scores: dict[str, np.ndarray]) -> pa.Table:
+def _logits_table(video_id: str, frames: np.ndarray, scores: dict[str, np.ndarray], track: int = 0) -> pa.Table:
     """Long per-model logits (LOGITS_SCHEMA) for the frames with a face: what the ablation tables read."""
-    rows = {schema.VIDEO_ID: [], schema.FRAME_INDEX: [], schema.MODEL: [], schema.SCORES: []}
+    rows = {schema.VIDEO_ID: [], schema.FRAME_INDEX: [], schema.MODEL: [], schema.SCORES: [], schema.TRACK_ID: []}
     for key, values in sorted(scores.items()):
         ok = ~np.isnan(values).any(axis=1)
         rows[schema.VIDEO_ID] += [video_id] * int(ok.sum())
         rows[schema.FRAME_INDEX] += frames[ok].tolist()
         rows[schema.MODEL] += [key] * int(ok.sum())
         rows[schema.SCORES] += list(values[ok])
+        rows[schema.TRACK_ID] += [int(track)] * int(ok.sum())
     return pa.table(rows, schema=schema.LOGITS_SCHEMA)
 
 

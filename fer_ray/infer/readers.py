@@ -14,7 +14,8 @@ import pyarrow as pa
 from fer_ray import schema, shards, storage
 from fer_ray.infer import fill
 
-__all__ = ["read_run_table", "read_predictions", "read_logits", "sorted_frames", "video_labels"]
+__all__ = ["read_run_table", "read_predictions", "read_logits", "sorted_frames", "video_labels", "main_tracks",
+           "scored_rows", "scored_table"]
 
 
 def read_run_table(run: str, table: str, table_schema: pa.Schema) -> pa.Table:
@@ -38,9 +39,11 @@ def read_logits(run: str) -> pa.Table:
 
 
 def sorted_frames(table: pa.Table) -> pd.DataFrame:
-    """The table as pandas, sorted by video and frame (readers hand rows back in any order)."""
+    """The table as pandas, sorted by video, face track and frame (readers hand rows back in any order)."""
     frame = table.to_pandas()
-    return frame.sort_values([schema.VIDEO_ID, schema.FRAME_INDEX], kind="stable").reset_index(drop=True)
+    keys = [schema.VIDEO_ID, schema.TRACK_ID, schema.FRAME_INDEX] if schema.TRACK_ID in frame else \
+        [schema.VIDEO_ID, schema.FRAME_INDEX]
+    return frame.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 def video_labels(rows: pd.DataFrame, num_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -54,3 +57,42 @@ def video_labels(rows: pd.DataFrame, num_frames: int | None = None) -> tuple[np.
         num_frames = int(frames.max()) + 1 if frames.size else 0
     values, covered = fill.expand(frames, rows[schema.LABEL].to_numpy(dtype=np.int64), num_frames)
     return fill.fill_gaps(values, covered)
+
+
+def main_tracks(frame: pd.DataFrame) -> dict[str, int]:
+    """video -> the face track its one label file is scored against: its only track or, in a video with
+    several, the one with the most frames with a face (ties: the lower id). Until left/right subject names
+    pair label files with tracks, a video's other tracks are annotated but not scored."""
+    if schema.TRACK_ID not in frame or frame.empty:
+        return {}
+    tracks = frame[schema.TRACK_ID].fillna(0).astype(np.int64)
+    found = frame[schema.FACE_FOUND].astype(bool) if schema.FACE_FOUND in frame else pd.Series(True, frame.index)
+    counts = pd.DataFrame({"v": frame[schema.VIDEO_ID], "t": tracks, "f": found}).groupby(["v", "t"])["f"].sum()
+    out = {}
+    for (video, track), n in counts.sort_index().items():
+        if video not in out or n > counts[(video, out[video])]:
+            out[str(video)] = int(track)
+    return out
+
+
+def scored_rows(frame: pd.DataFrame, tracks: dict[str, int]) -> pd.DataFrame:
+    """The rows of each video's scored track (`main_tracks`); a table without track ids as it is."""
+    if schema.TRACK_ID not in frame or not tracks:
+        return frame
+    wanted = frame[schema.VIDEO_ID].map(tracks)
+    keep = frame[schema.TRACK_ID].fillna(0).astype(np.int64) == wanted
+    return frame[keep.fillna(False)].reset_index(drop=True)
+
+
+def scored_table(table: pa.Table, tracks: dict[str, int]) -> pa.Table:
+    """`scored_rows` for an Arrow table (logits: kept in Arrow, they are the large table)."""
+    import pyarrow.compute as pc
+
+    if schema.TRACK_ID not in table.column_names:
+        return table
+    column = pc.fill_null(table.column(schema.TRACK_ID), 0)
+    if not pc.any(pc.not_equal(column, 0)).as_py():  # one face stream per video
+        return table
+    videos = table.column(schema.VIDEO_ID).to_numpy(zero_copy_only=False)
+    wanted = pd.Series(videos).map(tracks).fillna(-2).to_numpy(np.int64)
+    return table.filter(pa.array(column.to_numpy(zero_copy_only=False) == wanted))

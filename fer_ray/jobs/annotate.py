@@ -29,6 +29,15 @@ FACES = schema.FACES_TABLE
 FACE_COLUMNS = [schema.VIDEO_ID, schema.FRAME_INDEX, schema.TIMESTAMP, schema.FACE, schema.NUM_FRAMES]
 
 
+def face_columns(markers: list[dict]) -> list[str]:
+    """FACE_COLUMNS, plus the track id when a video was preprocessed with every face (its done marker lists
+    its tracks). Faces written in one-face mode, including those from before track ids existed, are read
+    without it: their rows are track 0 (fer_ray.infer.postprocess.track_ids)."""
+    if any("tracks" in m for m in markers):
+        return [*FACE_COLUMNS, schema.TRACK_ID]
+    return list(FACE_COLUMNS)
+
+
 # Where annotate's face stages differ from the preprocess job's defaults: one detector actor unless asked
 # (as many as logits actors when --num-workers is given), so annotate's actors share small nodes.
 FACES_DEFAULTS = {"num_workers": 1}
@@ -43,7 +52,7 @@ class AnnotateConfig:
     """`jobs/annotate.py` options. `input` is videos (manifest, dir, s3 prefix) or a preprocess output.
 
     `preprocess` holds the face stages' settings for video inputs (frame selection, crops, detector actors);
-    the flags --stride, --max-frames, --track-every, --decode-workers and --detect-gpus set them."""
+    the flags --stride, --max-frames, --track-every, --all-faces, --decode-workers and --detect-gpus set them."""
 
     input: str
     models: str
@@ -93,9 +102,10 @@ def nest_options(options: dict) -> dict:
     """Flat options as the flags, notebooks and earlier configs give them (`stride`, `track_every`,
     `detect_gpus`, ...) nested under `preprocess`; None values (flags not given) dropped. `num_workers`
     also sizes the detector actors unless `preprocess.num_workers` says otherwise, as it always did."""
-    out = {k: v for k, v in options.items() if v is not None and k not in AnnotateConfig.moved_keys}
-    faces = {k: options[k] for k in ("stride", "max_frames", "face_size", "track_every", "decode_workers")
-             if options.get(k) is not None}
+    flat = ("stride", "max_frames", "face_size", "track_every", "decode_workers", "all_faces")
+    out = {k: v for k, v in options.items() if v is not None and k not in AnnotateConfig.moved_keys
+           and k not in flat}
+    faces = {k: options[k] for k in flat if options.get(k) is not None}
     gpus = options.get("detect_gpus")
     if gpus is not None:
         faces["worker_gpus"] = gpus
@@ -136,8 +146,9 @@ def run(config: AnnotateConfig) -> dict:
     log.info("system %s, models %s, version %s: %d videos to annotate, %d already done, %d given up",
              config.system, [e.name for e in entries], version, len(todo), len(finished), len(gave_up))
     parts = shards.complete_parts(faces_uri, FACES, todo)
-    rows = _annotate(config, parts, steps(config, entries, extras, version, {v: sources[v] for v in todo},
-                                          len(parts)), len(todo)) if parts else []
+    plan = steps(config, entries, extras, version, {v: sources[v] for v in todo}, len(parts))
+    columns = face_columns([faces_markers[v] for v in todo])
+    rows = _annotate(parts, columns, plan, len(todo)) if parts else []
     return write_summary(config, rows, finished, version, time.perf_counter() - start, started_at, gave_up)
 
 
@@ -176,12 +187,12 @@ def postprocess_kwargs(config: AnnotateConfig, entries, extras, version: str, so
             "keep_logits": config.keep_logits, "sources": sources}
 
 
-def _annotate(config: AnnotateConfig, parts: list[str], plan: list[Step], videos: int) -> list[dict]:
+def _annotate(parts: list[str], columns: list[str], plan: list[Step], videos: int) -> list[dict]:
     from fer_ray import raydata
 
     rows: list[dict] = []
     with tqdm(total=videos, desc="annotate", unit="video") as bar:
-        for row in raydata.run_parquet(parts, FACE_COLUMNS, plan, read_cpus=0.25):
+        for row in raydata.run_parquet(parts, columns, plan, read_cpus=0.25):
             rows.append(row)
             bar.update(1)
             bar.set_postfix(frames=sum(int(r["frames"]) for r in rows))

@@ -44,6 +44,12 @@ class FacesConfig:
     max_frames: int | None = None  # at most this many decoded frames per video (after stride)
     face_size: int = 112  # aligned crop side, pixels
     track_every: int = 1  # full detection every k decoded frames, O-net tracking in between
+    # False: one face per frame (the largest, or the one that follows the previous frame's face). True: every
+    # face, each with a track id (fer_ray.faces.MultiFaceTracker); a face missing for up to max_gap frames
+    # keeps its id, and tracks with fewer than min_track_length faces are dropped when the video ends.
+    all_faces: bool = False
+    max_gap: int = 10
+    min_track_length: int = 10
     chunk_size: int = 32  # frames decoded, detected and written at a time (one part each)
     jpeg_quality: int = 95
     max_pixels: int = MAX_PIXELS  # videos with larger frames fail instead of exhausting memory
@@ -66,6 +72,12 @@ class FacesConfig:
             raise ValueError(f"face_size must be in 16..1024, got {self.face_size}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if self.max_gap < 0 or self.min_track_length < 1:
+            raise ValueError(f"max_gap must be >= 0 and min_track_length >= 1, got {self.max_gap}, "
+                             f"{self.min_track_length}")
+        if self.all_faces and self.decode_workers > 0:
+            raise ValueError("all_faces needs decode_workers: 0 (the split decode/detect path does not link "
+                             "face tracks across chunks yet)")
         if self.decode_workers < 0 or self.decode_cpus <= 0:
             raise ValueError("decode_workers must be >= 0 and decode_cpus > 0")
         if self.worker_cpus <= 0 or self.worker_gpus < 0:
@@ -78,5 +90,7 @@ class FacesConfig:
         """Hash of the settings that change a shard's rows (not where or how fast it runs)."""
         keys = ("stride", "max_frames", "face_size", "track_every", "jpeg_quality")
         data = {k: getattr(self, k) for k in keys} | {"detector": asdict(self.detector)}
+        if self.all_faces:  # one-face outputs keep the fingerprint they had before these settings existed
+            data |= {k: getattr(self, k) for k in ("all_faces", "max_gap", "min_track_length")}
         return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -21,6 +21,45 @@ def faces_table(rows: dict[str, list]) -> pa.Table:
     return pa.Table.from_pydict(rows, schema=schema.FACES_SCHEMA)
 
 
+def frame_rows(found: list) -> tuple[np.ndarray | None, list, list[int]]:
+    """(row -> frame position in the chunk, row detections, row track ids) from a tracker's per-frame output:
+    Detection | None per frame (one face: one row per frame, track 0, positions None), or (track id,
+    Detection) pairs per frame (every face: a frame without any gets one no-face row, track NO_TRACK)."""
+    if not any(isinstance(f, list) for f in found):
+        return None, list(found), [0] * len(found)
+    rows, detections, tracks = [], [], []
+    for position, pairs in enumerate(found):
+        for track_id, face in pairs or [(schema.NO_TRACK, None)]:
+            rows.append(position)
+            detections.append(face)
+            tracks.append(track_id)
+    return np.asarray(rows, dtype=np.int64), detections, tracks
+
+
+def keep_tracks(table: pa.Table, kept: set[int]) -> pa.Table:
+    """`table` (one chunk's face rows) without the rows of tracks not in `kept`; a frame left without any
+    row gets one no-face row (track NO_TRACK), so every decoded frame still has a row."""
+    import pyarrow.compute as pc
+
+    tracks = table.column(schema.TRACK_ID)
+    keep = pc.or_(pc.is_in(tracks, pa.array(sorted(kept), pa.int64())), pc.equal(tracks, schema.NO_TRACK))
+    kept_rows = table.filter(keep)
+    frames_left = set(kept_rows.column(schema.FRAME_INDEX).to_pylist())
+    dropped = table.filter(pc.invert(keep)).to_pylist()
+    blanks, seen = [], set()
+    for row in dropped:
+        frame = row[schema.FRAME_INDEX]
+        if frame in frames_left or frame in seen:
+            continue
+        seen.add(frame)
+        blanks.append({**row, schema.FACE: b"", schema.BBOX: None, schema.LANDMARKS: None, schema.DET_SCORE: None,
+                       schema.REASON: schema.REASON_NO_FACE, schema.TRACK_ID: schema.NO_TRACK})
+    if not blanks:
+        return kept_rows
+    out = pa.concat_tables([kept_rows, pa.Table.from_pylist(blanks, schema=table.schema)])
+    return out.sort_by([(schema.FRAME_INDEX, "ascending"), (schema.TRACK_ID, "ascending")])
+
+
 class FaceRows:
     """The detector (loaded once) and the crop settings: frames and their detections -> face rows."""
 
@@ -29,14 +68,32 @@ class FaceRows:
         self.detector = make_detector(config.detector)
 
     def tracker(self):
-        """A fresh tracker: full detection every `track_every` frames, O-net tracking in between."""
-        from fer_ray.faces import FaceTracker
+        """A fresh tracker: full detection every `track_every` frames, O-net tracking in between; one face
+        per frame, or every face with a track id (`all_faces`)."""
+        from fer_ray.faces import FaceTracker, MultiFaceTracker
 
-        return FaceTracker(self.detector, every=self.config.track_every)
+        cfg = self.config
+        if cfg.all_faces:
+            return MultiFaceTracker(self.detector, every=cfg.track_every, max_gap=cfg.max_gap,
+                                    min_track_length=cfg.min_track_length)
+        return FaceTracker(self.detector, every=cfg.track_every)
+
+    def chunk_table(self, video_id: str, chunk, found: list, frame_labels, subject, num_frames) -> pa.Table:
+        """FACES_SCHEMA rows of one decoded chunk from what its tracker found per frame: a Detection or None
+        (one-face mode: one row per frame, track 0), or a list of (track id, Detection) pairs (every-face
+        mode: a row per pair, or one no-face row with track NO_TRACK)."""
+        rows, detections, tracks = frame_rows(found)
+        n, frame_labels = len(detections), np.asarray(frame_labels)
+        if rows is None:  # one row per frame: no copy of the frames
+            return self.table([video_id] * n, chunk.indices, chunk.timestamps, chunk.frames, detections,
+                              frame_labels, [subject] * n, num_frames)
+        return self.table([video_id] * n, chunk.indices[rows], chunk.timestamps[rows], chunk.frames[rows],
+                          detections, frame_labels[rows], [subject] * n, num_frames, tracks)
 
     def table(self, video_ids, indices, timestamps, frames, detections, frame_labels, subjects,
-              num_frames) -> pa.Table:
-        """FACES_SCHEMA rows for equally sized frames and their detections (None: no face)."""
+              num_frames, track_ids=None) -> pa.Table:
+        """FACES_SCHEMA rows for equally sized frames and their detections (None: no face); track 0 on every
+        row unless `track_ids` says otherwise."""
         n = len(video_ids)
         return faces_table({
             schema.VIDEO_ID: list(video_ids),
@@ -51,6 +108,7 @@ class FaceRows:
             schema.REASON: [None if d is not None else schema.REASON_NO_FACE for d in detections],
             schema.SUBJECT: [s or None for s in subjects],
             schema.NUM_FRAMES: [int(num_frames)] * n,
+            schema.TRACK_ID: [0] * n if track_ids is None else [int(t) for t in track_ids],
         })
 
     def crops(self, frames: np.ndarray, detections: list) -> list[bytes]:

@@ -166,17 +166,40 @@ def video_parts(rows: FaceRows, item: dict, output: str, attempt: str = "",
         chunks = clock.timed("decode", video.chunks(cfg.chunk_size, cfg.stride, cfg.max_frames))
         for number, chunk in enumerate(chunks):
             with clock.phase("detect"):
-                detections = tracker.process(chunk.frames)
+                found = tracker.process(chunk.frames)
             with clock.phase("align"):
-                table = rows.table([video_id] * len(chunk), chunk.indices, chunk.timestamps, chunk.frames,
-                                   detections, labels_of(chunk.indices), [item.get(schema.SUBJECT)] * len(chunk),
-                                   video.num_frames)
+                table = rows.chunk_table(video_id, chunk, found, labels_of(chunk.indices), item.get(schema.SUBJECT),
+                                         video.num_frames)
             with clock.phase("write"):
                 parts.append(shards.write_part(output, FACES, video_id, number, table, attempt))
             frames += len(chunk)
-            faces += sum(d is not None for d in detections)
+            faces += table.column(schema.REASON).null_count  # null exactly where a face was found
         num_frames = video.num_frames
-    return parts, {"frames": frames, "faces": faces, "num_frames": num_frames, "uri": uri}
+    info = {"frames": frames, "faces": faces, "num_frames": num_frames, "uri": uri}
+    if cfg.all_faces:
+        with clock.phase("write"):
+            info.update(drop_short_tracks(output, parts, tracker))
+    return parts, info
+
+
+def drop_short_tracks(output: str, parts: list[str], tracker) -> dict:
+    """Every-face mode, once the video is tracked: rewrite the parts that hold rows of tracks shorter than
+    min_track_length without them (fer_ray.preprocess.faces.keep_tracks); the done-marker info on tracks."""
+    from fer_ray.preprocess.faces import keep_tracks
+
+    lengths, kept = tracker.lengths(), set(tracker.finish())
+    faces = 0
+    if set(lengths) - kept:
+        for uri in parts:
+            table = storage.read_parquet(uri)
+            pruned = keep_tracks(table, kept)
+            if not pruned.equals(table):
+                storage.write_parquet(uri, pruned)
+            faces += pruned.column(schema.REASON).null_count
+    else:
+        faces = sum(lengths.values())
+    return {"faces": faces, "tracks": {str(t): lengths[t] for t in sorted(kept)},
+            "short_tracks_dropped": len(set(lengths) - kept)}
 
 
 def image_parts(rows: FaceRows, item: dict, output: str, previous: dict | None, attempt: str = "",

@@ -41,6 +41,7 @@ def _predictions(video_id: str, n: int, filled: np.ndarray, seed: int = 0) -> pa
         schema.FILLED: filled,
         schema.SYSTEM: ["baseline"] * n,
         schema.MODEL_VERSION: ["test"] * n,
+        schema.TRACK_ID: [0] * n,
     }, schema=schema.PREDICTIONS_SCHEMA)
 
 
@@ -110,7 +111,7 @@ def test_render_job_on_real_clip(tmp_path):
         row = {schema.VIDEO_ID: video_id, schema.FRAME_INDEX: i, schema.TIMESTAMP: i / 30, schema.FACE: b"",
                schema.BBOX: [60.0, 50.0, 200.0, 220.0] if has else None, schema.LANDMARKS: None,
                schema.DET_SCORE: None, schema.LABEL: -1, schema.REASON: None if has else schema.REASON_NO_FACE,
-               schema.SUBJECT: None, schema.NUM_FRAMES: 2466}
+               schema.SUBJECT: None, schema.NUM_FRAMES: 2466, schema.TRACK_ID: 0}
         for key, value in row.items():
             faces[key].append(value)
     part = shards.write_part(run, FACES_TABLE, video_id, 0, pa.table(faces, schema=schema.FACES_SCHEMA))

@@ -43,7 +43,7 @@ def _make_run(base: str) -> tuple[str, str]:
     write_run(run, {"v1": predictions_table("v1", PREDICTED["v1"]),
                     "v2": predictions_table("v2", PREDICTED["v2"][v2_frames], frames=v2_frames),
                     "unlabelled": predictions_table("unlabelled", [0, 0])})
-    logits = pa.Table.from_pandas(_logits(), preserve_index=False).cast(schema.LOGITS_SCHEMA)
+    logits = pa.Table.from_pandas(_logits().assign(**{schema.TRACK_ID: 0}), preserve_index=False).cast(schema.LOGITS_SCHEMA)
     storage.write_parquet(storage.join(run, "logits", "part-0.parquet"), logits)
     label_dir = storage.join(base, "labels")
     for video_id, values in TRUTH.items():

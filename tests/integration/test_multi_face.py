@@ -1,0 +1,108 @@
+"""Every face of a video (`all_faces`): two dev performers side by side in one video are two face tracks,
+each annotated as its own video would be, and a video with one face keeps today's rows.
+
+In-process (fer_ray.annotate_video, no Ray), and once as the annotate job on the session's Ray (which
+preprocesses the video itself): the same rows, files named per track. The halves and the side-by-side video are
+encoded losslessly (x264 qp 0, 4:2:0 split on the seam), so each half decodes to exactly the pixels of its
+side of the pair; the detector runs at full resolution (detect_size null), where MTCNN's scales depend on
+the shorter side only, so both see the faces at the same scales.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fer_ray
+from fer_ray import schema, shards, storage
+from tests.conftest import need_shared
+from tests.helpers import write_untrained_models
+
+pytestmark = pytest.mark.shared_data
+FRAMES = 45
+OPTIONS = {"track_every": 5, "preprocess": {"detector": {"detect_size": None}}, "window": 64}
+
+
+def _decode(name: str) -> np.ndarray:
+    import decord
+
+    reader = decord.VideoReader(str(need_shared("videos", "labeled", f"{name}.mp4")))
+    return reader.get_batch(list(range(FRAMES))).asnumpy()
+
+
+def _encode(path, frames: np.ndarray) -> str:
+    import av
+
+    with av.open(str(path), "w") as output:
+        stream = output.add_stream("libx264", rate=30, options={"qp": "0"})
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        output.mux(stream.encode())
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("multi_face")
+    left, right = _decode("tw_TW01"), _decode("tw_TW07")
+    return {"left": _encode(folder / "left.mp4", left), "right": _encode(folder / "right.mp4", right),
+            "pair": _encode(folder / "pair.mp4", np.concatenate([left, right], axis=2)),
+            "models": str(folder / "models"), "_": write_untrained_models(str(folder / "models"))}
+
+
+@pytest.fixture(scope="module")
+def pair(videos):
+    return _annotate(videos, "pair", all_faces=True)
+
+
+def _annotate(videos, name: str, **extra):
+    return fer_ray.annotate_video(videos[name], videos["models"], system="cfc_sp", **OPTIONS, **extra)
+
+
+def test_two_people_are_two_tracks_each_annotated_as_if_alone(videos, pair):
+    assert sorted(pair[schema.TRACK_ID].unique()) == [0, 1]  # left face first: ids go left to right
+    for track, half in ((0, "left"), (1, "right")):
+        mine = pair[pair[schema.TRACK_ID] == track].reset_index(drop=True)
+        alone = _annotate(videos, half)
+        assert mine[schema.FRAME_INDEX].tolist() == list(range(FRAMES))  # every frame, once per track
+        assert mine[schema.FACE_FOUND].all() and alone[schema.FACE_FOUND].all()
+        same = (mine[schema.LABEL] == alone[schema.LABEL]).mean()
+        assert same >= 0.99, (half, same)
+        np.testing.assert_allclose(np.stack(mine[schema.PROBS]), np.stack(alone[schema.PROBS]), atol=0.02)
+
+
+def test_one_face_video_in_every_face_mode_is_one_track_like_one_face_mode(videos):
+    """Same frames and faces; the boxes come from a different refinement schedule (seeded at the last full
+    detection), so probabilities agree closely rather than exactly."""
+    one, every = _annotate(videos, "left"), _annotate(videos, "left", all_faces=True)
+    assert set(every[schema.TRACK_ID]) == {0} and set(one[schema.TRACK_ID]) == {0}
+    for column in (schema.FRAME_INDEX, schema.FACE_FOUND):
+        assert every[column].tolist() == one[column].tolist(), column
+    assert (every[schema.LABEL] == one[schema.LABEL]).mean() >= 0.99
+    np.testing.assert_allclose(np.stack(every[schema.PROBS]), np.stack(one[schema.PROBS]), atol=0.02)
+
+
+def test_the_annotate_job_writes_a_file_per_track(videos, pair, tmp_path, ray_local):
+    from fer_ray.infer.postprocess import submission_uri
+    from fer_ray.infer.readers import read_predictions, sorted_frames
+    from tests.helpers import load_job
+
+    output = str(tmp_path / "job")
+    argv = ["--input", videos["pair"], "--models", videos["models"], "--output", output, "--system", "cfc_sp",
+            "--window", str(OPTIONS["window"]), "--track-every", "5", "--all-faces", "--strict"]
+    config = tmp_path / "detector.yaml"  # full-resolution detection, as in-process above
+    config.write_text("preprocess:\n  detector:\n    detect_size: null\n")
+    assert load_job("annotate").main(argv + ["--config", str(config)]) == 0
+    rows = sorted_frames(read_predictions(output))
+    assert rows[schema.TRACK_ID].tolist() == pair[schema.TRACK_ID].tolist()
+    assert rows[schema.FRAME_INDEX].tolist() == pair[schema.FRAME_INDEX].tolist()
+    assert rows[schema.LABEL].tolist() == pair[schema.LABEL].tolist()
+    np.testing.assert_allclose(np.stack(rows[schema.PROBS]), np.stack(pair[schema.PROBS]), atol=1e-5)
+    for track in (0, 1):
+        written = storage.read_bytes(submission_uri(output, "pair", track)).decode().splitlines()
+        assert len(written) == FRAMES + 1  # the header, then a line for every frame
+    assert not storage.exists(submission_uri(output, "pair"))
+    marker = shards.read_marker(output, schema.FACES_TABLE, "pair")
+    assert sorted(marker["tracks"]) == ["0", "1"]

@@ -1,0 +1,150 @@
+"""Face tracks downstream of the tracker, without Ray: face rows per (frame, track), short tracks dropped
+with every frame keeping a row, and per-track post-processing (Smooth Predicting, the cascade and gap fill
+on each track's own frames; one predictions part and one submission file per track). The models are
+untrained smoke checkpoints: what is checked is that two people never mix, not accuracy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from fer_ray import labels, schema, shards, storage
+from fer_ray.faces import Detection
+from fer_ray.infer import systems
+from fer_ray.infer.export import write_abaw
+from fer_ray.infer.postprocess import PREDICTIONS, VideoPostprocess, submission_uri
+from fer_ray.infer.readers import main_tracks, scored_rows, scored_table, sorted_frames
+from fer_ray.preprocess.faces import faces_table, frame_rows, keep_tracks
+from tests.unit.test_postprocess import entries, face_bytes, faces_batch, for_system, permuted, stage  # noqa: F401
+
+
+def _face(x: float) -> Detection:
+    return Detection(np.array([x, 10, x + 50, 60], np.float32), np.full((5, 2), x, np.float32), 0.99)
+
+
+def test_one_face_output_is_one_row_per_frame_on_track_zero():
+    found = [_face(0), None, _face(3)]
+    rows, detections, tracks = frame_rows(found)
+    assert rows is None and detections == found and tracks == [0, 0, 0]
+
+
+def test_every_face_output_is_a_row_per_face_or_one_no_face_row():
+    a, b, c = _face(0), _face(100), _face(1)
+    rows, detections, tracks = frame_rows([[(0, a), (1, b)], [], [(0, c)]])
+    assert rows.tolist() == [0, 0, 1, 2]
+    assert detections == [a, b, None, c]
+    assert tracks == [0, 1, schema.NO_TRACK, 0]
+
+
+def _chunk(rows: list[tuple[int, int]]) -> pa.Table:
+    """Face rows (frame, track); NO_TRACK rows have no face."""
+    return faces_table({
+        schema.VIDEO_ID: ["v"] * len(rows), schema.FRAME_INDEX: [f for f, _ in rows],
+        schema.TIMESTAMP: [f / 30 for f, _ in rows],
+        schema.FACE: [b"" if t == schema.NO_TRACK else b"jpeg" for _, t in rows],
+        schema.BBOX: [None if t == schema.NO_TRACK else [0.0, 0.0, 1.0, 1.0] for _, t in rows],
+        schema.LANDMARKS: [None] * len(rows), schema.DET_SCORE: [None if t < 0 else 0.9 for _, t in rows],
+        schema.LABEL: [3] * len(rows),
+        schema.REASON: [schema.REASON_NO_FACE if t == schema.NO_TRACK else None for _, t in rows],
+        schema.SUBJECT: ["s"] * len(rows), schema.NUM_FRAMES: [100] * len(rows),
+        schema.TRACK_ID: [t for _, t in rows]})
+
+
+def test_dropping_a_short_track_keeps_a_row_on_every_frame():
+    # frame 0: tracks 0 and 2; frame 1: only track 2 (dropped: the frame becomes a no-face row);
+    # frame 2: no face at all; frame 3: track 0
+    table = _chunk([(0, 0), (0, 2), (1, 2), (2, schema.NO_TRACK), (3, 0)])
+    out = keep_tracks(table, {0})
+    rows = list(zip(out.column(schema.FRAME_INDEX).to_pylist(), out.column(schema.TRACK_ID).to_pylist(),
+                    out.column(schema.REASON).to_pylist()))
+    assert rows == [(0, 0, None), (1, schema.NO_TRACK, schema.REASON_NO_FACE),
+                    (2, schema.NO_TRACK, schema.REASON_NO_FACE), (3, 0, None)]
+    blank = out.slice(1, 1).to_pylist()[0]
+    assert blank[schema.FACE] == b"" and blank[schema.BBOX] is None and blank[schema.LABEL] == 3
+    assert keep_tracks(table, {0, 2}).equals(table)  # nothing dropped: the same rows
+
+
+# ---------------------------------------------------------------- per-track post-processing
+NUM_FRAMES = 40
+
+
+def _two_tracks(face_bytes) -> tuple[dict, dict, dict]:  # noqa: F811 - the fixture's value
+    """Logits-stage input of one video with two people: track 0 on frames 0-39 (no face on 10-14), track 1
+    on frames 5-29 with other faces; frames 35-39 hold track 0 only. Also each track alone, as its own
+    video on track 0."""
+    first = [(f, b"" if 10 <= f < 15 else face_bytes[f % 3]) for f in range(NUM_FRAMES)]
+    second = [(f, face_bytes[3 + f % 3]) for f in range(5, 30)]
+    rows = [(f, 0, b) for f, b in first] + [(f, 1, b) for f, b in second]
+    both = faces_batch("pair", [f for f, _, _ in rows], [b for _, _, b in rows], NUM_FRAMES)
+    both[schema.TRACK_ID] = np.asarray([t for _, t, _ in rows], dtype=np.int64)
+    alone = {name: faces_batch(name, [f for f, _ in part], [b for _, b in part], NUM_FRAMES)
+             for name, part in (("first", first), ("second", second))}
+    for batch in alone.values():
+        batch[schema.TRACK_ID] = np.zeros(len(batch[schema.FRAME_INDEX]), dtype=np.int64)
+    return both, alone["first"], alone["second"]
+
+
+def _predictions(output: str, video_id: str) -> pd.DataFrame:
+    return sorted_frames(storage.read_parquet_many(shards.complete_parts(output, PREDICTIONS, [video_id])))
+
+
+@pytest.mark.parametrize("system", ["cfc_sp", "mao"])
+def test_each_track_is_predicted_as_if_it_were_alone(tmp_path, entries, stage, face_bytes, system):  # noqa: F811
+    chosen = systems.select(entries, system)
+    both, first, second = _two_tracks(face_bytes)
+
+    def run(batch):
+        post = VideoPostprocess(str(tmp_path), chosen, system, window=8, version="t")
+        return post(for_system(stage(permuted(batch, seed=3)), chosen))
+
+    summary = run(both)
+    run(first), run(second)
+    pair = _predictions(str(tmp_path), "pair")
+    assert pair.groupby(schema.TRACK_ID).size().to_dict() == {0: NUM_FRAMES, 1: NUM_FRAMES}  # every frame
+    for track, alone in ((0, "first"), (1, "second")):
+        mine = pair[pair[schema.TRACK_ID] == track].reset_index(drop=True)
+        reference = _predictions(str(tmp_path), alone)
+        assert mine[schema.LABEL].tolist() == reference[schema.LABEL].tolist(), track
+        np.testing.assert_allclose(np.stack(mine[schema.PROBS]), np.stack(reference[schema.PROBS]), atol=1e-5)
+        assert mine[schema.FILLED].tolist() == reference[schema.FILLED].tolist()
+        submitted = labels.read_expr(submission_uri(str(tmp_path), "pair", track))
+        assert submitted.tolist() == mine[schema.LABEL].tolist()
+    # one face stream keeps today's file name; a video with two tracks has no file without a track
+    assert storage.exists(submission_uri(str(tmp_path), "first"))
+    assert not storage.exists(submission_uri(str(tmp_path), "pair"))
+    marker = shards.read_marker(str(tmp_path), PREDICTIONS, "pair")
+    assert marker["tracks"] == [0, 1] and summary["faces"] == [NUM_FRAMES - 5 + 25]
+
+
+def test_a_video_without_any_track_is_one_filled_track(tmp_path, entries, stage):  # noqa: F811
+    chosen = systems.select(entries, "cfc_sp")
+    batch = faces_batch("empty", np.arange(10), [b""] * 10, 10)
+    batch[schema.TRACK_ID] = np.full(10, schema.NO_TRACK, dtype=np.int64)
+    VideoPostprocess(str(tmp_path), chosen, "cfc_sp", window=8, version="t")(for_system(stage(batch), chosen))
+    rows = _predictions(str(tmp_path), "empty")
+    assert rows[schema.TRACK_ID].tolist() == [0] * 10 and rows[schema.FILLED].all()
+    assert storage.exists(submission_uri(str(tmp_path), "empty"))
+
+
+# ---------------------------------------------------------------- which track is scored, exported
+def _rows(video: str, track: int, found: list[bool]) -> pd.DataFrame:
+    return pd.DataFrame({schema.VIDEO_ID: video, schema.FRAME_INDEX: np.arange(len(found)),
+                         schema.TRACK_ID: track, schema.FACE_FOUND: found,
+                         schema.LABEL: track + 1, schema.FILLED: [not f for f in found]})
+
+
+def test_the_track_with_most_faces_is_scored_and_every_track_exported(tmp_path):
+    frame = pd.concat([_rows("a", 0, [True, False, False]), _rows("a", 1, [True, True, False]),
+                       _rows("b", 0, [True, True, True])], ignore_index=True)
+    tracks = main_tracks(frame)
+    assert tracks == {"a": 1, "b": 0}
+    scored = scored_rows(frame, tracks)
+    assert scored.groupby(schema.VIDEO_ID)[schema.TRACK_ID].unique().map(list).to_dict() == {"a": [1], "b": [0]}
+    logits = pa.table({schema.VIDEO_ID: ["a", "a", "b"], schema.TRACK_ID: [0, 1, 0], schema.FRAME_INDEX: [0, 0, 0]})
+    assert scored_table(logits, tracks).column(schema.TRACK_ID).to_pylist() == [1, 0]
+
+    written = write_abaw(sorted_frames(pa.Table.from_pandas(frame)), str(tmp_path))
+    assert sorted(storage.stem(u) for u in written) == ["a_track0", "a_track1", "b"]
+    assert labels.read_expr(str(tmp_path / "a_track1.txt")).tolist() == [2, 2, 2]
