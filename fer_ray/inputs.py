@@ -84,13 +84,13 @@ class Inputs:
 
 def work_item(video_id: str, uri: str, label_uri: str | None = None, kind: str = "video",
               subject: str | None = None, label: int = labels.UNANNOTATED,
-              members: list[dict] | None = None) -> dict:
+              members: list[dict] | None = None, subjects: str | None = None) -> dict:
     if kind not in KINDS:
         raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
     return {
         schema.VIDEO_ID: str(video_id), schema.URI: str(uri), schema.LABEL_URI: label_uri or None,
         schema.KIND: kind, schema.SUBJECT: subject or None, schema.LABEL: int(label),
-        MEMBERS: list(members or []),
+        MEMBERS: list(members or []), schema.SUBJECTS: subjects or None,
     }
 
 
@@ -405,12 +405,15 @@ def from_directory(uri: str, limit: int | None = None, image_batch_size: int = 2
         video_id = _without_ext(_relative(file, root))
         label_uri = file.rsplit(".", 1)[0] + ".txt"
         label_uri = label_uri if label_uri in present else None
+        # Aff-Wild2 labels two people of a video as <stem>_left.txt and <stem>_right.txt: annotated per person
+        sides = [file.rsplit(".", 1)[0] + f"_{side}.txt" for side in schema.SUBJECT_SIDES]
+        subjects = ",".join(schema.SUBJECT_SIDES) if not label_uri and all(s in present for s in sides) else None
         if not within(file, roots):
             out.rejected.append(_reject(video_id, file, f"{uri}: {_outside('video file')}"))
         elif label_uri and not within(label_uri, roots):
             out.rejected.append(_reject(video_id, file, f"{uri}: {_outside('label file')}"))
         else:
-            out.items.append(work_item(video_id, file, label_uri))
+            out.items.append(work_item(video_id, file, label_uri, subjects=subjects))
     if not out.items and not out.rejected:
         log.warning("%s: no videos (%s) and no labels.csv found", uri, " ".join(VIDEO_EXTENSIONS))
     return out

@@ -32,6 +32,10 @@ URI = "uri"
 LABEL_URI = "label_uri"
 KIND = "kind"  # "video" | "image" | "face_crop"
 SUBJECT = "subject"
+# A video annotated per person (Aff-Wild2's `<video>_left.txt` / `<video>_right.txt`): the subject names, in
+# left-to-right order, comma-separated ("left,right"); the two main face tracks take these names.
+SUBJECTS = "subjects"
+SUBJECT_SIDES = ("left", "right")
 
 # Faces table (preprocessing output)
 FRAME_INDEX = "frame_index"
@@ -74,6 +78,7 @@ WORK_ITEM_SCHEMA = pa.schema([
     (KIND, pa.string()),
     (SUBJECT, pa.string()),
     (LABEL, pa.int64()),
+    (SUBJECTS, pa.string()),
 ])
 
 FACES_SCHEMA = pa.schema([

@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="divide out each model's training class prior (for videos whose classes are "
                              "distributed unlike the training set's)")
     parser.add_argument("--since", help="only videos modified after this ISO time, or 'last'")
+    parser.add_argument("--subjects", type=lambda text: text.split(","),
+                        help="name each video's main face tracks, left to right (Aff-Wild2: left,right); "
+                             "needs --all-faces. A folder's <video>_left.txt / _right.txt pair does it by itself")
     parser.add_argument("--max-attempts", dest="max_attempts", type=int,
                         help="give a video up after this many failed runs in a row on the same file (default 3)")
     parser.add_argument("--device", help="auto (default), cpu or cuda")

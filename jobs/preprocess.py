@@ -62,6 +62,9 @@ def print_table(rows: list[dict], summary: dict) -> None:
     print(f"{summary['items']} items: {summary['done']} done, {summary['skipped']} skipped, "
           f"{summary['failed']} failed; {summary['frames']} frames, {summary['faces']} faces; "
           f"{summary['frames_per_second']} frames/s")
+    for video_id, tracks in sorted(summary.get("tracks", {}).items()):
+        lengths = ", ".join(f"{t}: {n}" for t, n in sorted(tracks.items()))
+        print(f"{video_id}: {len(tracks)} face tracks (frames with each: {lengths or 'none'})")
     for failure in summary["failures"]:
         print(f"FAILED {failure['video_id']}: {failure['error']}")
 

@@ -142,8 +142,10 @@ def headline(truth: dict[str, np.ndarray], predicted: dict[str, np.ndarray], nam
 def evaluate_run(config: EvaluateConfig) -> dict:
     """Score predictions, compute ablations when logits are given, write the report; returns the summary."""
     predictions = readers.sorted_frames(readers.read_predictions(config.predictions))
-    tracks = readers.main_tracks(predictions)  # one label file per video: its main face track is scored
-    predictions = readers.scored_rows(predictions, tracks)
+    # what each label file scores: a video's main face track, or each person of a video labelled per person
+    units = readers.scored_tracks(predictions, readers.named_subjects(config.predictions))
+    predictions = readers.scored_rows(predictions, units).sort_values(
+        [schema.VIDEO_ID, schema.FRAME_INDEX], kind="stable").reset_index(drop=True)
     video_ids = sorted(predictions[schema.VIDEO_ID].unique().tolist())
     truth = load_truth(config.labels, video_ids)
     if not truth:
@@ -156,7 +158,7 @@ def evaluate_run(config: EvaluateConfig) -> dict:
         [{"class": name, **stats} for name, stats in overall["per_class"].items()]), "per_video": per_video}
     logits_videos = {}
     if config.logits:
-        logits = readers.scored_table(readers.read_logits(config.logits), tracks)
+        logits = readers.scored_table(readers.read_logits(config.logits), units)
         logits_videos = ablations.group_logits(logits)
         tables.update(ablations.all_tables(logits_videos, truth, config.window, config.windows))
     summary = {

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from fer_ray import labels, schema, storage
 from fer_ray.infer.postprocess import submission_name
-from fer_ray.infer.readers import read_predictions, sorted_frames, video_labels
+from fer_ray.infer.readers import named_subjects, read_predictions, sorted_frames, video_labels
 
 __all__ = ["FORMATS", "ExportConfig", "write_csv", "write_parquet", "write_abaw", "export_predictions"]
 
@@ -73,16 +73,20 @@ def write_parquet(table: pa.Table, output: str) -> list[str]:
     return [uri]
 
 
-def write_abaw(frame: pd.DataFrame, output: str, num_frames: dict[str, int] | None = None) -> list[str]:
-    """One EXPR txt per video, or per face track of a video with several (`<key>_track<id>.txt`, as the
-    annotate job names them); num_frames (video -> frame count) pads past the last predicted frame."""
+def write_abaw(frame: pd.DataFrame, output: str, num_frames: dict[str, int] | None = None,
+               subjects: dict[str, dict[str, int]] | None = None) -> list[str]:
+    """One EXPR txt per video, or per face track of a video with several, named as the annotate job names
+    them (`<key>_left.txt` for a named subject, else `<key>_track<id>.txt`); num_frames (video -> frame
+    count) pads past the last predicted frame."""
     written = []
     tracks = frame[schema.TRACK_ID].fillna(0).astype(int) if schema.TRACK_ID in frame else pd.Series(0, frame.index)
     for video_id, rows in frame.groupby(schema.VIDEO_ID, sort=True):
         several = sorted(set(tracks[rows.index])) != [0]
+        names = {int(t): name for name, t in (subjects or {}).get(video_id, {}).items()}
         for track, track_rows in rows.groupby(tracks[rows.index], sort=True):
             values, _ = video_labels(track_rows, (num_frames or {}).get(video_id))
-            uri = storage.join(output, submission_name(video_id, int(track) if several else None))
+            name = submission_name(video_id, int(track) if several or names else None, names.get(int(track)))
+            uri = storage.join(output, name)
             labels.write_expr(uri, values)
             written.append(uri)
     return written
@@ -96,4 +100,5 @@ def export_predictions(predictions: str, fmt: str, output: str) -> list[str]:
     if fmt == "parquet":
         return write_parquet(table, output)
     frame = sorted_frames(table)
-    return write_csv(frame, output) if fmt == "csv" else write_abaw(frame, output)
+    return write_csv(frame, output) if fmt == "csv" else write_abaw(frame, output,
+                                                                    subjects=named_subjects(predictions))

@@ -24,14 +24,31 @@ from fer_ray.plan import Resources, Step
 PREDICTIONS, LOGITS, SUBMISSION = schema.PREDICTIONS_TABLE, schema.LOGITS_TABLE, schema.SUBMISSION_DIR
 
 
-def submission_name(video_id: str, track: int | None = None) -> str:
-    """File name of the ABAW txt of a video (one face stream), or of one face track of a video with several:
-    `<key>_track<id>.txt`."""
-    return storage.safe_key(video_id) + ("" if track is None else f"_track{int(track)}") + ".txt"
+def submission_name(video_id: str, track: int | None = None, subject: str | None = None) -> str:
+    """File name of the ABAW txt of a video (one face stream), of a named person of a video labelled per
+    person (`<key>_left.txt`, as Aff-Wild2 names them), or of another face track (`<key>_track<id>.txt`)."""
+    suffix = f"_{subject}" if subject else "" if track is None else f"_track{int(track)}"
+    return storage.safe_key(video_id) + suffix + ".txt"
 
 
-def submission_uri(output: str, video_id: str, track: int | None = None) -> str:
-    return storage.join(output, schema.SUBMISSION_DIR, submission_name(video_id, track))
+def submission_uri(output: str, video_id: str, track: int | None = None, subject: str | None = None) -> str:
+    return storage.join(output, schema.SUBMISSION_DIR, submission_name(video_id, track, subject))
+
+
+def name_tracks(tracks: list[tuple[int, dict]], subjects: list[str]) -> dict[int, str]:
+    """Track id -> subject name: the len(subjects) tracks with the most faces (ties: lower id), named in
+    order of their mean box centre from left to right (subjects are given left to right)."""
+    if not subjects:
+        return {}
+    counts = {t: int(np.asarray(rows[schema.FACE_FOUND], bool).sum()) for t, rows in tracks}
+    main = sorted(counts, key=lambda t: (-counts[t], t))[:len(subjects)]
+    return {t: name for t, name in zip(sorted(main, key=lambda t: _mean_x(dict(tracks)[t])), subjects)}
+
+
+def _mean_x(rows: dict) -> float:
+    """Mean horizontal box centre of a track's face rows (inf when its boxes are unknown)."""
+    boxes = [b for b, found in zip(rows.get(schema.BBOX, []), rows[schema.FACE_FOUND]) if found and b is not None]
+    return float(np.mean([(b[0] + b[2]) / 2.0 for b in boxes])) if boxes else float("inf")
 
 
 def track_ids(batch: dict) -> np.ndarray:
@@ -130,12 +147,14 @@ class VideoPostprocess:
 
     def __init__(self, output: str, entries: list[ModelEntry], system: str, window: int, version: str,
                  weights: dict[str, float] | None = None, keep_logits: bool = False,
-                 extras: list[ModelEntry] | None = None, sources: dict[str, str] | None = None):
+                 extras: list[ModelEntry] | None = None, sources: dict[str, str] | None = None,
+                 subjects: dict[str, list[str]] | None = None):
         """`extras`: models whose logits are only kept (for ablations), never part of the prediction.
         `sources`: video id -> fingerprint of its faces (the faces done marker's), recorded in the
         predictions marker so a video whose faces are redone is annotated again."""
         self.output, self.entries, self.system_name = output, entries, system
         self.sources = dict(sources or {})
+        self.subjects = dict(subjects or {})  # video id -> subject names (left to right) of its main tracks
         self.window, self.version, self.keep_logits = window, version, keep_logits
         self.system = system_of(entries, system, weights)
         self.heads = TemporalHeads(list(entries) + list(extras or []))
@@ -175,6 +194,7 @@ class VideoPostprocess:
         attempt = shards.next_attempt(shards.read_marker(self.output, schema.PREDICTIONS_TABLE, video_id), fingerprint)
         tracks = split_tracks(batch)
         several = [t for t, _ in tracks] != [0]  # one face stream (track 0): today's files, exactly
+        names = name_tracks(tracks, self.subjects.get(video_id, []))
         parts, logits_parts, histogram, faces_found = [], [], np.zeros(labels.NUM_CLASSES, np.int64), 0
         for number, (track, rows) in enumerate(tracks):
             face = np.asarray(rows[schema.FACE_FOUND], dtype=bool)
@@ -185,12 +205,15 @@ class VideoPostprocess:
             if self.keep_logits:
                 logits_parts.append(_logits_table(video_id, rows[schema.FRAME_INDEX], scores, track))
             # one whole file, replaced atomically; the predictions marker below says which version is done
-            labels.write_expr(submission_uri(self.output, video_id, track if several else None), result["label"])
+            labels.write_expr(submission_uri(self.output, video_id, track if several else None, names.get(track)),
+                              result["label"])
             histogram += np.bincount(result["label"], minlength=labels.NUM_CLASSES)
             faces_found += int((~result["filled"]).sum())
         if self.keep_logits:
             self._write_logits(video_id, logits_parts, fingerprint, source)
-        track_info = {"tracks": [t for t, _ in tracks]} if several else {}
+        track_info = {"tracks": [t for t, _ in tracks]} if several or names else {}
+        if names:
+            track_info["subjects"] = {name: track for track, name in sorted(names.items())}
         shards.mark_done(self.output, schema.PREDICTIONS_TABLE, video_id, parts, model_version=self.version, source=source,
                          frames=num_frames, faces=faces_found, histogram=histogram.tolist(), **track_info)
         return {schema.VIDEO_ID: [video_id], "status": ["done"], "frames": [num_frames], "faces": [faces_found],

@@ -14,8 +14,8 @@ import pyarrow as pa
 from fer_ray import schema, shards, storage
 from fer_ray.infer import fill
 
-__all__ = ["read_run_table", "read_predictions", "read_logits", "sorted_frames", "video_labels", "main_tracks",
-           "scored_rows", "scored_table"]
+__all__ = ["read_run_table", "read_predictions", "read_logits", "sorted_frames", "video_labels", "scored_tracks",
+           "scored_rows", "scored_table", "named_subjects"]
 
 
 def read_run_table(run: str, table: str, table_schema: pa.Schema) -> pa.Table:
@@ -59,40 +59,58 @@ def video_labels(rows: pd.DataFrame, num_frames: int | None = None) -> tuple[np.
     return fill.fill_gaps(values, covered)
 
 
-def main_tracks(frame: pd.DataFrame) -> dict[str, int]:
-    """video -> the face track its one label file is scored against: its only track or, in a video with
-    several, the one with the most frames with a face (ties: the lower id). Until left/right subject names
-    pair label files with tracks, a video's other tracks are annotated but not scored."""
-    if schema.TRACK_ID not in frame or frame.empty:
+def scored_tracks(frame: pd.DataFrame, subjects: dict[str, dict[str, int]] | None = None
+                  ) -> dict[tuple[str, int], str]:
+    """(video, track) -> the id it is scored under, against the label file of that id.
+
+    A video whose predictions name subjects (annotate's done marker: {"left": 0, "right": 1}, from a
+    `<video>_left.txt` / `_right.txt` pair or --subjects) scores each named track as `<video>_<subject>`.
+    Any other video scores one track as `<video>`: its only one or, with several, the one with the most
+    frames with a face (ties: the lower id); its other tracks are annotated but not scored."""
+    if frame.empty:
         return {}
-    tracks = frame[schema.TRACK_ID].fillna(0).astype(np.int64)
+    tracks = frame[schema.TRACK_ID].fillna(0).astype(np.int64) if schema.TRACK_ID in frame \
+        else pd.Series(0, frame.index, dtype=np.int64)
     found = frame[schema.FACE_FOUND].astype(bool) if schema.FACE_FOUND in frame else pd.Series(True, frame.index)
     counts = pd.DataFrame({"v": frame[schema.VIDEO_ID], "t": tracks, "f": found}).groupby(["v", "t"])["f"].sum()
-    out = {}
+    out: dict[tuple[str, int], str] = {}
+    best: dict[str, tuple[int, int]] = {}
     for (video, track), n in counts.sort_index().items():
-        if video not in out or n > counts[(video, out[video])]:
-            out[str(video)] = int(track)
+        video, track = str(video), int(track)
+        named = (subjects or {}).get(video)
+        if named:
+            out.update({(video, int(t)): f"{video}_{name}" for name, t in named.items() if int(t) == track})
+        elif video not in best or n > best[video][1]:
+            best[video] = (track, int(n))
+    out.update({(video, track): video for video, (track, _) in best.items()})
     return out
 
 
-def scored_rows(frame: pd.DataFrame, tracks: dict[str, int]) -> pd.DataFrame:
-    """The rows of each video's scored track (`main_tracks`); a table without track ids as it is."""
-    if schema.TRACK_ID not in frame or not tracks:
+def scored_rows(frame: pd.DataFrame, units: dict[tuple[str, int], str]) -> pd.DataFrame:
+    """The rows `scored_tracks` picked, their video id replaced by the id they are scored under."""
+    if frame.empty:
         return frame
-    wanted = frame[schema.VIDEO_ID].map(tracks)
-    keep = frame[schema.TRACK_ID].fillna(0).astype(np.int64) == wanted
-    return frame[keep.fillna(False)].reset_index(drop=True)
+    tracks = frame[schema.TRACK_ID].fillna(0).astype(np.int64) if schema.TRACK_ID in frame else 0
+    keys = pd.Series(list(zip(frame[schema.VIDEO_ID].astype(str), np.broadcast_to(tracks, len(frame)))),
+                     index=frame.index)
+    unit = keys.map(units)
+    out = frame[unit.notna()].copy()
+    out[schema.VIDEO_ID] = unit[unit.notna()]
+    return out.reset_index(drop=True)
 
 
-def scored_table(table: pa.Table, tracks: dict[str, int]) -> pa.Table:
+def scored_table(table: pa.Table, units: dict[tuple[str, int], str]) -> pa.Table:
     """`scored_rows` for an Arrow table (logits: kept in Arrow, they are the large table)."""
-    import pyarrow.compute as pc
-
-    if schema.TRACK_ID not in table.column_names:
-        return table
-    column = pc.fill_null(table.column(schema.TRACK_ID), 0)
-    if not pc.any(pc.not_equal(column, 0)).as_py():  # one face stream per video
-        return table
     videos = table.column(schema.VIDEO_ID).to_numpy(zero_copy_only=False)
-    wanted = pd.Series(videos).map(tracks).fillna(-2).to_numpy(np.int64)
-    return table.filter(pa.array(column.to_numpy(zero_copy_only=False) == wanted))
+    tracks = np.zeros(len(videos), np.int64) if schema.TRACK_ID not in table.column_names else \
+        np.nan_to_num(table.column(schema.TRACK_ID).to_numpy(zero_copy_only=False).astype(np.float64)).astype(np.int64)
+    unit = pd.Series(list(zip(videos.astype(str), tracks))).map(units)
+    keep = unit.notna().to_numpy()
+    out = table.filter(pa.array(keep))
+    column = out.schema.get_field_index(schema.VIDEO_ID)
+    return out.set_column(column, schema.VIDEO_ID, pa.array(unit[keep].tolist(), pa.string()))
+
+
+def named_subjects(run: str) -> dict[str, dict[str, int]]:
+    """video -> {subject: track} from a run's predictions done markers (videos labelled per person)."""
+    return {v: m["subjects"] for v, m in shards.done_markers(run, schema.PREDICTIONS_TABLE).items() if m.get("subjects")}

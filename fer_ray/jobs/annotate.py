@@ -33,8 +33,8 @@ def face_columns(markers: list[dict]) -> list[str]:
     """FACE_COLUMNS, plus the track id when a video was preprocessed with every face (its done marker lists
     its tracks). Faces written in one-face mode, including those from before track ids existed, are read
     without it: their rows are track 0 (fer_ray.infer.postprocess.track_ids)."""
-    if any("tracks" in m for m in markers):
-        return [*FACE_COLUMNS, schema.TRACK_ID]
+    if any("tracks" in m for m in markers):  # the boxes too: subjects are named by position
+        return [*FACE_COLUMNS, schema.TRACK_ID, schema.BBOX]
     return list(FACE_COLUMNS)
 
 
@@ -65,6 +65,9 @@ class AnnotateConfig:
     prior_correction: bool = False  # divide out each frame model's training class prior (models.json)
     since: str | None = None  # only videos modified after this ISO time, or "last" (previous run's start)
     max_attempts: int = 3  # a video that failed this many runs in a row on the same input is given up
+    # Name the main face tracks of every video with these subjects, left to right (Aff-Wild2: left,right),
+    # as a folder's <video>_left.txt / <video>_right.txt label pair does for its video. Needs all_faces.
+    subjects: list[str] = field(default_factory=list)
     device: str = "auto"
     batch_size: int = 128
     num_workers: int = 1  # logits actors
@@ -93,6 +96,12 @@ class AnnotateConfig:
             raise cfg.ConfigError("worker_gpus must be >= 0")
         if self.max_attempts < 1:
             raise cfg.ConfigError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if self.subjects:
+            if not self.preprocess.all_faces:
+                raise cfg.ConfigError("subjects name face tracks: add --all-faces (preprocess.all_faces: true)")
+            if len(set(self.subjects)) != len(self.subjects) or not all(
+                    s.replace("-", "").isalnum() and s.isascii() for s in self.subjects):
+                raise cfg.ConfigError("subjects must be distinct names of letters, digits and '-', e.g. left,right")
         if self.since not in (None, "last"):
             parse_since(self.since)
         self.preprocess.validate()
@@ -146,7 +155,9 @@ def run(config: AnnotateConfig) -> dict:
     log.info("system %s, models %s, version %s: %d videos to annotate, %d already done, %d given up",
              config.system, [e.name for e in entries], version, len(todo), len(finished), len(gave_up))
     parts = shards.complete_parts(faces_uri, FACES, todo)
-    plan = steps(config, entries, extras, version, {v: sources[v] for v in todo}, len(parts))
+    subjects = {v: list(config.subjects or faces_markers[v].get("subjects") or []) for v in todo}
+    plan = steps(config, entries, extras, version, {v: sources[v] for v in todo}, len(parts),
+                 {v: names for v, names in subjects.items() if names})
     columns = face_columns([faces_markers[v] for v in todo])
     rows = _annotate(parts, columns, plan, len(todo)) if parts else []
     return write_summary(config, rows, finished, version, time.perf_counter() - start, started_at, gave_up)
@@ -165,11 +176,12 @@ def faces_of(config: AnnotateConfig) -> tuple[str, list[str]]:
     return config.output, gave_up
 
 
-def steps(config: AnnotateConfig, entries, extras, version: str, sources: dict[str, str], parts: int) -> list[Step]:
+def steps(config: AnnotateConfig, entries, extras, version: str, sources: dict[str, str], parts: int,
+          subjects: dict[str, list[str]] | None = None) -> list[Step]:
     """Face rows -> logits rows -> one call per video."""
+    kwargs = postprocess_kwargs(config, entries, extras, version, sources) | {"subjects": subjects or {}}
     return [logits_step(config, entries + extras),
-            SafeVideoPostprocess.step(postprocess_kwargs(config, entries, extras, version, sources),
-                                      partitions=max(1, min(parts, config.shuffle_partitions)))]
+            SafeVideoPostprocess.step(kwargs, partitions=max(1, min(parts, config.shuffle_partitions)))]
 
 
 def logits_step(config: AnnotateConfig, models) -> Step:
@@ -249,7 +261,8 @@ def write_summary(config: AnnotateConfig, rows: list[dict], skipped: list[str], 
     """summary.json: per-video counts and label histogram, throughput, failures (with their attempt counts)
     and the videos given up after max_attempts failed runs."""
     markers = shards.done_markers(config.output, PREDICTIONS)
-    videos = {v: {k: m.get(k) for k in ("frames", "faces", "histogram", "model_version")}
+    videos = {v: {k: m.get(k) for k in ("frames", "faces", "histogram", "model_version", "tracks", "subjects")
+                  if k in m}
               for v, m in sorted(markers.items())}
     processed = [r for r in rows if r["status"] == "done"]
     frames = sum(int(r["frames"]) for r in processed)

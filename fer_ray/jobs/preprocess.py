@@ -96,13 +96,13 @@ def run_items(items: list[dict], config: FacesConfig, output: str) -> list[dict]
         streams.append(raydata.run_rows(fused, [PreprocessStage.step(config, output, len(fused))]))
     if split:
         steps = [DecodeStage.step(config, output, len(split)), DetectStage.step(config, output, len(split))]
-        streams.append(_collected(raydata.run_rows(split, steps), output))
+        streams.append(_collected(raydata.run_rows(split, steps), output, config))
     return _drain(streams, len(rows))
 
 
-def _collected(rows, output: str):
+def _collected(rows, output: str, config: FacesConfig):
     """The split path's chunk rows, settled per video by the driver (done markers written here)."""
-    collector = ChunkCollector(output)
+    collector = ChunkCollector(output, config)
     for row in rows:
         summary = collector.add(row)
         if summary is not None:
@@ -140,4 +140,7 @@ def summarise(rows: list[dict], rejected: list[dict], seconds: float) -> dict:
         "failures": [{"video_id": r["video_id"], "error": r["error"]} for r in by_status[STATUS_FAILED]]
         + [{"video_id": r["video_id"], "error": r["error"]} for r in rejected],
         "warnings": [{"video_id": r["video_id"], "error": r["error"]} for r in by_status[STATUS_DONE] if r["error"]],
+        # --all-faces: per video, its face tracks and their lengths (frames with that face)
+        "tracks": {r["video_id"]: {int(k): n for k, n in json.loads(r["tracks"]).items()}
+                   for r in rows if r.get("tracks")},
     }

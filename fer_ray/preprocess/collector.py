@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fer_ray import schema, shards
+import json
+
+from fer_ray import schema, shards, storage
 from fer_ray.preprocess.items import (
     FACES,
     PHASE_COLUMNS,
@@ -11,7 +13,7 @@ from fer_ray.preprocess.items import (
     STATUS_FAILED,
     STATUS_SKIPPED,
 )
-from fer_ray.preprocess.stages import END, FAILED_ROW, SKIPPED_ROW
+from fer_ray.preprocess.stages import END, FAILED_ROW, SKIPPED_ROW, subjects_info
 
 
 class ChunkCollector:
@@ -19,8 +21,11 @@ class ChunkCollector:
     marker once its "end" row and every chunk are in (or the failure record on a failed row); `add` returns
     the video's summary row (SUMMARY_COLUMNS) when it is settled, else None."""
 
-    def __init__(self, output: str):
+    def __init__(self, output: str, config=None):
+        """`config`: the face stages' FacesConfig; with `all_faces`, the chunks' track ids are linked
+        video-wide once every chunk is in (their parts rewritten) before the done marker."""
         self.output = output
+        self.config = config
         self.videos: dict[str, dict] = {}
         self.settled: set[str] = set()
 
@@ -29,7 +34,7 @@ class ChunkCollector:
         if video_id in self.settled:
             return None
         state = self.videos.setdefault(video_id, {"parts": {}, "faces": 0, "frames": 0, "seconds": 0.0,
-                                                  "expected": None, "num_frames": 0, "row": row})
+                                                  "expected": None, "num_frames": 0, "row": row, "tracked": {}})
         state["seconds"] += float(row["seconds"])
         status = row["status"]
         if status == SKIPPED_ROW:
@@ -42,24 +47,46 @@ class ChunkCollector:
             state["expected"] = int(row["count"])
         else:
             state["parts"][int(row["chunk"])] = str(row["part"])
+            if row.get("tracked"):
+                state["tracked"][int(row["chunk"])] = str(row["tracked"])
             state["faces"] += int(row["faces"])
             state["frames"] += int(row["count"])
             state["num_frames"] = int(row["num_frames"])
         if state["expected"] is not None and len(state["parts"]) == state["expected"]:
             parts = [state["parts"][k] for k in sorted(state["parts"])]
+            tracks = self._link(state) if self.config is not None and self.config.all_faces else {}
             shards.mark_done(self.output, FACES, video_id, parts, frames=state["frames"], faces=state["faces"],
                              num_frames=state["num_frames"], uri=str(row[schema.URI]),
                              fingerprint=str(row["fingerprint"]), kind="video",
-                             seconds=round(state["seconds"], 3))
-            return self._settle(video_id, STATUS_DONE, state["frames"], state["faces"])
+                             seconds=round(state["seconds"], 3), **tracks, **subjects_info(row))
+            summary = self._settle(video_id, STATUS_DONE, state["frames"], state["faces"])
+            return summary | ({"tracks": json.dumps(tracks["tracks"], sort_keys=True)} if tracks else {})
         return None
+
+    def _link(self, state: dict) -> dict:
+        """Every-face mode: the video's chunk-local track ids made video-wide (fer_ray.faces.link_chunks),
+        short tracks dropped; each part rewritten; the done marker's track info."""
+        from fer_ray.preprocess.faces import link_tracked, relabel_tracks
+
+        mapping, lengths = link_tracked(state["tracked"], self.config)
+        faces = 0
+        for chunk, uri in state["parts"].items():
+            table = storage.read_parquet(uri)
+            relabelled = relabel_tracks(table, chunk, mapping, set(lengths))
+            if not relabelled.equals(table):
+                storage.write_parquet(uri, relabelled)
+            faces += relabelled.column(schema.REASON).null_count
+        state["faces"] = faces
+        dropped = len({track for track in mapping.values()} - set(lengths))
+        return {"tracks": {str(t): n for t, n in sorted(lengths.items())}, "short_tracks_dropped": dropped}
+
 
     def _settle(self, video_id: str, status: str, frames: int, faces: int, error: str | None = None) -> dict:
         state = self.videos.pop(video_id)
         self.settled.add(video_id)
         # the split path's stages report their seconds only: no start time or phases (SUMMARY_COLUMNS)
         return {"video_id": video_id, "kind": "video", "status": status, "frames": frames, "faces": faces,
-                "seconds": round(state["seconds"], 3), "error": error, "started_at": None,
+                "seconds": round(state["seconds"], 3), "error": error, "started_at": None, "tracks": "",
                 **dict.fromkeys(PHASE_COLUMNS)}
 
     def unsettled(self) -> list[dict]:

@@ -75,9 +75,6 @@ class FacesConfig:
         if self.max_gap < 0 or self.min_track_length < 1:
             raise ValueError(f"max_gap must be >= 0 and min_track_length >= 1, got {self.max_gap}, "
                              f"{self.min_track_length}")
-        if self.all_faces and self.decode_workers > 0:
-            raise ValueError("all_faces needs decode_workers: 0 (the split decode/detect path does not link "
-                             "face tracks across chunks yet)")
         if self.decode_workers < 0 or self.decode_cpus <= 0:
             raise ValueError("decode_workers must be >= 0 and decode_cpus > 0")
         if self.worker_cpus <= 0 or self.worker_gpus < 0:

@@ -36,6 +36,58 @@ def frame_rows(found: list) -> tuple[np.ndarray | None, list, list[int]]:
     return np.asarray(rows, dtype=np.int64), detections, tracks
 
 
+def tracked_text(tracker, found: list) -> str:
+    """One chunk's tracked faces as JSON (what `link_chunks` needs: start, full-detection flags and the
+    chunk-local (id, box, landmarks, score) of every face), for the split path's collector."""
+    import json
+
+    faces = [[[int(t), d.bbox.tolist(), d.landmarks.reshape(-1).tolist(), float(d.score)] for t, d in pairs]
+             for pairs in found]
+    return json.dumps({"start": tracker.index - len(found), "full": list(tracker.last_full), "faces": faces})
+
+
+def link_tracked(chunks: dict[int, str], config) -> tuple[dict[tuple[int, int, int], int], dict[int, int]]:
+    """Video-wide track ids for the split path: the chunks' `tracked_text` (chunk number -> JSON) linked by
+    `link_chunks`. Returns ((chunk, position in chunk, chunk-local id) -> video-wide id, kept track -> frames
+    with its face); rows of ids not kept are dropped (`keep_tracks`)."""
+    import json
+
+    from fer_ray.faces import Detection, TrackedChunk, link_chunks
+
+    records, keys = [], {}
+    for number in sorted(chunks):
+        data = json.loads(chunks[number])
+        faces = []
+        for position, pairs in enumerate(data["faces"]):
+            row = []
+            for local, box, marks, score in pairs:
+                face = Detection(np.asarray(box, np.float32), np.asarray(marks, np.float32).reshape(5, 2), score)
+                keys[id(face)] = (number, position, int(local))
+                row.append((int(local), face))
+            faces.append(row)
+        records.append(TrackedChunk(int(data["start"]), faces, [bool(f) for f in data["full"]]))
+    linked, kept = link_chunks(records, max_gap=config.max_gap, min_track_length=config.min_track_length)
+    mapping, lengths = {}, dict.fromkeys(kept, 0)
+    for pairs in linked:
+        for track, face in pairs:
+            mapping[keys[id(face)]] = int(track)
+            if track in lengths:
+                lengths[track] += 1
+    return mapping, lengths
+
+
+def relabel_tracks(table: pa.Table, chunk: int, mapping: dict[tuple[int, int, int], int], kept: set[int]) -> pa.Table:
+    """One split-path part with its chunk-local track ids replaced by the video-wide ones, short tracks
+    dropped (`keep_tracks`)."""
+    frames = table.column(schema.FRAME_INDEX).to_pylist()
+    local = table.column(schema.TRACK_ID).to_pylist()
+    positions = {frame: k for k, frame in enumerate(dict.fromkeys(frames))}  # rows are in frame order
+    ids = [t if t == schema.NO_TRACK else mapping[(chunk, positions[f], t)] for f, t in zip(frames, local)]
+    column = table.schema.get_field_index(schema.TRACK_ID)
+    relabelled = table.set_column(column, schema.TRACK_ID, pa.array(ids, pa.int64()))
+    return keep_tracks(relabelled, kept)
+
+
 def keep_tracks(table: pa.Table, kept: set[int]) -> pa.Table:
     """`table` (one chunk's face rows) without the rows of tracks not in `kept`; a frame left without any
     row gets one no-face row (track NO_TRACK), so every decoded frame still has a row."""
@@ -67,15 +119,16 @@ class FaceRows:
         self.config = config
         self.detector = make_detector(config.detector)
 
-    def tracker(self):
+    def tracker(self, start: int = 0):
         """A fresh tracker: full detection every `track_every` frames, O-net tracking in between; one face
-        per frame, or every face with a track id (`all_faces`)."""
+        per frame, or every face with a track id (`all_faces`; `start`: the decoded-frame index of the first
+        frame it sees, so its key frames fall where one tracker over the whole video would put them)."""
         from fer_ray.faces import FaceTracker, MultiFaceTracker
 
         cfg = self.config
         if cfg.all_faces:
             return MultiFaceTracker(self.detector, every=cfg.track_every, max_gap=cfg.max_gap,
-                                    min_track_length=cfg.min_track_length)
+                                    min_track_length=cfg.min_track_length, start=start)
         return FaceTracker(self.detector, every=cfg.track_every)
 
     def chunk_table(self, video_id: str, chunk, found: list, frame_labels, subject, num_frames) -> pa.Table:

@@ -20,7 +20,8 @@ STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED = "done", "skipped", "failed"
 # tracking, alignment + JPEG encoding, Parquet writes. The split path reports its total seconds only.
 PHASES = ("decode", "detect", "align", "write")
 PHASE_COLUMNS = tuple(f"{phase}_seconds" for phase in PHASES)
-SUMMARY_COLUMNS = ("video_id", "kind", "status", "frames", "faces", "seconds", "error", "started_at",
+# `tracks`: with all_faces, the kept face tracks as JSON ({"<track id>": frames with that face}); else "".
+SUMMARY_COLUMNS = ("video_id", "kind", "status", "frames", "faces", "seconds", "error", "started_at", "tracks",
                    *PHASE_COLUMNS)
 
 
@@ -72,7 +73,7 @@ def summary_row(item: dict) -> dict:
     """A work item's summary row before it ran: failed until it says otherwise."""
     return {"video_id": str(item.get(schema.VIDEO_ID) or ""), "kind": item.get(schema.KIND) or "video",
             "status": STATUS_FAILED, "frames": 0, "faces": 0, "seconds": 0.0, "error": None,
-            "started_at": time.time(), **dict.fromkeys(PHASE_COLUMNS, 0.0)}
+            "started_at": time.time(), "tracks": "", **dict.fromkeys(PHASE_COLUMNS, 0.0)}
 
 
 class PhaseClock:

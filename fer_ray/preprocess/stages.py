@@ -18,6 +18,7 @@ an item whose marker has the same fingerprint is skipped, a redo writes under a 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import traceback
@@ -30,7 +31,7 @@ from fer_ray import schema, shards, storage
 from fer_ray.inputs import MEMBERS, item_fingerprint
 from fer_ray.plan import Resources, Step
 from fer_ray.preprocess.config import FacesConfig
-from fer_ray.preprocess.faces import FaceRows
+from fer_ray.preprocess.faces import FaceRows, tracked_text
 from fer_ray.preprocess.items import (
     FACES,
     INPUT_ERRORS,
@@ -46,6 +47,7 @@ from fer_ray.preprocess.items import (
     plain,
     summary_row,
 )
+from fer_ray.video import Chunk
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +127,28 @@ class PreprocessStage:
         previous = shards.read_marker(self.output, FACES, video_id)
         if previous is not None and previous.get("fingerprint") == fingerprint:
             return {"status": STATUS_SKIPPED, "frames": int(previous.get("frames", 0)),
-                    "faces": int(previous.get("faces", 0))}
+                    "faces": int(previous.get("faces", 0)), "tracks": _tracks_text(previous)}
         attempt = shards.next_attempt(previous, fingerprint)
         if kind == "video":
             parts, info = video_parts(self.rows, item, self.output, attempt, clock)
         else:
             parts, info = image_parts(self.rows, item, self.output, previous, attempt, clock)
-        info.update(fingerprint=fingerprint, kind=kind, seconds=round(time.perf_counter() - start, 3))
+        info.update(fingerprint=fingerprint, kind=kind, seconds=round(time.perf_counter() - start, 3),
+                    **subjects_info(item))
         shards.mark_done(self.output, FACES, video_id, parts, **info)
-        return {"status": STATUS_DONE, "frames": info["frames"], "faces": info["faces"], "error": info.get("error")}
+        return {"status": STATUS_DONE, "frames": info["frames"], "faces": info["faces"], "error": info.get("error"),
+                "tracks": _tracks_text(info)}
+
+
+def subjects_info(item: dict) -> dict:
+    """The done marker's `subjects` (a video labelled per person, e.g. ["left", "right"]), if the item has any."""
+    subjects = str(item.get(schema.SUBJECTS) or "")
+    return {"subjects": subjects.split(",")} if subjects else {}
+
+
+def _tracks_text(info: dict) -> str:
+    """A done marker's kept tracks as the summary row's JSON text ("" in one-face mode)."""
+    return json.dumps(info["tracks"], sort_keys=True) if "tracks" in info else ""
 
 
 def _record_failure(output: str, item: dict, source: str, exc: Exception) -> str:
@@ -256,7 +271,8 @@ def _chunk_row(item: dict, fingerprint: str, status: str, **values) -> dict[str,
     row = {schema.VIDEO_ID: str(item[schema.VIDEO_ID]), schema.URI: str(item.get(schema.URI) or ""),
            schema.SUBJECT: str(item.get(schema.SUBJECT) or ""), "fingerprint": fingerprint, "status": status,
            "error": "", "chunk": -1, "count": 0, "faces": 0, "num_frames": 0, "seconds": 0.0, "shape": "",
-           "frames": b"", "indices": b"", "timestamps": b"", "labels": b"", "part": "", "attempt": ""}
+           "frames": b"", "indices": b"", "timestamps": b"", "labels": b"", "part": "", "attempt": "", "tracked": "",
+           schema.SUBJECTS: str(item.get(schema.SUBJECTS) or "")}
     row.update(values)
     return {k: [v] for k, v in row.items()}
 
@@ -346,13 +362,16 @@ class DetectStage:
             shape = tuple(int(x) for x in row["shape"].split(","))
             frames = np.frombuffer(row["frames"], dtype=np.uint8).reshape(shape)
             indices = np.frombuffer(row["indices"], dtype=np.int64)
-            detections = self.rows.tracker().process(frames)
-            table = self.rows.table([video_id] * len(indices), indices, np.frombuffer(row["timestamps"], np.float64),
-                                    frames, detections, np.frombuffer(row["labels"], np.int64),
-                                    [row[schema.SUBJECT] or None] * len(indices), row["num_frames"])
+            chunk = Chunk(indices, np.frombuffer(row["timestamps"], np.float64), frames)
+            # every-face mode: chunk-local track ids; the collector links them video-wide (link_chunks)
+            tracker = self.rows.tracker(start=int(row["chunk"]) * self.config.chunk_size)
+            found = tracker.process(frames)
+            table = self.rows.chunk_table(video_id, chunk, found, np.frombuffer(row["labels"], np.int64),
+                                          row[schema.SUBJECT] or None, row["num_frames"])
             part = shards.write_part(self.output, FACES, video_id, int(row["chunk"]), table,
                                      str(row.get("attempt") or ""))
-            values = {"part": part, "faces": sum(d is not None for d in detections)}
+            values = {"part": part, "faces": table.column(schema.REASON).null_count,
+                      "tracked": tracked_text(tracker, found) if self.config.all_faces else ""}
         except Exception as exc:  # noqa: BLE001 - this video fails as data
             log.error("%s chunk %s: detect failed\n%s", video_id, row["chunk"], traceback.format_exc())
             values = {"status": FAILED_ROW, "error": error_text(exc)}

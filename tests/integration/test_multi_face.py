@@ -84,25 +84,79 @@ def test_one_face_video_in_every_face_mode_is_one_track_like_one_face_mode(video
     np.testing.assert_allclose(np.stack(every[schema.PROBS]), np.stack(one[schema.PROBS]), atol=0.02)
 
 
-def test_the_annotate_job_writes_a_file_per_track(videos, pair, tmp_path, ray_local):
+def test_the_annotate_job_names_the_two_people_and_evaluate_pairs_them(videos, pair, tmp_path, ray_local):
+    """A folder holding pair.mp4 with Aff-Wild2's label pair pair_left.txt / pair_right.txt (each half's
+    real labels): the job names track 0 (left) and track 1 (right) after them, writes pair_left.txt and
+    pair_right.txt, and evaluate scores each against its own label file."""
+    import shutil
+
+    from fer_ray import labels
     from fer_ray.infer.postprocess import submission_uri
     from fer_ray.infer.readers import read_predictions, sorted_frames
     from tests.helpers import load_job
 
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    shutil.copy(videos["pair"], folder / "pair.mp4")
+    truth = {}
+    for side, name in (("left", "tw_TW01"), ("right", "tw_TW07")):
+        truth[side] = labels.read_expr(str(need_shared("videos", "labeled", f"{name}.txt")))[:FRAMES]
+        labels.write_expr(str(folder / f"pair_{side}.txt"), truth[side])
     output = str(tmp_path / "job")
-    argv = ["--input", videos["pair"], "--models", videos["models"], "--output", output, "--system", "cfc_sp",
+    argv = ["--input", str(folder), "--models", videos["models"], "--output", output, "--system", "cfc_sp",
             "--window", str(OPTIONS["window"]), "--track-every", "5", "--all-faces", "--strict"]
     config = tmp_path / "detector.yaml"  # full-resolution detection, as in-process above
     config.write_text("preprocess:\n  detector:\n    detect_size: null\n")
     assert load_job("annotate").main(argv + ["--config", str(config)]) == 0
-    rows = sorted_frames(read_predictions(output))
+
+    rows = sorted_frames(read_predictions(output))  # the same rows as in-process
     assert rows[schema.TRACK_ID].tolist() == pair[schema.TRACK_ID].tolist()
-    assert rows[schema.FRAME_INDEX].tolist() == pair[schema.FRAME_INDEX].tolist()
     assert rows[schema.LABEL].tolist() == pair[schema.LABEL].tolist()
     np.testing.assert_allclose(np.stack(rows[schema.PROBS]), np.stack(pair[schema.PROBS]), atol=1e-5)
-    for track in (0, 1):
-        written = storage.read_bytes(submission_uri(output, "pair", track)).decode().splitlines()
-        assert len(written) == FRAMES + 1  # the header, then a line for every frame
-    assert not storage.exists(submission_uri(output, "pair"))
-    marker = shards.read_marker(output, schema.FACES_TABLE, "pair")
-    assert sorted(marker["tracks"]) == ["0", "1"]
+    for track, side in ((0, "left"), (1, "right")):
+        written = labels.read_expr(submission_uri(output, "pair", subject=side))
+        assert written.tolist() == rows.loc[rows[schema.TRACK_ID] == track, schema.LABEL].tolist()
+    assert not storage.exists(submission_uri(output, "pair")) and not storage.exists(submission_uri(output, "pair", 0))
+    assert shards.read_marker(output, schema.FACES_TABLE, "pair")["tracks"] == {"0": FRAMES, "1": FRAMES}
+    summary = storage.read_json(f"{output}/summary.json")["videos"]["pair"]
+    assert summary["tracks"] == [0, 1] and summary["subjects"] == {"left": 0, "right": 1}
+
+    scored = str(tmp_path / "eval")
+    assert load_job("evaluate").main(["--predictions", output, "--labels", str(folder), "--output", scored]) == 0
+    per_video = {r[schema.VIDEO_ID]: r for r in storage.read_json(f"{scored}/metrics.json")["per_video"]}
+    assert set(per_video) == {"pair_left", "pair_right"}
+    from fer_ray.evaluate import metrics
+    for track, side in ((0, "left"), (1, "right")):
+        predicted = rows.loc[rows[schema.TRACK_ID] == track, schema.LABEL].to_numpy()
+        assert per_video[f"pair_{side}"]["f1"] == pytest.approx(metrics.macro_f1(truth[side], predicted))
+
+
+@pytest.mark.parametrize("chunk", [10, 15])
+def test_split_decode_detect_path_gives_the_fused_paths_tracks(videos, tmp_path, chunk):
+    """--decode-workers: each chunk tracked by its own tracker, the ids linked video-wide by the driver's
+    collector. Chunks of 10 start on key frames (track_every 5): the same rows as one tracker over the
+    video. Chunks of 15 do not: the same two tracks, each on every frame."""
+    from fer_ray.jobs.preprocess import PreprocessConfig
+    from fer_ray.preprocess import DetectorConfig
+    from tests.unit.test_redo_safety import fused, split
+
+    item = {schema.VIDEO_ID: "pair", schema.URI: videos["pair"], schema.KIND: "video", schema.LABEL: -1}
+    settings = {"track_every": 5, "all_faces": True, "detector": DetectorConfig(detect_size=None)}
+    outputs = {}
+    for name, path, extra in (("fused", fused, {}), ("split", split, {"decode_workers": 1})):
+        outputs[name] = str(tmp_path / name)
+        path(PreprocessConfig(output=outputs[name], chunk_size=chunk, worker_cpus=1, **settings, **extra), item)
+    rows = {name: shards.read_table(out, schema.FACES_TABLE, schema.FACES_SCHEMA).to_pandas()
+            .sort_values([schema.FRAME_INDEX, schema.TRACK_ID]).reset_index(drop=True)
+            for name, out in outputs.items()}
+    a, b = rows["fused"], rows["split"]
+    assert sorted(a[schema.TRACK_ID].unique()) == sorted(b[schema.TRACK_ID].unique()) == [0, 1]
+    for table in (a, b):
+        assert table.groupby(schema.TRACK_ID).size().to_dict() == {0: FRAMES, 1: FRAMES}
+    left = {name: np.stack(t.loc[t[schema.TRACK_ID] == 0, schema.BBOX])[:, 0] for name, t in rows.items()}
+    assert (left["fused"] < 256).all() and (left["split"] < 256).all()  # track 0 is the left face in both
+    if chunk % 5 == 0:
+        assert a[[schema.FRAME_INDEX, schema.TRACK_ID]].equals(b[[schema.FRAME_INDEX, schema.TRACK_ID]])
+        np.testing.assert_allclose(np.stack(a[schema.BBOX]), np.stack(b[schema.BBOX]), atol=0.05)
+    marker = shards.read_marker(outputs["split"], schema.FACES_TABLE, "pair")
+    assert marker["tracks"] == {"0": FRAMES, "1": FRAMES}

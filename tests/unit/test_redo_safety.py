@@ -96,7 +96,7 @@ def fused(config: PreprocessConfig, item: dict) -> None:
 def split(config: PreprocessConfig, item: dict) -> None:
     """The --decode-workers path in-process: DecodeStage -> DetectStage -> ChunkCollector (the driver)."""
     shards.sweep(config.output, FACES)
-    detect, collector = DetectStage(config, config.output), ChunkCollector(config.output)
+    detect, collector = DetectStage(config, config.output), ChunkCollector(config.output, config)
     for batch in DecodeStage(config, config.output)({k: [v] for k, v in item.items()}):
         out = detect(batch)
         for i in range(len(out[schema.VIDEO_ID])):

@@ -14,8 +14,8 @@ from fer_ray import labels, schema, shards, storage
 from fer_ray.faces import Detection
 from fer_ray.infer import systems
 from fer_ray.infer.export import write_abaw
-from fer_ray.infer.postprocess import PREDICTIONS, VideoPostprocess, submission_uri
-from fer_ray.infer.readers import main_tracks, scored_rows, scored_table, sorted_frames
+from fer_ray.infer.postprocess import PREDICTIONS, VideoPostprocess, name_tracks, submission_uri
+from fer_ray.infer.readers import scored_rows, scored_table, scored_tracks, sorted_frames
 from fer_ray.preprocess.faces import faces_table, frame_rows, keep_tracks
 from tests.unit.test_postprocess import entries, face_bytes, faces_batch, for_system, permuted, stage  # noqa: F401
 
@@ -138,13 +138,46 @@ def _rows(video: str, track: int, found: list[bool]) -> pd.DataFrame:
 def test_the_track_with_most_faces_is_scored_and_every_track_exported(tmp_path):
     frame = pd.concat([_rows("a", 0, [True, False, False]), _rows("a", 1, [True, True, False]),
                        _rows("b", 0, [True, True, True])], ignore_index=True)
-    tracks = main_tracks(frame)
-    assert tracks == {"a": 1, "b": 0}
-    scored = scored_rows(frame, tracks)
+    units = scored_tracks(frame)
+    assert units == {("a", 1): "a", ("b", 0): "b"}
+    scored = scored_rows(frame, units)
     assert scored.groupby(schema.VIDEO_ID)[schema.TRACK_ID].unique().map(list).to_dict() == {"a": [1], "b": [0]}
     logits = pa.table({schema.VIDEO_ID: ["a", "a", "b"], schema.TRACK_ID: [0, 1, 0], schema.FRAME_INDEX: [0, 0, 0]})
-    assert scored_table(logits, tracks).column(schema.TRACK_ID).to_pylist() == [1, 0]
+    assert scored_table(logits, units).column(schema.TRACK_ID).to_pylist() == [1, 0]
 
     written = write_abaw(sorted_frames(pa.Table.from_pandas(frame)), str(tmp_path))
     assert sorted(storage.stem(u) for u in written) == ["a_track0", "a_track1", "b"]
     assert labels.read_expr(str(tmp_path / "a_track1.txt")).tolist() == [2, 2, 2]
+
+
+def test_named_subjects_are_scored_and_exported_under_their_names(tmp_path):
+    frame = pd.concat([_rows("p", 0, [True, True]), _rows("p", 1, [True, False]), _rows("p", 2, [True, True])],
+                      ignore_index=True)
+    units = scored_tracks(frame, {"p": {"left": 2, "right": 0}})
+    assert units == {("p", 0): "p_right", ("p", 2): "p_left"}  # track 1 is annotated, not scored
+    scored = scored_rows(frame, units)
+    assert scored.groupby(schema.VIDEO_ID)[schema.TRACK_ID].unique().map(list).to_dict() == \
+        {"p_left": [2], "p_right": [0]}
+    written = write_abaw(sorted_frames(pa.Table.from_pandas(frame)), str(tmp_path),
+                         subjects={"p": {"left": 2, "right": 0}})
+    assert sorted(storage.stem(u) for u in written) == ["p_left", "p_right", "p_track1"]
+
+
+def test_subjects_name_the_main_tracks_left_to_right():
+    def track(x: float, faces: int) -> dict:
+        return {schema.FACE_FOUND: np.arange(10) < faces, schema.BBOX: [[x, 0, x + 50, 50]] * 10}
+
+    tracks = [(0, track(300, 10)), (1, track(20, 8)), (2, track(150, 3))]
+    assert name_tracks(tracks, ["left", "right"]) == {1: "left", 0: "right"}  # track 2: too few faces
+    assert name_tracks(tracks, []) == {}
+
+
+def test_preprocess_summary_lists_each_videos_tracks_and_their_lengths():
+    from fer_ray.jobs.preprocess import summarise
+
+    rows = [{"video_id": "pair", "status": "done", "frames": 45, "faces": 88, "error": None,
+             "tracks": '{"0": 45, "1": 43}'},
+            {"video_id": "one", "status": "skipped", "frames": 10, "faces": 10, "error": None, "tracks": ""}]
+    summary = summarise(rows, [], 1.0)
+    assert summary["tracks"] == {"pair": {0: 45, 1: 43}}
+    assert (summary["frames"], summary["faces"]) == (55, 98)
