@@ -33,7 +33,7 @@ from fer_ray.infer.cascade import decision_text
 from fer_ray.infer.readers import read_predictions
 from fer_ray.video import open_video
 
-__all__ = ["RenderConfig", "Overlay", "pick_codec", "load_predictions", "load_boxes", "frame_rows",
+__all__ = ["RenderConfig", "Overlay", "pick_codec", "load_predictions", "load_boxes", "frame_rows", "track_frame_rows",
            "render_video", "run"]
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,15 @@ class Overlay:
         self.panel = (0, self.height - self.panel_h, min(self.width, self.panel_w), self.height)
         self.short = [name[:4] for name in labels.ABAW_CLASSES]
 
-    def __call__(self, frame: np.ndarray, row: dict | None) -> np.ndarray:
+    # one colour per face track of a video with several (cycled)
+    TRACK_COLOURS = ((0, 255, 0), (255, 140, 0), (0, 200, 255), (255, 0, 200), (255, 255, 0), (140, 90, 255))
+
+    def __call__(self, frame: np.ndarray, row: dict | list[dict] | None) -> np.ndarray:
         frame = np.asarray(frame, dtype=np.uint8)
+        if isinstance(row, list):  # one row per face track
+            if len(row) > 1:
+                return self.tracks(frame, row)
+            row = row[0] if row else None
         if row is None:
             return frame.copy()
         out = frame.copy()
@@ -115,15 +122,41 @@ class Overlay:
             self._filled(draw)
         return np.asarray(image)
 
-    def _box(self, draw: ImageDraw.ImageDraw, bbox) -> None:
+    def tracks(self, frame: np.ndarray, rows: list[dict]) -> np.ndarray:
+        """Several face tracks on one frame: each box in its track's colour, tagged with the track id and
+        what decided its label ("#1 Happiness 0.91"); no bar panel (one per face would cover the frame)."""
+        image = Image.fromarray(frame.copy())
+        draw = ImageDraw.Draw(image)
+        for row in rows:
+            track = int(row.get(schema.TRACK_ID) or 0)
+            colour = self.TRACK_COLOURS[track % len(self.TRACK_COLOURS)]
+            box = self._box(draw, row.get(schema.BBOX), colour)
+            if box is None:
+                continue
+            probs = np.asarray(row[schema.PROBS], dtype=np.float64)
+            text = f"#{track} " + decision_text(int(row[schema.LABEL]), probs, row.get(schema.COARSE_PROBS),
+                                                row.get(schema.NEGATIVE_PROBS))
+            if bool(row.get(schema.FILLED, False)):
+                text += " (filled)"
+            left, top, right, bottom = draw.textbbox((box[0], 0), text, font=self.small)
+            y = max(0, box[1] - (bottom - top) - 2 * self.pad)
+            draw.rectangle((box[0], y, box[0] + (right - left) + 2 * self.pad, y + (bottom - top) + 2 * self.pad),
+                           fill=colour)
+            draw.text((box[0] + self.pad, y + self.pad - top), text, font=self.small, fill=(0, 0, 0))
+        return np.asarray(image)
+
+    def _box(self, draw: ImageDraw.ImageDraw, bbox, colour=None) -> tuple[float, float, float, float] | None:
+        """Draw a face box (source pixels; None/NaN: no box); returns it as drawn, or None."""
         if bbox is None:
-            return
+            return None
         box = np.asarray(bbox, dtype=np.float64).reshape(-1)
         if box.size != 4 or not np.all(np.isfinite(box)):
-            return
+            return None
         x1, y1, x2, y2 = np.clip(box, 0, [self.width - 1, self.height - 1] * 2)
         if x2 > x1 and y2 > y1:
-            draw.rectangle((x1, y1, x2, y2), outline=self.BOX_COLOUR, width=self.line * 2)
+            draw.rectangle((x1, y1, x2, y2), outline=colour or self.BOX_COLOUR, width=self.line * 2)
+            return float(x1), float(y1), float(x2), float(y2)
+        return None
 
     def _title(self, draw: ImageDraw.ImageDraw, text: str) -> None:
         left, top, right, bottom = draw.textbbox((self.pad, self.pad), text, font=self.font)
@@ -178,11 +211,39 @@ def load_predictions(predictions: str, video_id: str) -> pa.Table:
 
 
 def load_boxes(faces: str, video_id: str) -> pa.Table:
-    """(frame_index, bbox) rows of one video from a preprocess/annotate output's faces table."""
+    """(frame_index, bbox[, track_id]) rows of one video from a preprocess/annotate output's faces table."""
     parts = shards.complete_parts(faces, schema.FACES_TABLE, [video_id])
     if not parts:
         raise FileNotFoundError(f"{faces}: no complete faces for video {video_id!r} under {schema.FACES_TABLE}/")
-    return storage.read_parquet_many(parts, columns=[schema.FRAME_INDEX, schema.BBOX])
+    table = storage.read_parquet_many(parts)
+    columns = [c for c in (schema.FRAME_INDEX, schema.BBOX, schema.TRACK_ID) if c in table.column_names]
+    return table.select(columns)
+
+
+def _tracks_of(table: pa.Table) -> np.ndarray:
+    if schema.TRACK_ID not in table.column_names:
+        return np.zeros(table.num_rows, dtype=np.int64)
+    return np.nan_to_num(table.column(schema.TRACK_ID).to_numpy(zero_copy_only=False).astype(np.float64),
+                         nan=0.0).astype(np.int64)
+
+
+def track_frame_rows(predictions: pa.Table, boxes: pa.Table | None = None) -> dict[int, list[dict]]:
+    """frame index -> the rows the overlay draws, one per face track (by id), each with its own box
+    (`frame_rows` per track; on a decoded frame where a track has no face, that track has no box)."""
+    tracks = _tracks_of(predictions)
+    out: dict[int, list[dict]] = {}
+    for track in sorted(set(tracks.tolist())):
+        track_boxes = None
+        if boxes is not None and boxes.num_rows:
+            mine = _tracks_of(boxes) == track
+            frames = boxes.column(schema.FRAME_INDEX).to_numpy(zero_copy_only=False)
+            bbox = {int(f): b for f, b, m in zip(frames, boxes.column(schema.BBOX).to_pylist(), mine) if m}
+            decoded = sorted(set(frames.tolist()))
+            track_boxes = pa.table({schema.FRAME_INDEX: pa.array(decoded, pa.int64()),
+                                    schema.BBOX: [bbox.get(f) for f in decoded]})
+        for frame, row in frame_rows(predictions.filter(pa.array(tracks == track)), track_boxes).items():
+            out.setdefault(frame, []).append({**row, schema.TRACK_ID: track})
+    return out
 
 
 def frame_rows(predictions: pa.Table, boxes: pa.Table | None = None) -> dict[int, dict]:
@@ -249,7 +310,7 @@ def render_video(video_uri: str, predictions: pa.Table, output: str, boxes: pa.T
     """
     import av
 
-    rows = frame_rows(predictions, boxes)
+    rows = track_frame_rows(predictions, boxes)
     name = pick_codec(codec)
     written = uncovered = 0
     with tempfile.TemporaryDirectory(prefix="fer-ray-render-") as tmp:

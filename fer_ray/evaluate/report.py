@@ -80,6 +80,7 @@ TITLES = {
     "overall": "All frames",
     "per_class": "Per class",
     "per_video": "Per video",
+    "tracks": "Face tracks: frames with each face, and the label file each is scored against",
     "table1": "Table 1: baseline, + C-F (coarse-to-fine cascade), + SP (Smooth Predicting)",
     "table2": "Table 2: coarse-net and negative-net backbone combinations (cascade)",
     "table3": "Table 3: each backbone alone on its own task (no SP)",
@@ -95,7 +96,8 @@ SHOWN = {
 HEADERS = {"f1": "macro-F1", "f1_present": "macro-F1 (classes present)", "abaw2_score": "ABAW2 score",
            "coarse_f1": "coarse F1", "negative_f1": "negative F1", "filled_frames": "filled",
            "pred_flips_per_min": "flips/min (pred.)", "true_flips_per_min": "flips/min (truth)",
-           "video_id": "video", "abaw2": "ABAW2 score"}
+           "video_id": "video", "abaw2": "ABAW2 score", "track_id": "track", "face_frames": "frames with face",
+           "scored_as": "scored as"}
 _HIDDEN = {"system"}  # "coarse[a+b]>negative[c]" strings: the method column already says what each row is
 
 

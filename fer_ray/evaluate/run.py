@@ -139,11 +139,22 @@ def headline(truth: dict[str, np.ndarray], predicted: dict[str, np.ndarray], nam
             "annotated": overall["annotated"], "videos": len(names)}
 
 
+def track_table(predictions: pd.DataFrame, units: dict[tuple[str, int], str]) -> pd.DataFrame:
+    """One row per (video, face track): the frames with that face and the id it is scored under ("" when
+    it is annotated but not scored)."""
+    frame = predictions.assign(**{schema.TRACK_ID: predictions[schema.TRACK_ID].fillna(0).astype(int)}) \
+        if schema.TRACK_ID in predictions else predictions.assign(**{schema.TRACK_ID: 0})
+    counts = frame.groupby([schema.VIDEO_ID, schema.TRACK_ID])[schema.FACE_FOUND].sum().astype(int)
+    return pd.DataFrame([{schema.VIDEO_ID: v, schema.TRACK_ID: int(t), "face_frames": int(n),
+                          "scored_as": units.get((str(v), int(t)), "")} for (v, t), n in counts.items()])
+
+
 def evaluate_run(config: EvaluateConfig) -> dict:
     """Score predictions, compute ablations when logits are given, write the report; returns the summary."""
     predictions = readers.sorted_frames(readers.read_predictions(config.predictions))
     # what each label file scores: a video's main face track, or each person of a video labelled per person
     units = readers.scored_tracks(predictions, readers.named_subjects(config.predictions))
+    tracks_table = track_table(predictions, units)
     predictions = readers.scored_rows(predictions, units).sort_values(
         [schema.VIDEO_ID, schema.FRAME_INDEX], kind="stable").reset_index(drop=True)
     video_ids = sorted(predictions[schema.VIDEO_ID].unique().tolist())
@@ -156,6 +167,8 @@ def evaluate_run(config: EvaluateConfig) -> dict:
                                     np.concatenate([predicted[v] for v in names]))
     tables = {"overall": _overall_table(overall, per_video), "per_class": pd.DataFrame(
         [{"class": name, **stats} for name, stats in overall["per_class"].items()]), "per_video": per_video}
+    if tracks_table[schema.VIDEO_ID].duplicated().any():  # some video has several face tracks
+        tables["tracks"] = tracks_table
     logits_videos = {}
     if config.logits:
         logits = readers.scored_table(readers.read_logits(config.logits), units)
@@ -165,7 +178,7 @@ def evaluate_run(config: EvaluateConfig) -> dict:
         "description": f"{len(names)} videos, {overall['annotated']} annotated frames; predictions "
                        f"{config.predictions}, labels {config.labels}",
         "config": asdict(config), "videos": names, "overall": overall,
-        "headline": headline(truth, predicted, names, overall),
+        "headline": headline(truth, predicted, names, overall) | {"tracks": len(tracks_table)},
         "videos_without_labels": [v for v in video_ids if v not in truth],
         "per_video": per_video.to_dict(orient="records"),
         "ablations": {k: t.to_dict(orient="records") for k, t in tables.items() if k.startswith("table")},

@@ -125,6 +125,9 @@ def test_the_annotate_job_names_the_two_people_and_evaluate_pairs_them(videos, p
     assert load_job("evaluate").main(["--predictions", output, "--labels", str(folder), "--output", scored]) == 0
     per_video = {r[schema.VIDEO_ID]: r for r in storage.read_json(f"{scored}/metrics.json")["per_video"]}
     assert set(per_video) == {"pair_left", "pair_right"}
+    tracks = storage.read_bytes(f"{scored}/tables/tracks.csv").decode().splitlines()
+    assert tracks[1:] == [f"pair,0,{FRAMES},pair_left", f"pair,1,{FRAMES},pair_right"], tracks
+    assert "Face tracks" in storage.read_bytes(f"{scored}/report.html").decode()
     from fer_ray.evaluate import metrics
     for track, side in ((0, "left"), (1, "right")):
         predicted = rows.loc[rows[schema.TRACK_ID] == track, schema.LABEL].to_numpy()

@@ -181,3 +181,28 @@ def test_preprocess_summary_lists_each_videos_tracks_and_their_lengths():
     summary = summarise(rows, [], 1.0)
     assert summary["tracks"] == {"pair": {0: 45, 1: 43}}
     assert (summary["frames"], summary["faces"]) == (55, 98)
+
+
+def test_overlay_draws_each_track_in_its_colour_with_its_own_box():
+    from fer_ray.render import Overlay, track_frame_rows
+
+    n = 4
+    probs = np.eye(labels.NUM_CLASSES, dtype=np.float32)[[4] * n]
+    predictions = pa.table({
+        schema.FRAME_INDEX: np.tile(np.arange(n), 2), schema.TRACK_ID: np.repeat([0, 1], n),
+        schema.LABEL: [4] * 2 * n, schema.PROBS: list(np.concatenate([probs, probs])),
+        schema.COARSE_PROBS: [[]] * 2 * n, schema.NEGATIVE_PROBS: [[]] * 2 * n, schema.FILLED: [False] * 2 * n})
+    # track 0 on frames 0 and 2 (left), track 1 on frame 0 only (right); frame 2 decoded without track 1
+    boxes = pa.table({schema.FRAME_INDEX: [0, 0, 2], schema.TRACK_ID: [0, 1, 0],
+                      schema.BBOX: [[10.0, 40.0, 60.0, 100.0], [100.0, 40.0, 150.0, 100.0], [12.0, 40.0, 62.0, 100.0]]})
+    rows = track_frame_rows(predictions, boxes)
+    assert [r[schema.TRACK_ID] for r in rows[0]] == [0, 1]
+    assert rows[1][1][schema.BBOX] == [100.0, 40.0, 150.0, 100.0]  # frame 1 not decoded: the last box held
+    assert rows[2][0][schema.BBOX] == [12.0, 40.0, 62.0, 100.0] and rows[2][1][schema.BBOX] is None
+
+    frame = np.full((128, 160, 3), 128, dtype=np.uint8)
+    out = Overlay(160, 128)(frame, rows[0])
+    assert tuple(out[70, 10]) == Overlay.TRACK_COLOURS[0] and tuple(out[70, 100]) == Overlay.TRACK_COLOURS[1]
+    only_left = Overlay(160, 128)(frame, rows[2])
+    assert tuple(only_left[70, 100]) != Overlay.TRACK_COLOURS[1]  # no face: no box for track 1
+    assert (out[20:40, 10:60] != 128).any() and (out[20:40, 100:150] != 128).any()  # a tag above each box
