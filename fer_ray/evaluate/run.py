@@ -3,7 +3,9 @@
 Ground truth (`labels`) is one of:
 - a directory or s3:// prefix of Aff-Wild2 EXPR files, `<labels>/<video_id>.txt` (labels.read_expr);
 - a CSV file (name ends in .csv) with columns schema.VIDEO_ID, schema.FRAME_INDEX, schema.LABEL, the label
-  an ABAW index or class name; frames a video's CSV rows skip are unannotated (-1).
+  an ABAW index or class name; frames a video's CSV rows skip are unannotated (-1);
+- an image set's labels.csv (path,label[,subject]): each photo, annotated as a one-frame video, scored
+  against its label.
 Only videos with both predictions and labels are scored; the others are listed in metrics.json.
 Each video is scored over every frame of its label file; frames the predictions do not cover are filled
 from the nearest covered frame, as a submission would be.
@@ -46,6 +48,8 @@ class EvaluateConfig:
 
 def _truth_from_csv(uri: str) -> dict[str, np.ndarray]:
     frame = pd.read_csv(io.BytesIO(storage.read_bytes(uri)), dtype={schema.VIDEO_ID: str})
+    if {"path", "label"} <= set(frame.columns) and schema.VIDEO_ID not in frame.columns:
+        return _truth_from_image_set(uri)
     missing = {schema.VIDEO_ID, schema.FRAME_INDEX, schema.LABEL} - set(frame.columns)
     if missing:
         raise labels.LabelFormatError(f"{uri}: missing column(s) {', '.join(sorted(missing))}")
@@ -56,6 +60,16 @@ def _truth_from_csv(uri: str) -> dict[str, np.ndarray]:
         values[index] = [labels.class_index(v) for v in rows[schema.LABEL]]
         out[str(video_id)] = values
     return out
+
+
+def _truth_from_image_set(uri: str) -> dict[str, np.ndarray]:
+    """photo id -> its one label, from an image set's labels.csv (path,label[,subject]): the ids the
+    preprocess and annotate jobs give its photos (fer_ray.inputs.from_image_set)."""
+    from fer_ray.inputs import MEMBERS, from_image_set
+
+    found = from_image_set(uri, kind="image")
+    return {m[schema.VIDEO_ID]: np.array([int(m[schema.LABEL])], dtype=np.int64)
+            for item in found.items for m in item[MEMBERS]}
 
 
 def load_truth(source: str, video_ids: list[str]) -> dict[str, np.ndarray]:

@@ -11,7 +11,15 @@ from fer_ray.faces.align import (
     template,
 )
 from fer_ray.faces.detect import Detection, FaceDetector, choose_face, faces_at_least, iou
-from fer_ray.faces.track import FaceTracker, MultiFaceTracker, Track, TrackedChunk, TrackLinker, link_chunks
+from fer_ray.faces.track import (
+    FaceTracker,
+    MultiFaceTracker,
+    Track,
+    TrackedChunk,
+    TrackLinker,
+    link_chunks,
+    position_order,
+)
 
 __all__ = [
     "ARCFACE_TEMPLATE_112",
@@ -19,6 +27,7 @@ __all__ = [
     "FaceDetector",
     "FaceTracker",
     "MultiFaceTracker",
+    "position_order",
     "Track",
     "TrackLinker",
     "TrackedChunk",

@@ -28,7 +28,7 @@ from scipy.optimize import linear_sum_assignment
 
 from fer_ray.faces.detect import Detection, FaceDetector, choose_face, faces_at_least, iou
 
-__all__ = ["FaceTracker", "MultiFaceTracker", "Track", "TrackLinker", "TrackedChunk", "link_chunks"]
+__all__ = ["FaceTracker", "MultiFaceTracker", "Track", "TrackLinker", "TrackedChunk", "link_chunks", "position_order"]
 
 
 class FaceTracker:
@@ -147,7 +147,7 @@ class TrackLinker:
 
     def full(self, frame: int, faces: list[Detection]) -> list[tuple[int, Detection]]:
         """Every face of a full detection on ``frame`` with its track id (existing or new), sorted by id."""
-        faces = sorted(faces, key=_position)
+        faces = position_order(faces)
         tracks = self.candidates(frame)
         matched: dict[int, Track] = {}
         if tracks and faces:
@@ -215,6 +215,11 @@ def _centre(box: np.ndarray) -> np.ndarray:
 def _position(face: Detection) -> tuple[float, float, float]:
     x, y = _centre(face.bbox)
     return (float(x), float(y), -face.score)
+
+
+def position_order(faces: list[Detection]) -> list[Detection]:
+    """Faces left to right (box centre x, then y, then higher score first): how new track ids are given."""
+    return sorted(faces, key=_position)
 
 
 class MultiFaceTracker:

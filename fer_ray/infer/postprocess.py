@@ -148,13 +148,14 @@ class VideoPostprocess:
     def __init__(self, output: str, entries: list[ModelEntry], system: str, window: int, version: str,
                  weights: dict[str, float] | None = None, keep_logits: bool = False,
                  extras: list[ModelEntry] | None = None, sources: dict[str, str] | None = None,
-                 subjects: dict[str, list[str]] | None = None):
+                 subjects: dict[str, list[str]] | None = None, photos: list[str] = ()):
         """`extras`: models whose logits are only kept (for ablations), never part of the prediction.
         `sources`: video id -> fingerprint of its faces (the faces done marker's), recorded in the
         predictions marker so a video whose faces are redone is annotated again."""
         self.output, self.entries, self.system_name = output, entries, system
         self.sources = dict(sources or {})
         self.subjects = dict(subjects or {})  # video id -> subject names (left to right) of its main tracks
+        self.photos = set(photos)  # photos are one-frame videos without an ABAW submission file
         self.window, self.version, self.keep_logits = window, version, keep_logits
         self.system = system_of(entries, system, weights)
         self.heads = TemporalHeads(list(entries) + list(extras or []))
@@ -205,8 +206,9 @@ class VideoPostprocess:
             if self.keep_logits:
                 logits_parts.append(_logits_table(video_id, rows[schema.FRAME_INDEX], scores, track))
             # one whole file, replaced atomically; the predictions marker below says which version is done
-            labels.write_expr(submission_uri(self.output, video_id, track if several else None, names.get(track)),
-                              result["label"])
+            if video_id not in self.photos:
+                labels.write_expr(submission_uri(self.output, video_id, track if several else None,
+                                                 names.get(track)), result["label"])
             histogram += np.bincount(result["label"], minlength=labels.NUM_CLASSES)
             faces_found += int((~result["filled"]).sum())
         if self.keep_logits:

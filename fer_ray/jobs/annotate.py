@@ -146,20 +146,24 @@ def run(config: AnnotateConfig) -> dict:
         shards.sweep(config.output, table)
     faces_uri, gave_up = faces_of(config)
     faces_markers = shards.done_markers(faces_uri, FACES)
-    todo, finished = pending_videos(faces_uri, config.output, version, faces_markers)
-    sources = {v: str(faces_markers[v].get("fingerprint", "")) for v in todo}
+    units = units_of(faces_uri, faces_markers)
+    todo, finished = pending_videos(faces_uri, config.output, version, faces_markers, units)
+    # what a prediction depends on, per video / photo: its faces marker's fingerprint
+    sources = {u: str(faces_markers[k].get("fingerprint", "")) for k in todo for u in units[k]}
     # videos whose post-processing failed max_attempts runs in a row on these faces and this version
-    stuck = given_up(config.output, {v: f"{version}|{sources[v]}" for v in todo}, config.max_attempts)
-    todo = [v for v in todo if v not in set(stuck)]
-    gave_up = sorted(set(gave_up) | set(stuck))
+    stuck = set(given_up(config.output, {u: f"{version}|{s}" for u, s in sources.items()}, config.max_attempts))
+    todo = [k for k in todo if not all(u in stuck for u in units[k])]
+    gave_up = sorted(set(gave_up) | stuck)
     log.info("system %s, models %s, version %s: %d videos to annotate, %d already done, %d given up",
              config.system, [e.name for e in entries], version, len(todo), len(finished), len(gave_up))
     parts = shards.complete_parts(faces_uri, FACES, todo)
-    subjects = {v: list(config.subjects or faces_markers[v].get("subjects") or []) for v in todo}
-    plan = steps(config, entries, extras, version, {v: sources[v] for v in todo}, len(parts),
-                 {v: names for v, names in subjects.items() if names})
+    subjects = {v: list(config.subjects or faces_markers[v].get("subjects") or []) for v in todo
+                if faces_markers[v].get("kind", "video") == "video"}
+    photos = sorted(u for k in todo if faces_markers[k].get("kind") == "image" for u in units[k])
+    plan = steps(config, entries, extras, version, {u: sources[u] for k in todo for u in units[k]}, len(parts),
+                 {v: names for v, names in subjects.items() if names}, photos)
     columns = face_columns([faces_markers[v] for v in todo])
-    rows = _annotate(parts, columns, plan, len(todo)) if parts else []
+    rows = _annotate(parts, columns, plan, sum(len(units[k]) for k in todo)) if parts else []
     return write_summary(config, rows, finished, version, time.perf_counter() - start, started_at, gave_up)
 
 
@@ -177,9 +181,10 @@ def faces_of(config: AnnotateConfig) -> tuple[str, list[str]]:
 
 
 def steps(config: AnnotateConfig, entries, extras, version: str, sources: dict[str, str], parts: int,
-          subjects: dict[str, list[str]] | None = None) -> list[Step]:
-    """Face rows -> logits rows -> one call per video."""
-    kwargs = postprocess_kwargs(config, entries, extras, version, sources) | {"subjects": subjects or {}}
+          subjects: dict[str, list[str]] | None = None, photos: list[str] = ()) -> list[Step]:
+    """Face rows -> logits rows -> one call per video (or photo)."""
+    kwargs = postprocess_kwargs(config, entries, extras, version, sources) | {"subjects": subjects or {},
+                                                                              "photos": list(photos)}
     return [logits_step(config, entries + extras),
             SafeVideoPostprocess.step(kwargs, partitions=max(1, min(parts, config.shuffle_partitions)))]
 
@@ -227,21 +232,48 @@ def is_faces_output(uri: str) -> bool:
     return storage.is_dir(storage.join(uri, FACES, shards.DONE_DIR))
 
 
-def pending_videos(faces_uri: str, output: str, version: str,
-                   faces_markers: dict[str, dict] | None = None) -> tuple[list[str], list[str]]:
-    """(videos to annotate, videos already annotated with this model version from their current faces).
+def photo_ids(faces_uri: str, key: str, marker: dict) -> list[str]:
+    """The photos of an image batch of the faces table (its marker lists them; older markers do not, and
+    then its parts' video_id column does)."""
+    if "members" in marker:
+        return list(marker["members"])
+    table = storage.read_parquet_many(shards.complete_parts(faces_uri, FACES, [key]), columns=[schema.VIDEO_ID])
+    return sorted(set(table.column(schema.VIDEO_ID).to_pylist()))
+
+
+def units_of(faces_uri: str, faces_markers: dict[str, dict]) -> dict[str, list[str]]:
+    """faces-table key -> what annotate writes a prediction for: the video itself, or each photo of an image
+    batch (a photo is a one-frame video). Pre-cropped training faces (kind face_crop) are not annotated."""
+    out = {}
+    for key, marker in faces_markers.items():
+        kind = marker.get("kind", "video")
+        if kind == "video":
+            out[key] = [key]
+        elif kind == "image":
+            out[key] = photo_ids(faces_uri, key, marker)
+    return out
+
+
+def pending_videos(faces_uri: str, output: str, version: str, faces_markers: dict[str, dict] | None = None,
+                   units: dict[str, list[str]] | None = None) -> tuple[list[str], list[str]]:
+    """(faces-table keys to annotate, videos and photos already annotated with this model version from
+    their current faces). A key is pending while any of its videos / photos is not annotated.
 
     A video whose faces were redone since it was annotated (its input changed) is annotated again: the
     predictions marker records the faces marker's fingerprint as its `source`."""
     if faces_markers is None:
         faces_markers = shards.done_markers(faces_uri, FACES)
-    # image-set batches (training data) share the faces table but are not videos to annotate
-    faces = {v: m for v, m in faces_markers.items() if m.get("kind", "video") == "video"}
+    units = units_of(faces_uri, faces_markers) if units is None else units
     done = shards.done_markers(output, PREDICTIONS)
-    finished = sorted(v for v in faces if done.get(v, {}).get("model_version") == version
-                      and done[v].get("source", "") == faces[v].get("fingerprint", ""))
-    todo = sorted(v for v in faces if v not in set(finished) and faces[v].get("frames", 1) > 0)
-    return todo, finished
+
+    def finished(unit: str, key: str) -> bool:
+        return done.get(unit, {}).get("model_version") == version \
+            and done[unit].get("source", "") == faces_markers[key].get("fingerprint", "")
+
+    todo = sorted(k for k, ids in units.items() if faces_markers[k].get("frames", 1) > 0
+                  and not all(finished(u, k) for u in ids))
+    complete = sorted(u for k, ids in units.items() if k not in set(todo) for u in ids)
+    return todo, complete
 
 
 def given_up(output: str, fingerprints: dict[str, str], max_attempts: int) -> list[str]:

@@ -182,8 +182,9 @@ class FaceRows:
         return encoded
 
     def images(self, members: list[dict], images: list[np.ndarray]) -> list[pa.Table]:
-        """Rows of still images: detected per group of equally sized images (the detector's batches)."""
-        from fer_ray.faces import choose_face
+        """Rows of still images: detected per group of equally sized images (the detector's batches). One
+        face per image, or (`all_faces`) a row per face, ids 0, 1, ... left to right (a photo's "tracks")."""
+        from fer_ray.faces import choose_face, position_order
 
         by_shape: dict[tuple, list[int]] = {}
         for i, image in enumerate(images):
@@ -191,11 +192,20 @@ class FaceRows:
         tables = []
         for group in by_shape.values():
             frames = np.stack([images[i] for i in group])
-            found = [choose_face(faces, None) for faces in self.detector.detect(frames)]
+            detected = self.detector.detect(frames)
             chosen = [members[i] for i in group]
-            tables.append(self.table([m[schema.VIDEO_ID] for m in chosen], [0] * len(group), [0.0] * len(group),
-                                     frames, found, [m[schema.LABEL] for m in chosen],
-                                     [m[schema.SUBJECT] for m in chosen], 1))
+            if not self.config.all_faces:
+                found = [choose_face(faces, None) for faces in detected]
+                tables.append(self.table([m[schema.VIDEO_ID] for m in chosen], [0] * len(group),
+                                         [0.0] * len(group), frames, found, [m[schema.LABEL] for m in chosen],
+                                         [m[schema.SUBJECT] for m in chosen], 1))
+                continue
+            found = [list(enumerate(position_order(faces))) for faces in detected]
+            rows, detections, tracks = frame_rows(found)
+            tables.append(self.table([chosen[r][schema.VIDEO_ID] for r in rows], [0] * len(rows),
+                                     [0.0] * len(rows), frames[rows], detections,
+                                     [chosen[r][schema.LABEL] for r in rows],
+                                     [chosen[r][schema.SUBJECT] for r in rows], 1, tracks))
         return tables
 
     def face_crops(self, members: list[dict], images: list[np.ndarray]) -> pa.Table:

@@ -242,7 +242,8 @@ def image_parts(rows: FaceRows, item: dict, output: str, previous: dict | None, 
     with clock.phase("write"):
         parts = [shards.write_part(output, FACES, item[schema.VIDEO_ID], 0, table, attempt)]
     faces = table.column(schema.REASON).null_count  # reason is null exactly where a face was found
-    info = {"frames": table.num_rows, "faces": faces, "images": len(members), "failed_images": failed}
+    info = {"frames": table.num_rows, "faces": faces, "images": len(members), "failed_images": failed,
+            "members": sorted(set(table.column(schema.VIDEO_ID).to_pylist()))}  # annotate's photos
     if failed:
         info["error"] = f"{len(failed)} of {len(members)} images unreadable (see failures/)"
     return parts, info

@@ -206,3 +206,23 @@ def test_overlay_draws_each_track_in_its_colour_with_its_own_box():
     only_left = Overlay(160, 128)(frame, rows[2])
     assert tuple(only_left[70, 100]) != Overlay.TRACK_COLOURS[1]  # no face: no box for track 1
     assert (out[20:40, 10:60] != 128).any() and (out[20:40, 100:150] != 128).any()  # a tag above each box
+
+
+def test_every_face_of_a_photo_is_a_row_numbered_left_to_right():
+    from PIL import Image
+
+    from fer_ray.preprocess import FacesConfig
+    from fer_ray.preprocess.faces import FaceRows
+    from tests.conftest import need_shared
+
+    folder = need_shared("images", "taiwanese_dev", "images")
+    left, right = (np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.glob("*.jpg"))[:2])
+    photo = np.concatenate([left, right], axis=1)  # two people, 256 x 512
+    member = {schema.VIDEO_ID: "set/two", schema.LABEL: 4, schema.SUBJECT: None}
+    for all_faces, expected in ((True, [0, 1]), (False, [0])):
+        [table] = FaceRows(FacesConfig(all_faces=all_faces)).images([member], [photo])
+        rows = table.to_pylist()
+        assert [r[schema.TRACK_ID] for r in rows] == expected
+        assert all(r[schema.FACE] and r[schema.LABEL] == 4 and r[schema.VIDEO_ID] == "set/two" for r in rows)
+        if all_faces:
+            assert rows[0][schema.BBOX][2] < 256 < rows[1][schema.BBOX][0]  # track 0 is the left face
