@@ -69,6 +69,9 @@ NEGATIVE_PROBS = "negative_probs"
 FACE_FOUND = "face_found"
 FILLED = "filled"
 SYSTEM = "system"
+# What decided a frame's label, as a person reads it: "Negative 0.30 -> Disgust 0.83" for a cascade frame
+# routed to the negative net (each step's own share, not their product), else "Happiness 0.91".
+DECISION = "decision"
 MODEL_VERSION = "model_version"
 
 WORK_ITEM_SCHEMA = pa.schema([
@@ -127,6 +130,7 @@ PREDICTIONS_SCHEMA = pa.schema([
     (SYSTEM, pa.string()),
     (MODEL_VERSION, pa.string()),
     (TRACK_ID, pa.int64()),
+    (DECISION, pa.string()),
 ])
 
 # Reasons a frame or video yields no face / no row; stable strings, users filter on them.

@@ -44,7 +44,8 @@ class ExportConfig:
 
 def _csv_frame(rows: pd.DataFrame) -> pd.DataFrame:
     keep = [c for c in (schema.VIDEO_ID, schema.FRAME_INDEX, schema.TIMESTAMP, schema.LABEL, schema.LABEL_NAME,
-                        schema.FACE_FOUND, schema.FILLED, schema.SYSTEM, schema.MODEL_VERSION, schema.TRACK_ID)
+                        schema.FACE_FOUND, schema.FILLED, schema.SYSTEM, schema.MODEL_VERSION, schema.TRACK_ID,
+                        schema.DECISION)
             if c in rows]
     out = rows[keep].reset_index(drop=True)
     probs = np.stack(rows[schema.PROBS].to_numpy()) if len(rows) else np.zeros((0, labels.NUM_CLASSES))

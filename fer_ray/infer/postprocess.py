@@ -247,7 +247,15 @@ class VideoPostprocess:
             schema.SYSTEM: [self.system_name] * num_frames,
             schema.MODEL_VERSION: [self.version] * num_frames,
             schema.TRACK_ID: np.full(num_frames, track, dtype=np.int64),
+            schema.DECISION: decisions(label, result),
         }, schema=schema.PREDICTIONS_SCHEMA)
+
+
+def decisions(label: np.ndarray, result: dict) -> list[str]:
+    """Each frame's decision text (cascade.decision_text) from predict_video's result."""
+    coarse, negative = result.get("coarse_probs"), result.get("negative_probs")
+    return [cascade.decision_text(int(k), result["probs"][i], None if coarse is None else coarse[i],
+                                  None if negative is None else negative[i]) for i, k in enumerate(label)]
 
 
 def _logits_table(video_id: str, frames: np.ndarray, scores: dict[str, np.ndarray], track: int = 0) -> pa.Table:

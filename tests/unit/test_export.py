@@ -31,6 +31,7 @@ def predictions_table(video_id: str, frame_labels, frames=None) -> pa.Table:
         schema.SYSTEM: ["cfc_sp"] * n,
         schema.MODEL_VERSION: ["test"] * n,
         schema.TRACK_ID: [0] * n,
+        schema.DECISION: [None] * n,
     }, schema=schema.PREDICTIONS_SCHEMA)
 
 

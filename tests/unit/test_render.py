@@ -42,6 +42,7 @@ def _predictions(video_id: str, n: int, filled: np.ndarray, seed: int = 0) -> pa
         schema.SYSTEM: ["baseline"] * n,
         schema.MODEL_VERSION: ["test"] * n,
         schema.TRACK_ID: [0] * n,
+        schema.DECISION: [None] * n,
     }, schema=schema.PREDICTIONS_SCHEMA)
 
 

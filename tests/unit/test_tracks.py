@@ -226,3 +226,26 @@ def test_every_face_of_a_photo_is_a_row_numbered_left_to_right():
         assert all(r[schema.FACE] and r[schema.LABEL] == 4 and r[schema.VIDEO_ID] == "set/two" for r in rows)
         if all_faces:
             assert rows[0][schema.BBOX][2] < 256 < rows[1][schema.BBOX][0]  # track 0 is the left face
+
+
+def test_predictions_say_what_the_cascade_decided(tmp_path, entries, stage, face_bytes):  # noqa: F811
+    """The decision column (#13): a frame routed to the negative net names both steps with each step's own
+    share; any other frame its class and probability, matching the stored probabilities."""
+    both, _, _ = _two_tracks(face_bytes)
+    for system in ("cfc_sp", "baseline"):
+        chosen = systems.select(entries, system)
+        out = str(tmp_path / system)
+        VideoPostprocess(out, chosen, system, window=8, version="t")(for_system(stage(both), chosen))
+        rows = _predictions(out, "pair")
+        for _, row in rows.iterrows():
+            name, decision = row[schema.LABEL_NAME], row[schema.DECISION]
+            if system == "cfc_sp" and labels.NEGATIVE_OF_ABAW[row[schema.LABEL]] >= 0:
+                coarse = np.asarray(row[schema.COARSE_PROBS])
+                negative = np.asarray(row[schema.NEGATIVE_PROBS])
+                step = labels.NEGATIVE_OF_ABAW[row[schema.LABEL]]
+                assert decision == f"Negative {coarse[labels.COARSE_NEGATIVE]:.2f} -> {name} {negative[step]:.2f}"
+            elif system == "cfc_sp":
+                coarse = np.asarray(row[schema.COARSE_PROBS])
+                assert decision == f"{name} {coarse[labels.COARSE_OF_ABAW[row[schema.LABEL]]]:.2f}"
+            else:
+                assert decision == f"{name} {np.asarray(row[schema.PROBS])[row[schema.LABEL]]:.2f}"
