@@ -225,4 +225,5 @@ class FaceRows:
             schema.REASON: [None] * len(members),
             schema.SUBJECT: [m.get(schema.SUBJECT) or None for m in members],
             schema.NUM_FRAMES: [1] * len(members),
+            schema.TRACK_ID: [0] * len(members),
         })
