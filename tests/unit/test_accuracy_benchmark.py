@@ -57,3 +57,20 @@ def test_prior_tables_from_the_recorded_priors():
     assert effect["diff"] == pytest.approx(expected)
     assert out["table1_prior"].set_index("method").loc["baseline + C-F", "f1"] == pytest.approx(
         ablations.evaluate(skewed, TRUTH, full, 0)["f1"])
+
+
+def test_targets_give_each_measured_figure_its_interval_and_verdict(capsys):
+    videos = ablations.group_logits(_logits())
+    base, full = ablations.System(expr=("expr/baseline",)), ablations.full_system(videos)
+    rows = ACCURACY["targets"](videos, TRUTH, base, full)
+    assert [r["threshold"] for r in rows] == [t[2] for t in ACCURACY["TARGETS"]]
+    measured = {r["target"]: r for r in rows if r["f1"] is not None}
+    assert len(measured) == 2 and all(r["f1"] is None for r in rows[2:])
+    cascade, single = rows[0], rows[1]
+    assert cascade["f1"] == pytest.approx(ablations.evaluate(videos, TRUTH, full, ACCURACY["WINDOW"])["f1"])
+    assert single["f1"] == pytest.approx(ablations.evaluate(videos, TRUTH, base, 0)["f1"])
+    for row in (cascade, single):
+        assert row["ci_low"] <= row["f1"] <= row["ci_high"] and row["met"] == (row["f1"] >= row["threshold"])
+    ACCURACY["print_targets"](rows)
+    printed = capsys.readouterr().out
+    assert "not measured by this benchmark" in printed and ("met" in printed or "missed by" in printed)
