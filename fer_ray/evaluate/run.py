@@ -181,8 +181,9 @@ def evaluate_run(config: EvaluateConfig) -> dict:
                                     np.concatenate([predicted[v] for v in names]))
     tables = {"overall": _overall_table(overall, per_video), "per_class": pd.DataFrame(
         [{"class": name, **stats} for name, stats in overall["per_class"].items()]), "per_video": per_video}
-    if tracks_table[schema.VIDEO_ID].duplicated().any():  # some video has several face tracks
-        tables["tracks"] = tracks_table
+    several = tracks_table[tracks_table[schema.VIDEO_ID].duplicated(keep=False)]
+    if len(several):  # the videos with several face tracks (the rest have one each)
+        tables["tracks"] = several.reset_index(drop=True)
     logits_videos = {}
     if config.logits:
         logits = readers.scored_table(readers.read_logits(config.logits), units)

@@ -2,7 +2,8 @@
 each annotated as its own video would be, and a video with one face keeps today's rows.
 
 In-process (fer_ray.annotate_video, no Ray), and once as the annotate job on the session's Ray (which
-preprocesses the video itself): the same rows, files named per track. The halves and the side-by-side video are
+preprocesses the video itself) on a folder that also holds a labelled photo set: the same rows, files
+named per person, photos annotated and scored. The halves and the side-by-side video are
 encoded losslessly (x264 qp 0, 4:2:0 split on the seam), so each half decodes to exactly the pixels of its
 side of the pair; the detector runs at full resolution (detect_size null), where MTCNN's scales depend on
 the shorter side only, so both see the faces at the same scales.
@@ -84,13 +85,37 @@ def test_one_face_video_in_every_face_mode_is_one_track_like_one_face_mode(video
     np.testing.assert_allclose(np.stack(every[schema.PROBS]), np.stack(one[schema.PROBS]), atol=0.02)
 
 
-def test_the_annotate_job_names_the_two_people_and_evaluate_pairs_them(videos, pair, tmp_path, ray_local):
-    """A folder holding pair.mp4 with Aff-Wild2's label pair pair_left.txt / pair_right.txt (each half's
-    real labels): the job names track 0 (left) and track 1 (right) after them, writes pair_left.txt and
-    pair_right.txt, and evaluate scores each against its own label file."""
+PHOTOS = 6
+
+
+def _photo_set(folder) -> None:
+    """Six taiwanese_dev photos with their labels.csv under `folder`, as a user's own labelled photos."""
+    import csv
+    import shutil
+
+    source = need_shared("images", "taiwanese_dev")
+    (folder / "images").mkdir(parents=True)
+    rows = list(csv.DictReader(open(source / "labels.csv")))[:PHOTOS]
+    with open(folder / "labels.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "label", "subject"])
+        writer.writeheader()
+        for row in rows:
+            name = storage.basename(row["path"])
+            shutil.copy(source / row["path"], folder / "images" / name)
+            writer.writerow({"path": f"images/{name}", "label": row["label"], "subject": row["subject"]})
+
+
+def test_the_annotate_job_names_the_two_people_annotates_photos_and_evaluate_scores_both(
+        videos, pair, tmp_path, ray_local):
+    """One folder, one annotate job: pair.mp4 with Aff-Wild2's label pair pair_left.txt / pair_right.txt
+    (each half's real labels), and a photo set (labels.csv). The job names track 0 (left) and track 1
+    (right) after the label files and writes pair_left.txt / pair_right.txt; each photo is annotated as a
+    one-frame video (no ABAW txt); a rerun skips everything; evaluate scores each person against their label
+    file, and the photos against their labels.csv."""
     import shutil
 
     from fer_ray import labels
+    from fer_ray.evaluate import metrics
     from fer_ray.infer.postprocess import submission_uri
     from fer_ray.infer.readers import read_predictions, sorted_frames
     from tests.helpers import load_job
@@ -102,6 +127,7 @@ def test_the_annotate_job_names_the_two_people_and_evaluate_pairs_them(videos, p
     for side, name in (("left", "tw_TW01"), ("right", "tw_TW07")):
         truth[side] = labels.read_expr(str(need_shared("videos", "labeled", f"{name}.txt")))[:FRAMES]
         labels.write_expr(str(folder / f"pair_{side}.txt"), truth[side])
+    _photo_set(folder / "photos")
     output = str(tmp_path / "job")
     argv = ["--input", str(folder), "--models", videos["models"], "--output", output, "--system", "cfc_sp",
             "--window", str(OPTIONS["window"]), "--track-every", "5", "--all-faces", "--strict"]
@@ -109,7 +135,8 @@ def test_the_annotate_job_names_the_two_people_and_evaluate_pairs_them(videos, p
     config.write_text("preprocess:\n  detector:\n    detect_size: null\n")
     assert load_job("annotate").main(argv + ["--config", str(config)]) == 0
 
-    rows = sorted_frames(read_predictions(output))  # the same rows as in-process
+    everything = sorted_frames(read_predictions(output))
+    rows = everything[everything[schema.VIDEO_ID] == "pair"]  # the same rows as in-process
     assert rows[schema.TRACK_ID].tolist() == pair[schema.TRACK_ID].tolist()
     assert rows[schema.LABEL].tolist() == pair[schema.LABEL].tolist()
     np.testing.assert_allclose(np.stack(rows[schema.PROBS]), np.stack(pair[schema.PROBS]), atol=1e-5)
@@ -118,8 +145,19 @@ def test_the_annotate_job_names_the_two_people_and_evaluate_pairs_them(videos, p
         assert written.tolist() == rows.loc[rows[schema.TRACK_ID] == track, schema.LABEL].tolist()
     assert not storage.exists(submission_uri(output, "pair")) and not storage.exists(submission_uri(output, "pair", 0))
     assert shards.read_marker(output, schema.FACES_TABLE, "pair")["tracks"] == {"0": FRAMES, "1": FRAMES}
-    summary = storage.read_json(f"{output}/summary.json")["videos"]["pair"]
-    assert summary["tracks"] == [0, 1] and summary["subjects"] == {"left": 0, "right": 1}
+    summary = storage.read_json(f"{output}/summary.json")
+    assert summary["videos"]["pair"]["tracks"] == [0, 1]
+    assert summary["videos"]["pair"]["subjects"] == {"left": 0, "right": 1}
+    # the photos: one row each (one face, frame 0, track 0), no ABAW txt
+    photos = everything[everything[schema.VIDEO_ID] != "pair"]
+    assert summary["videos_annotated"] == 1 + PHOTOS and photos[schema.VIDEO_ID].nunique() == PHOTOS
+    assert (photos[schema.FRAME_INDEX] == 0).all() and photos[schema.FACE_FOUND].all()
+    assert set(photos[schema.TRACK_ID]) == {0} and len(photos) == PHOTOS
+    assert sorted(storage.stem(u) for u in storage.list_files(f"{output}/{schema.SUBMISSION_DIR}")) == \
+        ["pair_left", "pair_right"]
+    assert load_job("annotate").main(argv + ["--config", str(config)]) == 0  # a rerun skips every item
+    again = storage.read_json(f"{output}/summary.json")
+    assert (again["videos_annotated"], again["videos_skipped"]) == (0, 1 + PHOTOS)
 
     scored = str(tmp_path / "eval")
     assert load_job("evaluate").main(["--predictions", output, "--labels", str(folder), "--output", scored]) == 0
@@ -128,10 +166,14 @@ def test_the_annotate_job_names_the_two_people_and_evaluate_pairs_them(videos, p
     tracks = storage.read_bytes(f"{scored}/tables/tracks.csv").decode().splitlines()
     assert tracks[1:] == [f"pair,0,{FRAMES},pair_left", f"pair,1,{FRAMES},pair_right"], tracks
     assert "Face tracks" in storage.read_bytes(f"{scored}/report.html").decode()
-    from fer_ray.evaluate import metrics
     for track, side in ((0, "left"), (1, "right")):
         predicted = rows.loc[rows[schema.TRACK_ID] == track, schema.LABEL].to_numpy()
         assert per_video[f"pair_{side}"]["f1"] == pytest.approx(metrics.macro_f1(truth[side], predicted))
+    scored_photos = str(tmp_path / "eval_photos")
+    assert load_job("evaluate").main(["--predictions", output, "--labels", str(folder / "photos" / "labels.csv"),
+                                      "--output", scored_photos]) == 0
+    headline = storage.read_json(f"{scored_photos}/metrics.json")["headline"]
+    assert headline["annotated"] == PHOTOS and headline["videos"] == PHOTOS
 
 
 @pytest.mark.parametrize("chunk", [10, 15])
