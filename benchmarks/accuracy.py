@@ -41,8 +41,9 @@ from cli_jobs import run_job  # noqa: E402
 
 from fer_ray import labels, schema, storage  # noqa: E402
 from fer_ray.evaluate import ablations, metrics  # noqa: E402
+from fer_ray.evaluate import calibrate as calibration  # noqa: E402
 from fer_ray.evaluate.run import load_truth  # noqa: E402
-from fer_ray.infer import cascade, readers  # noqa: E402
+from fer_ray.infer import readers  # noqa: E402
 from fer_ray.jobs.demo import DemoConfig, write_inputs  # noqa: E402
 from fer_ray.runtime import (  # noqa: E402
     init_ray,
@@ -143,16 +144,8 @@ def differences(videos, truth, base, full, windows: dict) -> list[dict]:
 def prior_corrected(videos: dict, index: dict) -> dict | None:
     """The stored probabilities with each model's training prior divided out (what annotate
     --prior-correction computes), or None when models.json records no prior for some model."""
-    models = index.get("models", {})
-    priors = {}
-    for name in {m for v in videos.values() for m in v.probs}:
-        prior = models.get(cascade.split_model_name(name)[1], {}).get("train_prior")
-        if prior is None:
-            return None
-        priors[name] = prior
-    return {video_id: ablations.VideoScores(v.frames, {m: cascade.correct_prior(p, priors[m])
-                                                       for m, p in v.probs.items()})
-            for video_id, v in videos.items()}
+    priors = {name: m["train_prior"] for name, m in index.get("models", {}).items() if m.get("train_prior")}
+    return calibration.prior_corrected(videos, priors)
 
 
 def prior_tables(videos, corrected, truth, base, full) -> dict:

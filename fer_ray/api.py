@@ -44,7 +44,7 @@ def annotate_video(video: str, models: str, system: str = "cfc_sp", *, output: s
     Raises ValueError when the video cannot be read (the reason as the job would record it).
     """
     with _workdir(output) as out:
-        config = _config(video, models, out, system, options)
+        config = annotate.calibrated(_config(video, models, out, system, options))
         entries, _, version = systems.resolve(config)
         video_id = _preprocess_one(config)
         marker = shards.read_marker(out, schema.FACES_TABLE, video_id) or {}

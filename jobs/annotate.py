@@ -38,13 +38,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", help="train_all output (holds models.json)")
     parser.add_argument("--output", help="folder or s3:// prefix for predictions/, submission/, summary.json")
     parser.add_argument("--system", help="cfc_sp (default), baseline, mao or prl")
-    parser.add_argument("--window", type=int, help="Smooth Predicting window in frames (0 disables)")
+    parser.add_argument("--window", type=int, help="Smooth Predicting window in frames (0 disables; default: "
+                        "the window jobs/calibrate.py recorded in models.json, else 256)")
     parser.add_argument("--model-names", dest="model_names", nargs="+", help="exact models.json run names")
     parser.add_argument("--keep-logits", dest="keep_logits", action="store_true", default=None,
                         help="also write per-model logits (for ablation tables)")
-    parser.add_argument("--prior-correction", dest="prior_correction", action="store_true", default=None,
-                        help="divide out each model's training class prior (for videos whose classes are "
-                             "distributed unlike the training set's)")
+    parser.add_argument("--prior-correction", dest="prior_correction", action=argparse.BooleanOptionalAction,
+                        default=None, help="divide out each model's training class prior (for videos whose classes "
+                        "are distributed unlike the training set's); default: what jobs/calibrate.py recorded, "
+                        "else off")
     parser.add_argument("--since", help="only videos modified after this ISO time, or 'last'")
     parser.add_argument("--subjects", type=lambda text: text.split(","),
                         help="name each video's main face tracks, left to right (Aff-Wild2: left,right); "
@@ -94,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = annotate.load_config(source, args)
     except ValueError as exc:  # ConfigError and the configs' own validate() errors: one line, before Ray
         raise SystemExit(f"annotate: invalid configuration: {exc}") from None
+    try:  # the window and prior correction left open come from models.json's calibration (saved resolved)
+        cfg = annotate.calibrated(cfg)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"annotate: {exc}") from None
     config.save(cfg, storage.join(cfg.output, "annotate.yaml"))
     init_ray()
     try:

@@ -163,6 +163,16 @@ def track_table(predictions: pd.DataFrame, units: dict[tuple[str, int], str]) ->
                           "scored_as": units.get((str(v), int(t)), "")} for (v, t), n in counts.items()])
 
 
+def run_calibration(predictions: str) -> dict | None:
+    """The annotate run's calibration (its summary.json: the window and prior correction chosen on validation
+    videos, and their figures), for the report; None when there is none or the run did not use it."""
+    try:
+        chosen = storage.read_json(storage.join(predictions, "summary.json")).get("calibration")
+    except (FileNotFoundError, ValueError, OSError, AttributeError):
+        return None
+    return chosen if chosen and chosen.get("used") else None
+
+
 def evaluate_run(config: EvaluateConfig) -> dict:
     """Score predictions, compute ablations when logits are given, write the report; returns the summary."""
     predictions = readers.sorted_frames(readers.read_predictions(config.predictions))
@@ -193,7 +203,8 @@ def evaluate_run(config: EvaluateConfig) -> dict:
         "description": f"{len(names)} videos, {overall['annotated']} annotated frames; predictions "
                        f"{config.predictions}, labels {config.labels}",
         "config": asdict(config), "videos": names, "overall": overall,
-        "headline": headline(truth, predicted, names, overall) | {"tracks": len(tracks_table)},
+        "headline": headline(truth, predicted, names, overall) | {"tracks": len(tracks_table)}
+        | {"calibration": run_calibration(config.predictions)},
         "videos_without_labels": [v for v in video_ids if v not in truth],
         "per_video": per_video.to_dict(orient="records"),
         "ablations": {k: t.to_dict(orient="records") for k, t in tables.items() if k.startswith("table")},

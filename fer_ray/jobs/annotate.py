@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tqdm import tqdm
 
@@ -58,11 +58,12 @@ class AnnotateConfig:
     models: str
     output: str
     system: str = "cfc_sp"
-    window: int = 256
+    window: int | None = None  # None: models.json's calibrated window for this system, else DEFAULT_WINDOW
     model_names: list[str] | None = None  # exact models.json run names; default: the system's models
     weights: dict[str, float] = field(default_factory=dict)  # run name -> ensemble weight (Mao)
     keep_logits: bool = False  # also write per-model logits (the ablation tables read them)
-    prior_correction: bool = False  # divide out each frame model's training class prior (models.json)
+    prior_correction: bool | None = None  # divide out each frame model's training class prior (models.json);
+    # None: what models.json's calibration chose for this system, else off
     since: str | None = None  # only videos modified after this ISO time, or "last" (previous run's start)
     max_attempts: int = 3  # a video that failed this many runs in a row on the same input is given up
     # Name the main face tracks of every video with these subjects, left to right (Aff-Wild2: left,right),
@@ -88,7 +89,7 @@ class AnnotateConfig:
     def validate(self) -> None:
         if self.system not in systems.SYSTEMS:
             raise cfg.ConfigError(f"system {self.system!r} unknown; valid: {', '.join(systems.SYSTEMS)}")
-        if self.window < 0:
+        if self.window is not None and self.window < 0:
             raise cfg.ConfigError(f"window must be >= 0 (0 disables Smooth Predicting), got {self.window}")
         if self.batch_size < 1 or self.num_workers < 1:
             raise cfg.ConfigError("batch_size and num_workers must be >= 1")
@@ -137,10 +138,45 @@ def load_config(source=None, overrides: dict | None = None) -> AnnotateConfig:
 # ---------------------------------------------------------------- the job
 
 
+DEFAULT_WINDOW = 256  # the CFC-SP paper's best window, when models.json holds no calibration
+
+
+def calibrated(config: AnnotateConfig) -> AnnotateConfig:
+    """`config` with the window and prior correction it left open (None) taken from models.json's
+    calibration of its system (jobs/calibrate.py), else the defaults (window 256, no correction)."""
+    if config.window is not None and config.prior_correction is not None:
+        return config
+    chosen = systems.read_index(config.models).get("calibration", {}).get(config.system, {})
+    window = config.window if config.window is not None else int(chosen.get("window", DEFAULT_WINDOW))
+    prior = config.prior_correction if config.prior_correction is not None \
+        else bool(chosen.get("prior_correction", False))
+    if chosen:
+        log.info("%s: calibrated on %d validation videos: window %d, prior correction %s (flags override)",
+                 config.system, len(chosen.get("validation", {}).get("videos", [])), window, prior)
+    return replace(config, window=window, prior_correction=prior)
+
+
+def calibration_used(config: AnnotateConfig) -> dict | None:
+    """What the run's window and prior correction came from, for its summary and the report: models.json's
+    calibration of this system (its validation figures), and whether the run used it or its flags."""
+    try:
+        chosen = systems.read_index(config.models).get("calibration", {}).get(config.system)
+    except FileNotFoundError:
+        return None
+    if not chosen:
+        return None
+    valid = chosen.get("validation", {})
+    return {"window": chosen.get("window"), "prior_correction": chosen.get("prior_correction"),
+            "used": chosen.get("window") == config.window and chosen.get("prior_correction") == config.prior_correction,
+            "validation_videos": valid.get("videos", []), "validation_f1": valid.get("f1"),
+            "validation_majority_f1": valid.get("majority_f1"), "validation_chance_f1": valid.get("chance_f1")}
+
+
 def run(config: AnnotateConfig) -> dict:
     """Annotate every pending video of `config.input`; returns the summary (also written as summary.json)."""
     started_at = dt.datetime.now(dt.timezone.utc).isoformat()
     start = time.perf_counter()
+    config = calibrated(config)
     entries, extras, version = systems.resolve(config)  # fails before any video is decoded
     for table in (PREDICTIONS, LOGITS):  # what an interrupted run left unreferenced (fer_ray.shards)
         shards.sweep(config.output, table)
@@ -305,7 +341,7 @@ def write_summary(config: AnnotateConfig, rows: list[dict], skipped: list[str], 
         "videos_annotated": len(processed), "videos_skipped": len(skipped), "videos_failed": len(failures),
         "videos_given_up": len(gave_up), "given_up": sorted(gave_up),
         "frames_annotated": frames, "frames_per_second": round(frames / seconds, 2) if seconds > 0 else None,
-        "videos": videos, "failures": failures,
+        "videos": videos, "failures": failures, "calibration": calibration_used(config),
     }
     storage.write_json(storage.join(config.output, "summary.json"), summary)
     return summary

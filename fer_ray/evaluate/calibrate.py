@@ -1,0 +1,78 @@
+"""Calibration on labelled validation videos: the Smooth Predicting window and whether to divide out the
+models' training priors, chosen where they will be used (videos), never on the videos a run is scored on.
+
+`calibrate(videos, truth, system, priors)` scores every (prior correction, window) pair of a system on the
+validation videos' stored logits (annotate --keep-logits) and keeps the best pooled macro-F1; ties go to no
+correction, then to the smaller window (the simpler choice). The result is what `jobs/calibrate.py` records
+in models.json under `calibration.<system>`, and what annotate then uses unless --window /
+--prior-correction say otherwise. It carries the validation figures it came from, beside the majority-class
+and chance figures of the same frames, so a report can show why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from fer_ray.evaluate import ablations, metrics
+from fer_ray.infer import cascade
+from fer_ray.infer.predict import System, VideoScores
+
+# The paper's sweep plus the short windows that suit segments of 1-6 s (the dev videos' expressions).
+WINDOWS = (0, 8, 16, 32, 64, 128, 256, 512)
+
+
+def system_for(videos: Mapping[str, VideoScores], system: str) -> System:
+    """The annotate system's models among the stored logits: cfc_sp -> the coarse/negative cascade,
+    baseline -> the expr ensemble. (Mao and PRL store their temporal heads' logits; not calibrated yet.)"""
+    tasks = ablations.models_by_task(videos)
+    if system == "cfc_sp" and tasks["coarse"] and tasks["negative"]:
+        return System(coarse=tuple(tasks["coarse"]), negative=tuple(tasks["negative"]))
+    if system == "baseline" and tasks["expr"]:
+        return System(expr=tuple(tasks["expr"]))
+    raise ValueError(f"cannot calibrate system {system!r} from these logits (models: "
+                     f"{', '.join(sorted(m for names in tasks.values() for m in names)) or 'none'}); "
+                     "calibration supports cfc_sp and baseline")
+
+
+def prior_corrected(videos: Mapping[str, VideoScores], priors: Mapping[str, Sequence[float]]
+                    ) -> dict[str, VideoScores] | None:
+    """The stored probabilities with each model's training prior divided out (what annotate
+    --prior-correction computes), or None when some model has no recorded prior. `priors`: run name ->
+    class shares (models.json `train_prior`)."""
+    out = {}
+    for video_id, scores in videos.items():
+        probs = {}
+        for model, values in scores.probs.items():
+            prior = priors.get(cascade.split_model_name(model)[1])
+            if prior is None:
+                return None
+            probs[model] = cascade.correct_prior(values, prior)
+        out[video_id] = VideoScores(scores.frames, probs)
+    return out
+
+
+def calibrate(videos: Mapping[str, VideoScores], truth: Mapping[str, np.ndarray], system: System,
+              priors: Mapping[str, Sequence[float]] | None = None, windows: Sequence[int] = WINDOWS) -> dict:
+    """{"window", "prior_correction", "validation": {...}}: the best pooled macro-F1 on these videos."""
+    names = sorted(set(videos) & set(truth))
+    if not names:
+        raise ValueError("no validation video has both stored logits and labels")
+    options = {False: dict(videos)}
+    corrected = prior_corrected(videos, priors or {})
+    if corrected is not None:
+        options[True] = corrected
+    y_true = np.concatenate([np.asarray(truth[v], dtype=np.int64) for v in names])
+    scores = []
+    for correction, scored in options.items():
+        for window in sorted({int(w) for w in windows}):
+            predicted = ablations.predict(scored, truth, system, window)
+            f1 = metrics.macro_f1(y_true, np.concatenate([predicted[v] for v in names]))
+            scores.append({"prior_correction": correction, "window": window, "f1": float(f1)})
+    best = max(scores, key=lambda s: (s["f1"], not s["prior_correction"], -s["window"]))
+    annotated = int((y_true >= 0).sum())
+    reference = metrics.reference_scores(y_true)
+    return {"window": best["window"], "prior_correction": best["prior_correction"], "validation": {
+        "videos": names, "annotated_frames": annotated, "f1": best["f1"], "grid": scores,
+        "majority_f1": reference["majority_f1"], "chance_f1": reference["chance_f1"]}}
