@@ -1,9 +1,11 @@
 """Calibration on labelled validation videos: the Smooth Predicting window and whether to divide out the
 models' training priors, chosen where they will be used (videos), never on the videos a run is scored on.
 
-`calibrate(videos, truth, system, priors)` scores every (prior correction, window) pair of a system on the
-validation videos' stored logits (annotate --keep-logits) and keeps the best pooled macro-F1; ties go to no
-correction, then to the smaller window (the simpler choice). The result is what `jobs/calibrate.py` records
+`calibrate(videos, truth, system, priors)` scores every (prior correction, ensemble weights, window) of a
+system on the validation videos' stored logits (annotate --keep-logits) and keeps the best pooled macro-F1;
+ties go to no correction, then equal weights, then the smaller window (the simpler choice). Weights are
+searched for the ensemble with several members (CFC-SP's coarse nets, or a baseline's expr models): each
+0.5, 1 or 2. The result is what `jobs/calibrate.py` records
 in models.json under `calibration.<system>`, and what annotate then uses unless --window /
 --prior-correction say otherwise. It carries the validation figures it came from, beside the majority-class
 and chance figures of the same frames, so a report can show why.
@@ -11,7 +13,9 @@ and chance figures of the same frames, so a report can show why.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -21,6 +25,22 @@ from fer_ray.infer.predict import System, VideoScores
 
 # The paper's sweep plus the short windows that suit segments of 1-6 s (the dev videos' expressions).
 WINDOWS = (0, 8, 16, 32, 64, 128, 256, 512)
+MEMBER_WEIGHTS = (0.5, 1.0, 2.0)
+
+
+def weight_options(system: System) -> list[dict[str, float]]:
+    """Ensemble weights to try: every member of the ensemble with several members at each of MEMBER_WEIGHTS,
+    sets that differ only by a common factor counted once; {} (equal weights) first."""
+    members = system.coarse or system.expr
+    if len(members) < 2:
+        return [{}]
+    out, seen = [{}], {(1.0,) * len(members)}
+    for values in itertools.product(MEMBER_WEIGHTS, repeat=len(members)):
+        normal = tuple(round(v / max(values), 6) for v in values)
+        if normal not in seen:
+            seen.add(normal)
+            out.append(dict(zip(members, values)))
+    return out
 
 
 def system_for(videos: Mapping[str, VideoScores], system: str) -> System:
@@ -66,13 +86,21 @@ def calibrate(videos: Mapping[str, VideoScores], truth: Mapping[str, np.ndarray]
     y_true = np.concatenate([np.asarray(truth[v], dtype=np.int64) for v in names])
     scores = []
     for correction, scored in options.items():
-        for window in sorted({int(w) for w in windows}):
-            predicted = ablations.predict(scored, truth, system, window)
-            f1 = metrics.macro_f1(y_true, np.concatenate([predicted[v] for v in names]))
-            scores.append({"prior_correction": correction, "window": window, "f1": float(f1)})
-    best = max(scores, key=lambda s: (s["f1"], not s["prior_correction"], -s["window"]))
+        for weights in weight_options(system):
+            weighted = replace(system, weights=weights)
+            for window in sorted({int(w) for w in windows}):
+                predicted = ablations.predict(scored, truth, weighted, window)
+                f1 = metrics.macro_f1(y_true, np.concatenate([predicted[v] for v in names]))
+                scores.append({"prior_correction": correction, "weights": run_names(weights), "window": window,
+                               "f1": float(f1)})
+    best = max(scores, key=lambda s: (s["f1"], not s["prior_correction"], not s["weights"], -s["window"]))
     annotated = int((y_true >= 0).sum())
     reference = metrics.reference_scores(y_true)
-    return {"window": best["window"], "prior_correction": best["prior_correction"], "validation": {
-        "videos": names, "annotated_frames": annotated, "f1": best["f1"], "grid": scores,
-        "majority_f1": reference["majority_f1"], "chance_f1": reference["chance_f1"]}}
+    return {"window": best["window"], "prior_correction": best["prior_correction"], "weights": best["weights"],
+            "validation": {"videos": names, "annotated_frames": annotated, "f1": best["f1"], "grid": scores,
+                           "majority_f1": reference["majority_f1"], "chance_f1": reference["chance_f1"]}}
+
+
+def run_names(weights: Mapping[str, float]) -> dict[str, float]:
+    """{"coarse/<run>": w} -> {"<run>": w}: annotate's weights are by models.json run name."""
+    return {cascade.split_model_name(model)[1]: float(w) for model, w in weights.items()}

@@ -136,7 +136,9 @@ def _headline_rows(headline: Mapping) -> list[tuple[str, str]]:
     chosen = headline.get("calibration")
     if chosen:
         rows.append(("Calibrated on validation videos", (
-            f"window {chosen['window']}, prior correction {'on' if chosen['prior_correction'] else 'off'}: "
+            f"window {chosen['window']}, prior correction {'on' if chosen['prior_correction'] else 'off'}"
+            + (", weights " + ", ".join(f"{k} {v:g}" for k, v in sorted(chosen["weights"].items()))
+               if chosen.get("weights") else "") + ": "
             f"macro-F1 {_format(chosen.get('validation_f1'))} on {len(chosen.get('validation_videos', []))} "
             f"videos (majority {_format(chosen.get('validation_majority_f1'))}, chance "
             f"{_format(chosen.get('validation_chance_f1'))})")))

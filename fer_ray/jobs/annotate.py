@@ -144,16 +144,18 @@ DEFAULT_WINDOW = 256  # the CFC-SP paper's best window, when models.json holds n
 def calibrated(config: AnnotateConfig) -> AnnotateConfig:
     """`config` with the window and prior correction it left open (None) taken from models.json's
     calibration of its system (jobs/calibrate.py), else the defaults (window 256, no correction)."""
-    if config.window is not None and config.prior_correction is not None:
+    if config.window is not None and config.prior_correction is not None and config.weights:
         return config
     chosen = systems.read_index(config.models).get("calibration", {}).get(config.system, {})
     window = config.window if config.window is not None else int(chosen.get("window", DEFAULT_WINDOW))
     prior = config.prior_correction if config.prior_correction is not None \
         else bool(chosen.get("prior_correction", False))
+    weights = config.weights or dict(chosen.get("weights") or {})
     if chosen:
-        log.info("%s: calibrated on %d validation videos: window %d, prior correction %s (flags override)",
-                 config.system, len(chosen.get("validation", {}).get("videos", [])), window, prior)
-    return replace(config, window=window, prior_correction=prior)
+        log.info("%s: calibrated on %d validation videos: window %d, prior correction %s, weights %s "
+                 "(flags override)", config.system, len(chosen.get("validation", {}).get("videos", [])), window,
+                 prior, weights or "equal")
+    return replace(config, window=window, prior_correction=prior, weights=weights)
 
 
 def calibration_used(config: AnnotateConfig) -> dict | None:
@@ -166,8 +168,10 @@ def calibration_used(config: AnnotateConfig) -> dict | None:
     if not chosen:
         return None
     valid = chosen.get("validation", {})
+    used = chosen.get("window") == config.window and chosen.get("prior_correction") == config.prior_correction \
+        and dict(chosen.get("weights") or {}) == dict(config.weights or {})
     return {"window": chosen.get("window"), "prior_correction": chosen.get("prior_correction"),
-            "used": chosen.get("window") == config.window and chosen.get("prior_correction") == config.prior_correction,
+            "weights": chosen.get("weights") or {}, "used": used,
             "validation_videos": valid.get("videos", []), "validation_f1": valid.get("f1"),
             "validation_majority_f1": valid.get("majority_f1"), "validation_chance_f1": valid.get("chance_f1")}
 

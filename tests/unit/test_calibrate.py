@@ -116,3 +116,24 @@ def test_the_report_says_what_the_calibration_chose_and_on_what(tmp_path):
     rows = dict(report._headline_rows(headline))
     assert rows["Calibrated on validation videos"] == ("window 16, prior correction off: macro-F1 0.410 on 2 "
                                                        "videos (majority 0.090, chance 0.080)")
+
+
+def test_ensemble_weights_are_chosen_when_one_member_is_better():
+    """Two expr models: "good" is right at 0.6 on every frame; "bad" says Surprise at 0.7 on every frame.
+    Equal weights follow the bad one; the calibration weighs the good one up (annotate takes the weights by
+    models.json run name)."""
+    truth = np.repeat([N, H], 30)
+    good = np.full((60, labels.NUM_CLASSES), 0.4 / 7)
+    good[np.arange(60), truth] = 0.6
+    bad = np.full((60, labels.NUM_CLASSES), 0.3 / 7)
+    bad[:, SU] = 0.7
+    videos = {"v": VideoScores(np.arange(60), {"expr/good": good, "expr/bad": bad})}
+    system = System(expr=("expr/bad", "expr/good"))
+    # ratios good/bad 1, 2, 4, 1/2, 1/4: (0.5, 0.5), (1, 1), (2, 2) are one option
+    assert calibration.weight_options(system)[0] == {} and len(calibration.weight_options(system)) == 5
+    chosen = calibration.calibrate(videos, {"v": truth}, system, windows=(0,))
+    assert chosen["weights"]["good"] > chosen["weights"]["bad"]
+    perfect = 2 / labels.NUM_CLASSES  # every frame right; 8-class macro-F1 counts the 6 absent classes as 0
+    assert chosen["validation"]["f1"] == pytest.approx(perfect)
+    equal = [g for g in chosen["validation"]["grid"] if not g["weights"]]
+    assert equal[0]["f1"] == 0.0  # equal weights: Surprise on every frame
