@@ -50,15 +50,22 @@ def test_bad_config_fails_at_start(bad, message):
         config.load(AnnotateConfig, {"input": "i", "models": "m", "output": "o", **bad})
 
 
-def test_pending_videos_skips_same_version_and_image_batches(tmp_path):
+def test_pending_videos_skips_same_version_and_training_crops(tmp_path):
+    """Videos are pending until annotated with this version; a batch of photos until each of its photos is
+    (#14: photos are annotated as one-frame videos); pre-cropped training faces never are."""
     faces, out = str(tmp_path / "faces"), str(tmp_path / "out")
     for video in ("a", "b", "c"):
         shards.mark_done(faces, "faces", video, [], kind="video", frames=3)
-    shards.mark_done(faces, "faces", "set/batch-00000", [], kind="image", frames=3)
+    shards.mark_done(faces, "faces", "set/batch-00000", [], kind="image", frames=2, members=["set/p1", "set/p2"])
+    shards.mark_done(faces, "faces", "crops/batch-00000", [], kind="face_crop", frames=3)
     shards.mark_done(out, "predictions", "a", [], model_version="v1")
     shards.mark_done(out, "predictions", "b", [], model_version="v0")
+    shards.mark_done(out, "predictions", "set/p1", [], model_version="v1")
     todo, finished = pending_videos(faces, out, "v1")
-    assert todo == ["b", "c"] and finished == ["a"]
+    assert todo == ["b", "c", "set/batch-00000"] and finished == ["a"]
+    shards.mark_done(out, "predictions", "set/p2", [], model_version="v1")
+    todo, finished = pending_videos(faces, out, "v1")
+    assert todo == ["b", "c"] and finished == ["a", "set/p1", "set/p2"]
 
 
 def test_face_settings_nest_under_preprocess(tmp_path):
