@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from fer_ray import labels, schema, shards, storage
 from fer_ray.infer.cascade import decision_text
-from fer_ray.infer.readers import read_predictions
+from fer_ray.infer.readers import read_predictions, table_tracks
 from fer_ray.video import open_video
 
 __all__ = ["RenderConfig", "Overlay", "pick_codec", "load_predictions", "load_boxes", "frame_rows", "track_frame_rows",
@@ -220,22 +220,15 @@ def load_boxes(faces: str, video_id: str) -> pa.Table:
     return table.select(columns)
 
 
-def _tracks_of(table: pa.Table) -> np.ndarray:
-    if schema.TRACK_ID not in table.column_names:
-        return np.zeros(table.num_rows, dtype=np.int64)
-    return np.nan_to_num(table.column(schema.TRACK_ID).to_numpy(zero_copy_only=False).astype(np.float64),
-                         nan=0.0).astype(np.int64)
-
-
 def track_frame_rows(predictions: pa.Table, boxes: pa.Table | None = None) -> dict[int, list[dict]]:
     """frame index -> the rows the overlay draws, one per face track (by id), each with its own box
     (`frame_rows` per track; on a decoded frame where a track has no face, that track has no box)."""
-    tracks = _tracks_of(predictions)
+    tracks = table_tracks(predictions)
     out: dict[int, list[dict]] = {}
     for track in sorted(set(tracks.tolist())):
         track_boxes = None
         if boxes is not None and boxes.num_rows:
-            mine = _tracks_of(boxes) == track
+            mine = table_tracks(boxes) == track
             frames = boxes.column(schema.FRAME_INDEX).to_numpy(zero_copy_only=False)
             bbox = {int(f): b for f, b, m in zip(frames, boxes.column(schema.BBOX).to_pylist(), mine) if m}
             decoded = sorted(set(frames.tolist()))

@@ -156,8 +156,7 @@ def headline(truth: dict[str, np.ndarray], predicted: dict[str, np.ndarray], nam
 def track_table(predictions: pd.DataFrame, units: dict[tuple[str, int], str]) -> pd.DataFrame:
     """One row per (video, face track): the frames with that face and the id it is scored under ("" when
     it is annotated but not scored)."""
-    frame = predictions.assign(**{schema.TRACK_ID: predictions[schema.TRACK_ID].fillna(0).astype(int)}) \
-        if schema.TRACK_ID in predictions else predictions.assign(**{schema.TRACK_ID: 0})
+    frame = predictions.assign(**{schema.TRACK_ID: readers.frame_tracks(predictions)})
     counts = frame.groupby([schema.VIDEO_ID, schema.TRACK_ID])[schema.FACE_FOUND].sum().astype(int)
     return pd.DataFrame([{schema.VIDEO_ID: v, schema.TRACK_ID: int(t), "face_frames": int(n),
                           "scored_as": units.get((str(v), int(t)), "")} for (v, t), n in counts.items()])

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from fer_ray import labels, schema, storage
 from fer_ray.infer.postprocess import submission_name
-from fer_ray.infer.readers import named_subjects, read_predictions, sorted_frames, video_labels
+from fer_ray.infer.readers import frame_tracks, named_subjects, read_predictions, sorted_frames, video_labels
 
 __all__ = ["FORMATS", "ExportConfig", "write_csv", "write_parquet", "write_abaw", "export_predictions"]
 
@@ -80,7 +80,7 @@ def write_abaw(frame: pd.DataFrame, output: str, num_frames: dict[str, int] | No
     them (`<key>_left.txt` for a named subject, else `<key>_track<id>.txt`); num_frames (video -> frame
     count) pads past the last predicted frame."""
     written = []
-    tracks = frame[schema.TRACK_ID].fillna(0).astype(int) if schema.TRACK_ID in frame else pd.Series(0, frame.index)
+    tracks = frame_tracks(frame)
     for video_id, rows in frame.groupby(schema.VIDEO_ID, sort=True):
         several = sorted(set(tracks[rows.index])) != [0]
         names = {int(t): name for name, t in (subjects or {}).get(video_id, {}).items()}

@@ -15,7 +15,7 @@ from fer_ray import schema, shards, storage
 from fer_ray.infer import fill
 
 __all__ = ["read_run_table", "read_predictions", "read_logits", "sorted_frames", "video_labels", "scored_tracks",
-           "scored_rows", "scored_table", "named_subjects"]
+           "scored_rows", "scored_table", "named_subjects", "frame_tracks", "table_tracks"]
 
 
 def read_run_table(run: str, table: str, table_schema: pa.Schema) -> pa.Table:
@@ -59,6 +59,21 @@ def video_labels(rows: pd.DataFrame, num_frames: int | None = None) -> tuple[np.
     return fill.fill_gaps(values, covered)
 
 
+def frame_tracks(frame: pd.DataFrame) -> pd.Series:
+    """Each row's face track (schema.TRACK_ID): 0 where the table has none (written before track ids existed
+    or a null)."""
+    if schema.TRACK_ID not in frame:
+        return pd.Series(0, frame.index, dtype=np.int64)
+    return frame[schema.TRACK_ID].fillna(0).astype(np.int64)
+
+
+def table_tracks(table: pa.Table) -> np.ndarray:
+    """`frame_tracks` for an Arrow table."""
+    if schema.TRACK_ID not in table.column_names:
+        return np.zeros(table.num_rows, dtype=np.int64)
+    return table.column(schema.TRACK_ID).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
 def scored_tracks(frame: pd.DataFrame, subjects: dict[str, dict[str, int]] | None = None
                   ) -> dict[tuple[str, int], str]:
     """(video, track) -> the id it is scored under, against the label file of that id.
@@ -69,8 +84,7 @@ def scored_tracks(frame: pd.DataFrame, subjects: dict[str, dict[str, int]] | Non
     frames with a face (ties: the lower id); its other tracks are annotated but not scored."""
     if frame.empty:
         return {}
-    tracks = frame[schema.TRACK_ID].fillna(0).astype(np.int64) if schema.TRACK_ID in frame \
-        else pd.Series(0, frame.index, dtype=np.int64)
+    tracks = frame_tracks(frame)
     found = frame[schema.FACE_FOUND].astype(bool) if schema.FACE_FOUND in frame else pd.Series(True, frame.index)
     counts = pd.DataFrame({"v": frame[schema.VIDEO_ID], "t": tracks, "f": found}).groupby(["v", "t"])["f"].sum()
     out: dict[tuple[str, int], str] = {}
@@ -90,9 +104,7 @@ def scored_rows(frame: pd.DataFrame, units: dict[tuple[str, int], str]) -> pd.Da
     """The rows `scored_tracks` picked, their video id replaced by the id they are scored under."""
     if frame.empty:
         return frame
-    tracks = frame[schema.TRACK_ID].fillna(0).astype(np.int64) if schema.TRACK_ID in frame else 0
-    keys = pd.Series(list(zip(frame[schema.VIDEO_ID].astype(str), np.broadcast_to(tracks, len(frame)))),
-                     index=frame.index)
+    keys = pd.Series(list(zip(frame[schema.VIDEO_ID].astype(str), frame_tracks(frame))), index=frame.index)
     unit = keys.map(units)
     out = frame[unit.notna()].copy()
     out[schema.VIDEO_ID] = unit[unit.notna()]
@@ -102,9 +114,7 @@ def scored_rows(frame: pd.DataFrame, units: dict[tuple[str, int], str]) -> pd.Da
 def scored_table(table: pa.Table, units: dict[tuple[str, int], str]) -> pa.Table:
     """`scored_rows` for an Arrow table (logits: kept in Arrow, they are the large table)."""
     videos = table.column(schema.VIDEO_ID).to_numpy(zero_copy_only=False)
-    tracks = np.zeros(len(videos), np.int64) if schema.TRACK_ID not in table.column_names else \
-        np.nan_to_num(table.column(schema.TRACK_ID).to_numpy(zero_copy_only=False).astype(np.float64)).astype(np.int64)
-    unit = pd.Series(list(zip(videos.astype(str), tracks))).map(units)
+    unit = pd.Series(list(zip(videos.astype(str), table_tracks(table)))).map(units)
     keep = unit.notna().to_numpy()
     out = table.filter(pa.array(keep))
     column = out.schema.get_field_index(schema.VIDEO_ID)
