@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fer_ray import labels, schema, storage
-from fer_ray.infer.postprocess import submission_name
+from fer_ray.infer.postprocess import submission_names
 from fer_ray.infer.readers import frame_tracks, named_subjects, read_predictions, sorted_frames, video_labels
 
 __all__ = ["FORMATS", "ExportConfig", "write_csv", "write_parquet", "write_abaw", "export_predictions"]
@@ -82,12 +82,11 @@ def write_abaw(frame: pd.DataFrame, output: str, num_frames: dict[str, int] | No
     written = []
     tracks = frame_tracks(frame)
     for video_id, rows in frame.groupby(schema.VIDEO_ID, sort=True):
-        several = sorted(set(tracks[rows.index])) != [0]
         names = {int(t): name for name, t in (subjects or {}).get(video_id, {}).items()}
+        files = submission_names(video_id, sorted(set(tracks[rows.index].tolist())), names)
         for track, track_rows in rows.groupby(tracks[rows.index], sort=True):
             values, _ = video_labels(track_rows, (num_frames or {}).get(video_id))
-            name = submission_name(video_id, int(track) if several or names else None, names.get(int(track)))
-            uri = storage.join(output, name)
+            uri = storage.join(output, files[int(track)])
             labels.write_expr(uri, values)
             written.append(uri)
     return written

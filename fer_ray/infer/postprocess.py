@@ -35,6 +35,13 @@ def submission_uri(output: str, video_id: str, track: int | None = None, subject
     return storage.join(output, schema.SUBMISSION_DIR, submission_name(video_id, track, subject))
 
 
+def submission_names(video_id: str, tracks: list[int], subjects: dict[int, str]) -> dict[int, str]:
+    """Track -> the file name of its ABAW txt (annotate's and export's): a video's one face stream (track 0
+    alone) keeps the video's name; a named subject's track takes the subject; any other track its id."""
+    several = sorted(tracks) != [0]
+    return {t: submission_name(video_id, t if several else None, subjects.get(t)) for t in tracks}
+
+
 def name_tracks(tracks: list[tuple[int, dict]], subjects: list[str]) -> dict[int, str]:
     """Track id -> subject name: the len(subjects) tracks with the most faces (ties: lower id), named in
     order of their mean box centre from left to right (subjects are given left to right)."""
@@ -196,6 +203,7 @@ class VideoPostprocess:
         tracks = split_tracks(batch)
         several = [t for t, _ in tracks] != [0]  # one face stream (track 0): today's files, exactly
         names = name_tracks(tracks, self.subjects.get(video_id, []))
+        files = submission_names(video_id, [t for t, _ in tracks], names)
         parts, logits_parts, histogram, faces_found = [], [], np.zeros(labels.NUM_CLASSES, np.int64), 0
         for number, (track, rows) in enumerate(tracks):
             face = np.asarray(rows[schema.FACE_FOUND], dtype=bool)
@@ -207,8 +215,7 @@ class VideoPostprocess:
                 logits_parts.append(_logits_table(video_id, rows[schema.FRAME_INDEX], scores, track))
             # one whole file, replaced atomically; the predictions marker below says which version is done
             if video_id not in self.photos:
-                labels.write_expr(submission_uri(self.output, video_id, track if several else None,
-                                                 names.get(track)), result["label"])
+                labels.write_expr(storage.join(self.output, schema.SUBMISSION_DIR, files[track]), result["label"])
             histogram += np.bincount(result["label"], minlength=labels.NUM_CLASSES)
             faces_found += int((~result["filled"]).sum())
         if self.keep_logits:
