@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-from fer_ray import schema, shards, storage
+from fer_ray import schema, shards
 from fer_ray.preprocess.items import (
     FACES,
     PHASE_COLUMNS,
@@ -13,7 +11,7 @@ from fer_ray.preprocess.items import (
     STATUS_FAILED,
     STATUS_SKIPPED,
 )
-from fer_ray.preprocess.stages import END, FAILED_ROW, SKIPPED_ROW, subjects_info
+from fer_ray.preprocess.stages import END, FAILED_ROW, SKIPPED_ROW, rewrite_parts, subjects_info, tracks_text
 
 
 class ChunkCollector:
@@ -59,8 +57,7 @@ class ChunkCollector:
                              num_frames=state["num_frames"], uri=str(row[schema.URI]),
                              fingerprint=str(row["fingerprint"]), kind="video",
                              seconds=round(state["seconds"], 3), **tracks, **subjects_info(row))
-            summary = self._settle(video_id, STATUS_DONE, state["frames"], state["faces"])
-            return summary | ({"tracks": json.dumps(tracks["tracks"], sort_keys=True)} if tracks else {})
+            return self._settle(video_id, STATUS_DONE, state["frames"], state["faces"]) | {"tracks": tracks_text(tracks)}
         return None
 
     def _link(self, state: dict) -> dict:
@@ -69,17 +66,10 @@ class ChunkCollector:
         from fer_ray.preprocess.faces import link_tracked, relabel_tracks
 
         mapping, lengths = link_tracked(state["tracked"], self.config)
-        faces = 0
-        for chunk, uri in state["parts"].items():
-            table = storage.read_parquet(uri)
-            relabelled = relabel_tracks(table, chunk, mapping, set(lengths))
-            if not relabelled.equals(table):
-                storage.write_parquet(uri, relabelled)
-            faces += relabelled.column(schema.REASON).null_count
-        state["faces"] = faces
-        dropped = len({track for track in mapping.values()} - set(lengths))
+        state["faces"] = rewrite_parts(state["parts"],
+                                       lambda chunk, table: relabel_tracks(table, chunk, mapping, set(lengths)))
+        dropped = len(set(mapping.values()) - set(lengths))
         return {"tracks": {str(t): n for t, n in sorted(lengths.items())}, "short_tracks_dropped": dropped}
-
 
     def _settle(self, video_id: str, status: str, frames: int, faces: int, error: str | None = None) -> dict:
         state = self.videos.pop(video_id)

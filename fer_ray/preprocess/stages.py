@@ -127,7 +127,7 @@ class PreprocessStage:
         previous = shards.read_marker(self.output, FACES, video_id)
         if previous is not None and previous.get("fingerprint") == fingerprint:
             return {"status": STATUS_SKIPPED, "frames": int(previous.get("frames", 0)),
-                    "faces": int(previous.get("faces", 0)), "tracks": _tracks_text(previous)}
+                    "faces": int(previous.get("faces", 0)), "tracks": tracks_text(previous)}
         attempt = shards.next_attempt(previous, fingerprint)
         if kind == "video":
             parts, info = video_parts(self.rows, item, self.output, attempt, clock)
@@ -137,7 +137,7 @@ class PreprocessStage:
                     **subjects_info(item))
         shards.mark_done(self.output, FACES, video_id, parts, **info)
         return {"status": STATUS_DONE, "frames": info["frames"], "faces": info["faces"], "error": info.get("error"),
-                "tracks": _tracks_text(info)}
+                "tracks": tracks_text(info)}
 
 
 def subjects_info(item: dict) -> dict:
@@ -146,7 +146,7 @@ def subjects_info(item: dict) -> dict:
     return {"subjects": subjects.split(",")} if subjects else {}
 
 
-def _tracks_text(info: dict) -> str:
+def tracks_text(info: dict) -> str:
     """A done marker's kept tracks as the summary row's JSON text ("" in one-face mode)."""
     return json.dumps(info["tracks"], sort_keys=True) if "tracks" in info else ""
 
@@ -193,28 +193,33 @@ def video_parts(rows: FaceRows, item: dict, output: str, attempt: str = "",
     info = {"frames": frames, "faces": faces, "num_frames": num_frames, "uri": uri}
     if cfg.all_faces:
         with clock.phase("write"):
-            info.update(drop_short_tracks(output, parts, tracker))
+            info.update(drop_short_tracks(parts, tracker))
     return parts, info
 
 
-def drop_short_tracks(output: str, parts: list[str], tracker) -> dict:
-    """Every-face mode, once the video is tracked: rewrite the parts that hold rows of tracks shorter than
-    min_track_length without them (fer_ray.preprocess.faces.keep_tracks); the done-marker info on tracks."""
+def drop_short_tracks(parts: list[str], tracker) -> dict:
+    """Every-face mode, once the video is tracked: the parts rewritten without the rows of tracks shorter
+    than min_track_length (fer_ray.preprocess.faces.keep_tracks); the done-marker info on tracks."""
     from fer_ray.preprocess.faces import keep_tracks
 
     lengths, kept = tracker.lengths(), set(tracker.finish())
+    info = {"tracks": {str(t): lengths[t] for t in sorted(kept)}, "short_tracks_dropped": len(set(lengths) - kept)}
+    if set(lengths) - kept:  # nothing to drop: the parts and their face count stand as written
+        info["faces"] = rewrite_parts(dict(enumerate(parts)), lambda _, table: keep_tracks(table, kept))
+    return info
+
+
+def rewrite_parts(parts: dict[int, str], change) -> int:
+    """Each part (chunk number -> URI) replaced by `change(chunk, table)` where that differs (one whole file,
+    atomically, under the same name: the video's done marker is written after); the faces left in them."""
     faces = 0
-    if set(lengths) - kept:
-        for uri in parts:
-            table = storage.read_parquet(uri)
-            pruned = keep_tracks(table, kept)
-            if not pruned.equals(table):
-                storage.write_parquet(uri, pruned)
-            faces += pruned.column(schema.REASON).null_count
-    else:
-        faces = sum(lengths.values())
-    return {"faces": faces, "tracks": {str(t): lengths[t] for t in sorted(kept)},
-            "short_tracks_dropped": len(set(lengths) - kept)}
+    for chunk, uri in parts.items():
+        table = storage.read_parquet(uri)
+        changed = change(chunk, table)
+        if not changed.equals(table):
+            storage.write_parquet(uri, changed)
+        faces += changed.column(schema.REASON).null_count  # null exactly where a face was found
+    return faces
 
 
 def image_parts(rows: FaceRows, item: dict, output: str, previous: dict | None, attempt: str = "",
