@@ -215,25 +215,26 @@ def load_boxes(faces: str, video_id: str) -> pa.Table:
     parts = shards.complete_parts(faces, schema.FACES_TABLE, [video_id])
     if not parts:
         raise FileNotFoundError(f"{faces}: no complete faces for video {video_id!r} under {schema.FACES_TABLE}/")
-    table = storage.read_parquet_many(parts)
-    columns = [c for c in (schema.FRAME_INDEX, schema.BBOX, schema.TRACK_ID) if c in table.column_names]
-    return table.select(columns)
+    every_face = shards.has_tracks(shards.read_marker(faces, schema.FACES_TABLE, video_id))
+    return storage.read_parquet_many(parts, columns=[schema.FRAME_INDEX, schema.BBOX]
+                                     + ([schema.TRACK_ID] if every_face else []))
 
 
 def track_frame_rows(predictions: pa.Table, boxes: pa.Table | None = None) -> dict[int, list[dict]]:
     """frame index -> the rows the overlay draws, one per face track (by id), each with its own box
     (`frame_rows` per track; on a decoded frame where a track has no face, that track has no box)."""
     tracks = table_tracks(predictions)
+    have_boxes = boxes is not None and boxes.num_rows > 0
+    if have_boxes:  # the video's decoded frames, and each face row's (track, frame) -> box
+        frames = boxes.column(schema.FRAME_INDEX).to_numpy(zero_copy_only=False).tolist()
+        decoded = pa.array(sorted(set(frames)), pa.int64())
+        bbox = {(int(t), f): b for t, f, b in zip(table_tracks(boxes), frames, boxes.column(schema.BBOX).to_pylist())}
     out: dict[int, list[dict]] = {}
     for track in sorted(set(tracks.tolist())):
         track_boxes = None
-        if boxes is not None and boxes.num_rows:
-            mine = table_tracks(boxes) == track
-            frames = boxes.column(schema.FRAME_INDEX).to_numpy(zero_copy_only=False)
-            bbox = {int(f): b for f, b, m in zip(frames, boxes.column(schema.BBOX).to_pylist(), mine) if m}
-            decoded = sorted(set(frames.tolist()))
-            track_boxes = pa.table({schema.FRAME_INDEX: pa.array(decoded, pa.int64()),
-                                    schema.BBOX: [bbox.get(f) for f in decoded]})
+        if have_boxes:
+            track_boxes = pa.table({schema.FRAME_INDEX: decoded,
+                                    schema.BBOX: [bbox.get((track, f)) for f in decoded.to_pylist()]})
         for frame, row in frame_rows(predictions.filter(pa.array(tracks == track)), track_boxes).items():
             out.setdefault(frame, []).append({**row, schema.TRACK_ID: track})
     return out

@@ -77,6 +77,12 @@ def read_marker(output: str, table: str, video_id: str) -> dict | None:
         return None
 
 
+def has_tracks(marker: dict | None) -> bool:
+    """A faces done marker written in every-face mode lists the video's tracks: only then do its parts hold
+    track ids other than 0 (one-face parts, and parts from before track ids existed, are track 0)."""
+    return bool(marker) and "tracks" in marker
+
+
 def mark_done(output: str, table: str, video_id: str, parts: list[str], **info) -> None:
     """Declare a video complete: records its part names (relative to the table) and any summary info.
 

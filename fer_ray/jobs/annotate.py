@@ -33,7 +33,7 @@ def face_columns(markers: list[dict]) -> list[str]:
     """FACE_COLUMNS, plus the track id when a video was preprocessed with every face (its done marker lists
     its tracks). Faces written in one-face mode, including those from before track ids existed, are read
     without it: their rows are track 0 (fer_ray.infer.postprocess.track_ids)."""
-    if any("tracks" in m for m in markers):  # the boxes too: subjects are named by position
+    if any(shards.has_tracks(m) for m in markers):  # the boxes too: subjects are named by position
         return [*FACE_COLUMNS, schema.TRACK_ID, schema.BBOX]
     return list(FACE_COLUMNS)
 
