@@ -74,3 +74,28 @@ def ray_local(s3_server):
                  object_store_memory=1_500_000_000)
     yield ray
     ray.shutdown()
+
+
+# ---------------------------------------------------------------------- order and grouping (make test: -n 2)
+# Modules that share one expensive session resource run in one xdist group, on one worker: the 3-node
+# cluster (and the reference run the fault and golden tests compare with). Every other module is its own
+# group, so a module-scoped fixture runs once. Groups are handed out longest first (measured on the 2-core
+# machine), so the two workers finish close together; the unit modules fill in at the end.
+GROUPS = {
+    "test_faults": "cluster", "test_multinode": "cluster", "test_security": "cluster", "test_golden": "cluster",
+}
+LONGEST_FIRST = ["cluster", "test_demo", "test_train_all", "test_preprocess_job", "test_bad_inputs",
+                 "test_incremental", "test_annotate_job", "test_api", "test_multi_face", "test_calibrate_job",
+                 "test_detect_track", "test_gpu_benchmark", "test_s3_faults"]
+
+
+def _group(item) -> str:
+    module = item.module.__name__.rsplit(".", 1)[-1]
+    return GROUPS.get(module, module)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: file order within a group
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
