@@ -162,9 +162,10 @@ def _render(cfg: DemoConfig, paths: DemoPaths) -> dict:
 
 
 def run(cfg: DemoConfig) -> dict:
-    """Every step in order (Ray must be initialised); returns where the outputs are, each step's seconds and
-    the report's headline (macro-F1 with its interval beside the majority-class and chance figures of the
-    same frames): {"paths", "seconds", "models", "annotated", "headline"}."""
+    """Every step in order (Ray must be initialised); returns where the outputs are, each step's seconds, the
+    trained models and their version, and the report's headline (macro-F1 with its interval beside the
+    majority-class and chance figures of the same frames):
+    {"paths", "seconds", "models", "version", "annotated", "headline"}."""
     cfg.validate()
     paths, seconds = DemoPaths.of(cfg), {}
     train_csv, manifest = write_inputs(cfg)
@@ -178,6 +179,6 @@ def run(cfg: DemoConfig) -> dict:
         evaluated = _evaluate(cfg, paths)
     with _step(seconds, "render"):
         _render(cfg, paths)
-    return {"paths": paths, "seconds": seconds, "models": trained["models"],
+    return {"paths": paths, "seconds": seconds, "models": trained["models"], "version": trained["version"],
             "annotated": {k: annotated[k] for k in ("videos_annotated", "frames_annotated", "videos_failed")},
             "headline": evaluated["headline"]}

@@ -1,29 +1,34 @@
-"""train_all end to end on the session Ray cluster, with face shards the test writes into moto-served S3.
+"""train_all end to end on the session Ray cluster, inside the demo (fer_ray.jobs.demo, `make demo`) with every
+output on moto-served S3: one run serves the demo's checks and train_all's, the suite's one training run.
 
-Real faces when ../shared/data is present (CK+ 48x48 grey crops resized to 112, one "video" per CK+
-sequence with its subject), otherwise synthetic class-coloured faces; either way the shards are real
-FACES_SCHEMA parquet parts with done markers, read back through Ray Data.
+With ../shared/data the demo preprocesses real faces (taiwanese_dev photos of the performers not held out,
+CK+ and fer2013 crops), trains, annotates one held-out performer's video, evaluates and renders. Without it,
+train_all alone reads synthetic class-coloured faces the test writes as real FACES_SCHEMA parquet parts with
+done markers (read back through Ray Data), and the demo's own check skips.
 
-One run trains two models at once (a coarse net for several epochs, a cached 64-px negative net for two) and
-serves every check, including a fault: once the negative net has finished and the coarse net's first epoch
-checkpoint is registered, the test SIGKILLs the coarse net's Ray Train worker (the only live RayTrainWorker,
-found through the GCS actor table). Ray Train (FailureConfig.max_failures) starts a new worker group and
-fer_ray/train/loop.py resumes model, optimiser, scheduler, epoch counter and history from the checkpoint.
-A restart from scratch would rewrite the whole history with post-kill timestamps; the checks below see the
-pre-kill epochs kept and the rest trained after the kill.
+Either way one train_all run trains two models at once (a coarse net for several epochs, a cached 64-px
+negative net for two) and serves every check, including a fault: once the negative net has finished and the
+coarse net's first epoch checkpoint is registered, the test SIGKILLs the coarse net's Ray Train worker (the
+only live RayTrainWorker, found through the GCS actor table). Ray Train (FailureConfig.max_failures) starts a
+new worker group and fer_ray/train/loop.py resumes model, optimiser, scheduler, epoch counter and history
+from the checkpoint. A restart from scratch would rewrite the whole history with post-kill timestamps; the
+checks below see the pre-kill epochs kept and the rest trained after the kill.
 """
 
 from __future__ import annotations
 
 import csv
+import html.parser
 import io
 import json
 import os
 import signal
+import tempfile
 import threading
 import time
 from pathlib import Path
 
+import boto3
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -32,8 +37,10 @@ import yaml
 
 from fer_ray import config as config_mod
 from fer_ray import labels, schema, shards, storage
-from tests.conftest import SHARED_DATA
+from fer_ray.infer import readers
+from tests.conftest import SHARED_DATA, need_shared
 
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "smoke.yaml"
 
@@ -44,24 +51,14 @@ def _jpeg(image) -> bytes:
     return buffer.getvalue()
 
 
-def _ckplus_videos(max_subjects: int = 24) -> dict[str, dict]:
-    """video_id -> {subject, faces, labels} from CK+ (one video per sequence), or synthetic if absent."""
+def _synthetic_videos(subjects: int = 24) -> dict[str, dict]:
+    """video_id -> {subject, faces, labels}: each class a colour + noise, 2 videos per subject (the faces
+    train_all reads when ../shared/data is absent)."""
     from PIL import Image
 
-    root = SHARED_DATA / "images" / "ckplus48"
+    rng = np.random.default_rng(0)
     videos: dict[str, dict] = {}
-    if (root / "labels.csv").exists():
-        rows = list(csv.DictReader(open(root / "labels.csv")))
-        subjects = sorted({r["subject"] for r in rows})[:max_subjects]
-        for r in rows:
-            if r["subject"] not in subjects:
-                continue
-            v = videos.setdefault(r["sequence"], {"subject": r["subject"], "faces": [], "labels": []})
-            v["faces"].append(_jpeg(Image.open(root / r["path"])))
-            v["labels"].append(labels.class_index(r["label"]))
-        return videos
-    rng = np.random.default_rng(0)  # synthetic: each class a colour + noise, 2 videos per subject
-    for s in range(max_subjects):
+    for s in range(subjects):
         for k in range(2):
             label = (s + k) % labels.NUM_CLASSES
             base = np.array([30 * label, 255 - 30 * label, 120], dtype=np.float32)
@@ -87,16 +84,17 @@ KILLED = "coarse_swin"  # the model whose worker the fixture kills
 EPOCHS = {"coarse_swin": 12, "negative_repvgg": 2}  # the coarse net still trains when the other is done
 
 
-def _smoke_two_models(faces: str, output: str):
-    from fer_ray.jobs.train import load_config
-
+def _two_models_yaml(path: Path) -> str:
+    """configs/smoke.yaml cut to the two models of EPOCHS, with short epochs; `faces` and `output` are set by
+    whoever runs it (the demo, or the test without shared data)."""
     raw = yaml.safe_load(SMOKE.read_text())
     raw["models"] = [m for m in raw["models"] if m["name"] in EPOCHS]
     for m in raw["models"]:
         m.update(epochs=EPOCHS[m["name"]], max_steps_per_epoch=3, max_val_steps=2, batch_size=8)
         if m["name"] == "negative_repvgg":  # the other input path: rows read into memory once, 64-px inputs
             m.update(cache_rows=True, input_size=64, keep="last")
-    return load_config(raw, {"faces": [faces], "output": output})
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
 
 
 def _train_workers() -> dict[str, dict]:
@@ -141,23 +139,46 @@ def _kill_when_alone(output: str, before: set[str], job: threading.Thread) -> di
     return {"actor": victim, "pid": worker["pid"], "at": time.time(), "checkpoints": done_before_kill}
 
 
+DEMO_FRAMES, RENDER_FRAMES = 240, 48  # the demo annotates the first 240 frames, renders 48
+
+
+def _demo(output: str, train_yaml: str):
+    """The demo, test-sized: one held-out performer's video, 120 + 60 + 60 training faces, the first
+    DEMO_FRAMES frames annotated, a RENDER_FRAMES overlay; returns a function that runs it."""
+    from fer_ray.jobs import demo
+
+    config = demo.DemoConfig(data=str(SHARED_DATA), output=output, videos=["tw_TW01"], train_config=train_yaml,
+                             taiwanese_limit=120, fer2013_limit=60, ckplus_limit=60, max_frames=DEMO_FRAMES,
+                             render_frames=RENDER_FRAMES)
+    return lambda: demo.run(config)
+
+
 @pytest.fixture(scope="module")
-def trained(ray_local, s3_server):
-    """One train_all run (2 models at once, one worker killed part way) and its rerun, shared by the checks."""
+def trained(ray_local, s3_server, tmp_path_factory):
+    """One train_all run (2 models at once, one worker killed part way), inside the demo when the shared data
+    is there, and train_all's rerun; shared by the checks."""
     import boto3
+
+    from fer_ray.jobs import train
 
     bucket = "t-train-all"
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
-    faces = f"s3://{bucket}/preprocess"
-    output = f"s3://{bucket}/models"
-    write_face_shards(faces, _ckplus_videos())
-    config = _smoke_two_models(faces, output)
+    train_yaml = _two_models_yaml(tmp_path_factory.mktemp("train") / "train.yaml")
+    with_demo = (SHARED_DATA / "videos" / "labeled" / "tw_TW01.mp4").exists()
+    if with_demo:
+        demo_out = f"s3://{bucket}/demo"
+        faces, output = f"{demo_out}/preprocess", f"{demo_out}/models"
+        first_run = _demo(demo_out, train_yaml)
+    else:
+        demo_out, faces, output = None, f"s3://{bucket}/preprocess", f"s3://{bucket}/models"
+        write_face_shards(faces, _synthetic_videos())
+        first_run = lambda: train.run(train.load_config(train_yaml, {"faces": [faces], "output": output}))  # noqa: E731
     before = set(_train_workers())
     outcome: dict = {}
 
     def run() -> None:
         try:
-            outcome["first"] = train_all_timed(config)
+            outcome["first"] = first_run()
         except BaseException as exc:  # reported by the main thread
             outcome["error"] = exc
 
@@ -165,17 +186,13 @@ def trained(ray_local, s3_server):
     job.start()
     killed = _kill_when_alone(output, before, job)
     job.join(timeout=600)
-    assert not job.is_alive(), "train_all did not finish within 600 s of the kill"
+    assert not job.is_alive(), "the run did not finish within 600 s of the kill"
     assert "error" not in outcome, outcome
-    second = train_all_timed(config)
-    return {"config": config, "first": outcome["first"], "second": second, "output": output,
-            "killed": killed, "before": before}
-
-
-def train_all_timed(config):
-    from fer_ray.jobs import train
-
-    return train.run(config)
+    config = train.load_config(train_yaml, {"faces": [faces], "output": output})
+    second = train.run(config)
+    first = outcome["first"]
+    return {"config": config, "first": first, "second": second, "output": output, "killed": killed,
+            "before": before, "demo": first if with_demo else None, "demo_out": demo_out, "bucket": bucket}
 
 
 def test_models_trained_and_indexed_on_s3(trained):
@@ -267,3 +284,57 @@ def test_checkpoint_reloads_identical_logits(trained):
         a, b, c = model(x), again(x), fresh(x)
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)  # trained weights, not a fresh init
+
+
+# ---------------------------------------------------------------------- the demo around the training run
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class _Images(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.sources: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.sources.append(dict(attrs)["src"])
+
+
+@pytest.mark.shared_data
+def test_demo_writes_everything_to_s3(trained, s3_server):
+    """`make demo` (fer_ray.jobs.demo, behind jobs/demo.py) with OUTPUT=s3://...: every step's output lands
+    on the S3 server. The full-size demo (the README's `make demo`) is measured, not tested."""
+    result, out = trained["demo"], trained["demo_out"]
+    if result is None:
+        need_shared("videos", "labeled", "tw_TW01.mp4")
+    assert list(result["seconds"]) == ["preprocess", "train_all", "annotate", "evaluate", "render"]
+    head = result["headline"]  # what the demo prints: macro-F1 beside majority-class and chance figures
+    assert head["annotated"] > 0 and 0.0 <= head["majority_f1"] <= 1.0 and 0.0 <= head["chance_f1"] <= 1.0
+    keys = {o["Key"] for page in boto3.client("s3", endpoint_url=s3_server).get_paginator("list_objects_v2")
+            .paginate(Bucket=trained["bucket"]) for o in page.get("Contents", [])}
+    # training: every model of the train config has a checkpoint and is indexed
+    index = storage.read_json(f"{out}/models/models.json")
+    assert set(index["models"]) == set(EPOCHS)
+    for name, entry in index["models"].items():
+        assert f"demo/models/{entry['checkpoint']}" in keys, name
+    # annotation: one prediction per annotated frame of the held-out video, in order
+    predictions = readers.read_predictions(f"{out}/annotate").to_pandas()
+    rows = predictions[predictions[schema.VIDEO_ID] == "tw_TW01"]
+    frames = rows[schema.FRAME_INDEX].sort_values().tolist()
+    assert len(frames) == len(set(frames)) and frames[:DEMO_FRAMES] == list(range(DEMO_FRAMES))
+    # evaluation: metrics and a report whose every image is a PNG on S3
+    metrics = storage.read_json(f"{out}/evaluate/metrics.json")
+    assert metrics["videos"] == ["tw_TW01"] and 0.0 <= metrics["overall"]["f1"] <= 1.0
+    parser = _Images()
+    parser.feed(storage.read_bytes(f"{out}/evaluate/report.html").decode("utf-8"))
+    assert len(parser.sources) >= 4
+    for source in parser.sources:
+        assert storage.read_bytes(f"{out}/evaluate/{source}").startswith(PNG_SIGNATURE), source
+    # the overlay video decodes and has the frames asked for
+    import decord
+
+    with tempfile.NamedTemporaryFile(suffix=".mp4") as local:
+        local.write(storage.read_bytes(f"{out}/overlay_tw_TW01.mp4"))
+        local.flush()
+        assert len(decord.VideoReader(local.name)) == RENDER_FRAMES
