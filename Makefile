@@ -24,7 +24,7 @@ lint: venv
 	$(PY) -m ruff check fer_ray jobs tests benchmarks
 
 test: lint
-	$(PY) -m pytest -q -n 2 --durations=30 tests
+	$(PY) -m pytest -q --durations=30 tests
 
 bench: venv
 	$(PY) benchmarks/preprocess.py --data $(DATA)

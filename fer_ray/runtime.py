@@ -9,6 +9,11 @@ log = logging.getLogger("fer_ray")
 
 
 VERBOSE_ENV = "FER_RAY_VERBOSE"  # "1": Ray's own INFO lines and worker output on the console too
+# A local instance keeps up to 10 idle workers for a minute instead of Ray's default (as many as it has CPUs,
+# for one second): a job's read and write tasks come in short bursts, and a worker killed between bursts is
+# a new Python process importing Ray (about 2 CPU-seconds) for the next one. Measured on 2 cores: three small
+# annotate jobs in one Ray session, 65 s -> 50 s and 101 -> 74 CPU-seconds.
+LOCAL_RAY_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000, "num_workers_soft_limit": 10}
 
 
 def setup_logging(level: int = logging.INFO, verbose: bool | None = None) -> None:
@@ -60,7 +65,8 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
         quiet_ray_console()
         log.info("joined the Ray cluster at %s%s", address, quiet)
         return
-    ray.init(num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=verbose())
+    ray.init(num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=verbose(),
+             _system_config=LOCAL_RAY_SYSTEM_CONFIG)
     quiet_ray_console()
     log.info("started a local Ray instance (%s CPUs)%s", ray.cluster_resources().get("CPU"), quiet)
 

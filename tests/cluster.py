@@ -108,7 +108,10 @@ class LocalCluster:
         env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1", RAY_USAGE_STATS_ENABLED="0", TQDM_DISABLE="1",
                    PYTHONUNBUFFERED="1",
                    # a loaded machine: the raylet aborts when its agents take longer than this to start
-                   RAY_agent_register_timeout_ms="120000")
+                   RAY_agent_register_timeout_ms="120000",
+                   # idle workers kept a minute, as fer_ray.runtime's local instance does (a job's next burst
+                   # of tasks reuses them instead of starting processes); 4 a node, as each node has 2 CPUs
+                   RAY_idle_worker_killing_time_threshold_ms="60000", RAY_num_workers_soft_limit="4")
         env.pop("PYTHONPATH", None)
         return env
 
