@@ -4,7 +4,7 @@ start-up, actor start-up (each actor process imports torch/timm and loads its mo
     python benchmarks/overhead.py [--data ../shared/data] [--compare /path/to/other/checkout ...]
 
 Each checkout (this one, then every --compare one, e.g. a `git worktree` of an earlier commit) runs in its own
-process and its own local Ray (2 CPUs): one annotate run from the videos (preprocess + logits +
+process and its own local Ray (2 CPUs, started by that checkout's fer_ray.runtime.init_ray, as its jobs do): one annotate run from the videos (preprocess + logits +
 post-processing), then two from the faces it wrote (logits + post-processing only), with untrained smoke
 models. Also the import time of each actor's module in a fresh interpreter. Prints one table; the ratio of
 two checkouts measured in one call of this script is the figure to quote (the machine's load moves both).
@@ -29,15 +29,15 @@ CHILD = r'''
 import json, os, sys, time
 VIDEOS = sys.argv[3].split(',')
 t0 = time.perf_counter()
-import ray
 from fer_ray.jobs import annotate
+from fer_ray.runtime import init_ray
 from fer_ray.models.smoke import write_untrained_models
 out, data = sys.argv[1], sys.argv[2]
 write_untrained_models(f"{out}/models")
 os.makedirs(f"{out}/in")
 for rel in VIDEOS:
     os.symlink(f"{data}/videos/{rel}", f"{out}/in/{os.path.basename(rel)}")
-t = time.perf_counter(); ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+t = time.perf_counter(); init_ray(num_cpus=2)  # the checkout's own local instance, as its jobs start it
 result = {"ray_init_s": time.perf_counter() - t, "runs": []}
 for run in (1, 2, 3):
     source = f"{out}/in" if run == 1 else f"{out}/ann1"
