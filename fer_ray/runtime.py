@@ -11,8 +11,8 @@ log = logging.getLogger("fer_ray")
 VERBOSE_ENV = "FER_RAY_VERBOSE"  # "1": Ray's own INFO lines and worker output on the console too
 # A local instance keeps up to 10 idle workers for a minute instead of Ray's default (as many as it has CPUs,
 # for one second): a job's read and write tasks come in short bursts, and a worker killed between bursts is
-# a new Python process importing Ray (about 2 CPU-seconds) for the next one. Measured on 2 cores: three small
-# annotate jobs in one Ray session, 65 s -> 50 s and 101 -> 74 CPU-seconds.
+# a new Python process importing Ray (about 2 CPU-seconds) for the next one. Measured on 2 cores
+# (benchmarks/README.md, `python benchmarks/overhead.py`): annotate from faces 1.7x faster, from videos 1.08x.
 LOCAL_RAY_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000, "num_workers_soft_limit": 10}
 
 
