@@ -141,12 +141,17 @@ def load_config(source=None, overrides: dict | None = None) -> AnnotateConfig:
 DEFAULT_WINDOW = 256  # the CFC-SP paper's best window, when models.json holds no calibration
 
 
+def recorded_calibration(config: AnnotateConfig) -> dict:
+    """models.json's calibration of the config's system (jobs/calibrate.py); {} when there is none."""
+    return systems.read_index(config.models).get("calibration", {}).get(config.system) or {}
+
+
 def calibrated(config: AnnotateConfig) -> AnnotateConfig:
     """`config` with the window and prior correction it left open (None) taken from models.json's
     calibration of its system (jobs/calibrate.py), else the defaults (window 256, no correction)."""
     if config.window is not None and config.prior_correction is not None and config.weights:
         return config
-    chosen = systems.read_index(config.models).get("calibration", {}).get(config.system, {})
+    chosen = recorded_calibration(config)
     window = config.window if config.window is not None else int(chosen.get("window", DEFAULT_WINDOW))
     prior = config.prior_correction if config.prior_correction is not None \
         else bool(chosen.get("prior_correction", False))
@@ -162,7 +167,7 @@ def calibration_used(config: AnnotateConfig) -> dict | None:
     """What the run's window and prior correction came from, for its summary and the report: models.json's
     calibration of this system (its validation figures), and whether the run used it or its flags."""
     try:
-        chosen = systems.read_index(config.models).get("calibration", {}).get(config.system)
+        chosen = recorded_calibration(config)
     except FileNotFoundError:
         return None
     if not chosen:

@@ -203,8 +203,9 @@ def drop_short_tracks(parts: list[str], tracker) -> dict:
     from fer_ray.preprocess.faces import keep_tracks
 
     lengths, kept = tracker.lengths(), set(tracker.finish())
-    info = {"tracks": {str(t): lengths[t] for t in sorted(kept)}, "short_tracks_dropped": len(set(lengths) - kept)}
-    if set(lengths) - kept:  # nothing to drop: the parts and their face count stand as written
+    dropped = set(lengths) - kept
+    info = {"tracks": {str(t): lengths[t] for t in sorted(kept)}, "short_tracks_dropped": len(dropped)}
+    if dropped:  # else the parts and the face count counted while writing them stand
         info["faces"] = rewrite_parts(dict(enumerate(parts)), lambda _, table: keep_tracks(table, kept))
     return info
 

@@ -157,8 +157,6 @@ def _demo(output: str, train_yaml: str):
 def trained(ray_local, s3_server, tmp_path_factory):
     """One train_all run (2 models at once, one worker killed part way), inside the demo when the shared data
     is there, and train_all's rerun; shared by the checks."""
-    import boto3
-
     from fer_ray.jobs import train
 
     bucket = "t-train-all"
