@@ -3,6 +3,10 @@ dev videos and print the CFC-SP Table 1 / Table 4 analogues, per-class F1 and ma
 
     python benchmarks/accuracy.py [--data ../shared/data] [--output accuracy_out] [--config configs/accuracy.yaml]
         [--videos tw_TW01 tw_TW07 ...] [--fer2013-limit N] [--ckplus-limit N] [--epochs N] [--seed N]
+        [--geometry arcface|fer --face-size N]
+    # RECIPES.md's recipe: every source in FER2013's framing, a pretrained small CNN fine-tuned into the cascade
+    python benchmarks/accuracy.py --config configs/accuracy_fer.yaml --geometry fer --face-size 48 \
+        --fer2013-limit 12000 --ckplus-limit 1000
 
 Not part of `make test` (it trains for tens of minutes on CPU). Steps, each the real job run in this process
 on one local Ray instance (fer_ray.jobs.demo's inputs, the jobs' command lines through benchmarks/cli_jobs.py;
@@ -296,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="add a seeded sample of N fer2013 faces to training (default 0: none)")
     parser.add_argument("--ckplus-limit", dest="ckplus_limit", type=int, default=0,
                         help="add a seeded sample of N ckplus48 faces to training (default 0: none)")
+    parser.add_argument("--geometry", choices=("arcface", "fer"), default="arcface",
+                        help="face geometry of every source (fer: FER2013's framing, with --face-size 48 and "
+                             "configs/accuracy_fer.yaml)")
+    parser.add_argument("--face-size", dest="face_size", type=int, default=112, help="aligned crop side")
     parser.add_argument("--epochs", type=int, help="override every model's epochs")
     parser.add_argument("--seed", type=int, help="override the train config's seed (initialisation, sampling)")
     args = parser.parse_args(argv)
@@ -306,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(videos) - set(held_out))
     if unknown:
         raise SystemExit(f"--videos {unknown}: no labelled dev video under {data}/videos/labeled")
-    train_cfg = DemoConfig(data=data, output=out, videos=held_out)
+    train_cfg = DemoConfig(data=data, output=out, videos=held_out, validation_videos=[])
     train_cfg.validate()
     faces, models = storage.join(out, "faces"), storage.join(out, "models")
     annotated, report = storage.join(out, "annotate"), storage.join(out, "evaluate")
@@ -318,14 +326,16 @@ def main(argv: list[str] | None = None) -> int:
         run_job(name, argv)
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
-    train_csv, manifest = write_inputs(train_cfg)
+    train_csv, manifest, _ = write_inputs(train_cfg)
     if set(videos) != set(held_out):  # a manifest of just the chosen videos (its labels.csv is unused)
-        manifest = write_inputs(DemoConfig(data=data, output=storage.join(out, "subset"), videos=videos))[1]
-    step("preprocess", ["--input", train_csv, "--output", faces, "--allow-root", data])
+        manifest = write_inputs(DemoConfig(data=data, output=storage.join(out, "subset"), videos=videos,
+                                                validation_videos=[]))[1]
+    geometry = ["--geometry", args.geometry, "--face-size", str(args.face_size)]
+    step("preprocess", ["--input", train_csv, "--output", faces, "--allow-root", data, *geometry])
     for name, limit in (("ckplus48", args.ckplus_limit), ("fer2013", args.fer2013_limit)):
         if limit > 0:
             step("preprocess", ["--input", f"{data}/images/{name}/labels.csv", "--output", faces,
-                                "--limit", str(limit)])
+                                "--limit", str(limit), *geometry])
     step("train_all", ["--config", train_config(args.config, out, args.epochs, args.seed), "--faces", faces,
                        "--output", models])
     step("annotate", ["--input", manifest, "--allow-root", data, "--models", models, "--output", annotated, "--system", "cfc_sp",

@@ -54,9 +54,9 @@ VARIANTS = {  # name -> (sources, grey, share of each batch drawn from the taiwa
 def prepare(data: str, out: str, fer2013: int) -> tuple[str, str]:
     """Run the preprocess job for the training images and the labelled videos (every 3rd frame)."""
     held_out = sorted(p.stem for p in Path(data, "videos", "labeled").glob("*.mp4"))
-    cfg = DemoConfig(data=data, output=out, videos=held_out)
+    cfg = DemoConfig(data=data, output=out, videos=held_out, validation_videos=[])
     cfg.validate()
-    train_csv, manifest = write_inputs(cfg)
+    train_csv, manifest, _ = write_inputs(cfg)
     faces, video_faces = storage.join(out, "faces"), storage.join(out, "video_faces")
     init_ray()
     run_job("preprocess", ["--input", train_csv, "--output", faces, "--allow-root", data])

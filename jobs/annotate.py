@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stride", type=int, help="decode every N-th frame (the rest are filled)")
     parser.add_argument("--max-frames", dest="max_frames", type=int, help="at most N decoded frames per video")
     parser.add_argument("--track-every", dest="track_every", type=int, help="full detection every K frames")
+    parser.add_argument("--geometry", choices=("arcface", "fer"),
+                        help="face template (default: the one models.json says the models were trained on)")
     parser.add_argument("--all-faces", dest="all_faces", action="store_true", default=None,
                         help="every face of a frame, each with a track id (default: one face per frame)")
     parser.add_argument("--decode-workers", dest="decode_workers", type=int,

@@ -1,8 +1,8 @@
 """Preprocess videos and labelled image sets into aligned face crops (one Parquet row per decoded frame).
 
     python jobs/preprocess.py --input <manifest.csv|.parquet | labels.csv | dir | s3://prefix> --output <uri> \
-        [--stride N] [--face-size 112] [--max-frames N] [--track-every K] [--limit N] [--config preprocess.yaml] \
-        [--strict]
+        [--stride N] [--face-size 112] [--geometry arcface|fer] [--max-frames N] [--track-every K] [--limit N] \
+        [--config preprocess.yaml] [--strict]
 
 Writes <output>/faces/ (schema.FACES_SCHEMA shards + done markers), <output>/failures/, the resolved
 config <output>/preprocess.yaml and <output>/summary.json. Rerunning on the same output resumes: finished
@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", help="folder or s3:// prefix for faces/, failures/, summary.json")
     parser.add_argument("--stride", type=int, help="decode every N-th frame")
     parser.add_argument("--face-size", dest="face_size", type=int, help="aligned crop side in pixels")
+    parser.add_argument("--geometry", choices=("arcface", "fer"),
+                        help="face template: arcface (default, tight) or fer (FER2013's framing, with "
+                             "--face-size 48; pre-cropped faces are aligned too)")
     parser.add_argument("--max-frames", dest="max_frames", type=int, help="at most N decoded frames per video")
     parser.add_argument("--track-every", dest="track_every", type=int,
                         help="full face detection every K frames, tracking in between")

@@ -112,7 +112,7 @@ def nest_options(options: dict) -> dict:
     """Flat options as the flags, notebooks and earlier configs give them (`stride`, `track_every`,
     `detect_gpus`, ...) nested under `preprocess`; None values (flags not given) dropped. `num_workers`
     also sizes the detector actors unless `preprocess.num_workers` says otherwise, as it always did."""
-    flat = ("stride", "max_frames", "face_size", "track_every", "decode_workers", "all_faces")
+    flat = ("stride", "max_frames", "face_size", "geometry", "track_every", "decode_workers", "all_faces")
     out = {k: v for k, v in options.items() if v is not None and k not in AnnotateConfig.moved_keys
            and k not in flat}
     faces = {k: options[k] for k in flat if options.get(k) is not None}
@@ -149,6 +149,7 @@ def recorded_calibration(config: AnnotateConfig) -> dict:
 def calibrated(config: AnnotateConfig) -> AnnotateConfig:
     """`config` with the window and prior correction it left open (None) taken from models.json's
     calibration of its system (jobs/calibrate.py), else the defaults (window 256, no correction)."""
+    config = trained_geometry(config)
     if config.window is not None and config.prior_correction is not None and config.weights:
         return config
     chosen = recorded_calibration(config)
@@ -161,6 +162,19 @@ def calibrated(config: AnnotateConfig) -> AnnotateConfig:
                  "(flags override)", config.system, len(chosen.get("validation", {}).get("videos", [])), window,
                  prior, weights or "equal")
     return replace(config, window=window, prior_correction=prior, weights=weights)
+
+
+def trained_geometry(config: AnnotateConfig) -> AnnotateConfig:
+    """`config` preprocessing videos as the models' training faces were (models.json "faces": geometry and
+    crop side) unless it names a geometry itself."""
+    if config.preprocess.geometry is not None:
+        return config
+    faces = systems.read_index(config.models).get("faces") or {}
+    if not faces.get("geometry"):
+        return config
+    log.info("faces aligned as the models were trained: geometry %s, %d px", faces["geometry"], faces["face_size"])
+    return replace(config, preprocess=replace(config.preprocess, geometry=str(faces["geometry"]),
+                                              face_size=int(faces["face_size"])))
 
 
 def calibration_used(config: AnnotateConfig) -> dict | None:

@@ -29,33 +29,47 @@ ROOT = Path(__file__).resolve().parents[2]  # the checkout: configs/ lives there
 class DemoConfig:
     data: str = "../shared/data"
     output: str = "demo_out"
-    videos: list[str] = field(default_factory=lambda: ["tw_TW01", "tw_TW07"])  # held-out performers
-    fer2013_limit: int = 600
+    videos: list[str] = field(default_factory=lambda: ["tw_TW01", "tw_TW07"])  # held-out performers, scored
+    # held-out performers whose labelled videos choose the SP window and prior correction (jobs/calibrate.py),
+    # never the scored ones; [] skips calibration (annotate then uses `window`, or 256)
+    validation_videos: list[str] = field(default_factory=lambda: ["tw_TW11", "tw_TW14"])
+    fer2013_limit: int = 6000
     taiwanese_limit: int | None = None  # at most N taiwanese_dev training photos (None: all of them)
-    ckplus_limit: int = 600
-    train_config: str = str(ROOT / "configs" / "smoke.yaml")  # measured: the whole demo in ~6 min on 2 cores
+    ckplus_limit: int = 1000
+    train_config: str = str(ROOT / "configs" / "demo.yaml")  # configs/smoke.yaml: the plumbing only, ~6 min
     track_every: int = 5
+    # every source aligned to FER2013's framing at 48 px (fer_ray.faces.align "fer"), as the recipe's small CNN
+    # was measured with (../shared/RECIPES.md); annotate aligns the videos the same way (models.json "faces")
+    geometry: str = "fer"
+    face_size: int = 48
     system: str = "cfc_sp"
-    window: int = 256
+    window: int | None = None  # None: what calibration chose (else 256)
+    calibration_frames: int | None = 1500  # frames per validation video the calibration annotates
     render_frames: int = 300
     max_frames: int | None = None  # annotate only the first N frames of each video (tests; None: all)
+    stride: int = 1  # decode every N-th frame of the scored videos (the others are filled from them)
 
     def validate(self) -> None:
         if not Path(self.data, "README.md").exists():
             raise config.ConfigError(f"no shared data at {self.data}: pass --data or DATA=<dir>")
-        missing = [v for v in self.videos if not Path(self.data, "videos", "labeled", v + ".mp4").exists()]
+        videos = self.videos + self.validation_videos
+        missing = [v for v in videos if not Path(self.data, "videos", "labeled", v + ".mp4").exists()]
         if missing:
             raise config.ConfigError(f"no labelled dev video(s) {missing} under {self.data}/videos/labeled")
+        if set(self.videos) & set(self.validation_videos):
+            raise config.ConfigError(f"videos {sorted(set(self.videos) & set(self.validation_videos))} are both "
+                                     "scored and validation videos: calibrate on other performers")
 
 
 def subject_of(video_id: str) -> str:
     return video_id.split("_")[-1]  # tw_TW01 -> TW01
 
 
-def write_inputs(cfg: DemoConfig) -> tuple[str, str]:
-    """A labels.csv of the training performers (held-out ones removed) and a manifest of the test videos."""
+def write_inputs(cfg: DemoConfig) -> tuple[str, str, str]:
+    """A labels.csv of the training performers (held-out ones removed) and manifests of the test and the
+    validation videos."""
     data = Path(cfg.data).resolve()
-    held_out = {subject_of(v) for v in cfg.videos}
+    held_out = {subject_of(v) for v in cfg.videos + cfg.validation_videos}
     with open(data / "images" / "taiwanese_dev" / "labels.csv", newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["subject"] not in held_out]
     out = io.StringIO()
@@ -65,12 +79,14 @@ def write_inputs(cfg: DemoConfig) -> tuple[str, str]:
         writer.writerow(row | {"path": str(data / "images" / "taiwanese_dev" / row["path"])})
     train_csv = storage.join(cfg.output, "inputs", "taiwanese_dev_train", "labels.csv")
     storage.write_text(train_csv, out.getvalue())
-    lines = ["video_id,uri,label_uri"] + [
-        f"{v},{data / 'videos' / 'labeled' / (v + '.mp4')},{data / 'videos' / 'labeled' / (v + '.txt')}"
-        for v in cfg.videos]
-    manifest = storage.join(cfg.output, "inputs", "videos.csv")
-    storage.write_text(manifest, "\n".join(lines) + "\n")
-    return train_csv, manifest
+    manifests = []
+    for name, videos in (("videos.csv", cfg.videos), ("validation_videos.csv", cfg.validation_videos)):
+        lines = ["video_id,uri,label_uri"] + [
+            f"{v},{data / 'videos' / 'labeled' / (v + '.mp4')},{data / 'videos' / 'labeled' / (v + '.txt')}"
+            for v in videos]
+        manifests.append(storage.join(cfg.output, "inputs", name))
+        storage.write_text(manifests[-1], "\n".join(lines) + "\n")
+    return train_csv, manifests[0], manifests[1]
 
 
 @dataclass(frozen=True)
@@ -80,13 +96,15 @@ class DemoPaths:
     annotated: str
     report: str
     overlay: str
+    calibration: str
 
     @classmethod
     def of(cls, cfg: DemoConfig) -> DemoPaths:
         out = cfg.output
-        # the preprocess output (its faces/ table inside), named as configs/smoke.yaml's `faces:` says
+        # the preprocess output (its faces/ table inside), named as configs/demo.yaml's `faces:` says
         return cls(storage.join(out, "preprocess"), storage.join(out, "models"), storage.join(out, "annotate"),
-                   storage.join(out, "evaluate"), storage.join(out, f"overlay_{storage.safe_key(cfg.videos[0])}.mp4"))
+                   storage.join(out, "evaluate"), storage.join(out, f"overlay_{storage.safe_key(cfg.videos[0])}.mp4"),
+                   storage.join(out, "calibrate"))
 
 
 class StepFailed(RuntimeError):
@@ -110,7 +128,8 @@ def _preprocess(cfg: DemoConfig, train_csv: str, faces: str) -> None:
                (f"{data}/images/ckplus48/labels.csv", cfg.ckplus_limit, []),
                (f"{data}/images/fer2013/labels.csv", cfg.fer2013_limit, [])]
     for source, limit, roots in sources:
-        job = preprocess.PreprocessConfig(input=source, output=faces, limit=limit, allowed_roots=roots)
+        job = preprocess.PreprocessConfig(input=source, output=faces, limit=limit, allowed_roots=roots,
+                                          geometry=cfg.geometry, face_size=cfg.face_size)
         job.validate()
         config.save(job, storage.join(faces, "preprocess.yaml"))
         summary = preprocess.run(job)
@@ -130,12 +149,25 @@ def _train(cfg: DemoConfig, faces: str, models: str) -> dict:
     return result
 
 
+def _calibrate(cfg: DemoConfig, manifest: str, paths: DemoPaths) -> dict:
+    from fer_ray.jobs import calibrate
+
+    data = str(Path(cfg.data).resolve())
+    options = {"allowed_roots": [data], "track_every": cfg.track_every, "max_frames": cfg.calibration_frames}
+    job = calibrate.CalibrateConfig(input=manifest, labels=f"{data}/videos/labeled", models=paths.models,
+                                    output=paths.calibration, system=cfg.system,
+                                    annotate={k: v for k, v in options.items() if v is not None})
+    job.validate()
+    config.save(job, storage.join(paths.calibration, "calibrate.yaml"))
+    return calibrate.run(job)
+
+
 def _annotate(cfg: DemoConfig, manifest: str, paths: DemoPaths) -> dict:
     from fer_ray.jobs import annotate
 
     options = {"input": manifest, "allowed_roots": [str(Path(cfg.data).resolve())], "models": paths.models,
                "output": paths.annotated, "system": cfg.system, "window": cfg.window, "keep_logits": True,
-               "track_every": cfg.track_every, "max_frames": cfg.max_frames}
+               "track_every": cfg.track_every, "max_frames": cfg.max_frames, "stride": cfg.stride}
     job = annotate.load_config({k: v for k, v in options.items() if v is not None})
     config.save(job, storage.join(paths.annotated, "annotate.yaml"))
     return annotate.run(job)
@@ -168,11 +200,14 @@ def run(cfg: DemoConfig) -> dict:
     {"paths", "seconds", "models", "version", "annotated", "headline"}."""
     cfg.validate()
     paths, seconds = DemoPaths.of(cfg), {}
-    train_csv, manifest = write_inputs(cfg)
+    train_csv, manifest, validation = write_inputs(cfg)
     with _step(seconds, "preprocess"):
         _preprocess(cfg, train_csv, paths.faces)
     with _step(seconds, "train_all"):
         trained = _train(cfg, paths.faces, paths.models)
+    if cfg.validation_videos:
+        with _step(seconds, "calibrate"):
+            _calibrate(cfg, validation, paths)
     with _step(seconds, "annotate"):
         annotated = _annotate(cfg, manifest, paths)
     with _step(seconds, "evaluate"):

@@ -68,7 +68,8 @@ def run(config: PreprocessConfig) -> dict:
     rows = run_items(found.items, config, config.output)
     summary = summarise(rows, found.rejected, time.perf_counter() - start)
     storage.write_json(storage.join(config.output, "summary.json"),
-                       summary | {"input": config.input, "items_rows": rows})
+                       summary | {"input": config.input, "items_rows": rows, "geometry": config.face_geometry,
+                                  "face_size": config.face_size})
     log.info("wrote %s", storage.join(config.output, "summary.json"))
     return summary | {"items_rows": rows}
 

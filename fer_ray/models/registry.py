@@ -27,6 +27,7 @@ from fer_ray import storage
 
 # Importing the model modules registers their entrypoints with timm.
 from fer_ray.models import backbones as _backbones  # noqa: F401
+from fer_ray.models import fercnn as _fercnn  # noqa: F401
 from fer_ray.models import fusion as _fusion  # noqa: F401
 from fer_ray.models import iresnet as _iresnet  # noqa: F401
 from fer_ray.models import temporal as _temporal  # noqa: F401
@@ -92,6 +93,9 @@ def _infos() -> dict[str, ModelInfo]:
         ModelInfo("resnet_smoke", 112, family="resnet", smoke=True),
         ModelInfo("regnety_016", 112, family="regnet"),
         ModelInfo("regnet_smoke", 112, family="regnet", smoke=True),
+        # RECIPES.md's small CNN for 48-px faces of the "fer" geometry (greys its input, standardises per image)
+        ModelInfo("fer_cnn", 48, family="fercnn"),
+        ModelInfo("fer_cnn_smoke", 48, family="fercnn", smoke=True),
         # Mao temporal models (9-frame clips, centre prediction)
         ModelInfo("mao_cnn_gru", 112, CLIP, 9, family="mao"),
         ModelInfo("mao_cnn_transformer", 112, CLIP, 9, family="mao"),

@@ -9,8 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 from fer_ray.video import MAX_PIXELS
+
+GEOMETRIES = ("arcface", "fer")  # fer_ray.faces.align.GEOMETRIES' names (kept here: this module imports no torch)
 
 
 @dataclass
@@ -43,6 +46,11 @@ class FacesConfig:
     stride: int = 1  # decode every stride-th frame
     max_frames: int | None = None  # at most this many decoded frames per video (after stride)
     face_size: int = 112  # aligned crop side, pixels
+    # The template faces are aligned to (fer_ray.faces.align.GEOMETRIES): "arcface" (tight, the papers' 112-px
+    # crops; pre-cropped 48-px sets are only resized) or "fer" (FER2013's loose framing, with face_size 48:
+    # photos and frames aligned to it, and pre-cropped faces too wherever the detector finds their landmarks
+    # once upsampled). None: "arcface" for the preprocess job; the annotate job takes models.json's.
+    geometry: Literal["arcface", "fer"] | None = None
     track_every: int = 1  # full detection every k decoded frames, O-net tracking in between
     # False: one face per frame (the largest, or the one that follows the previous frame's face). True: every
     # face, each with a track id (fer_ray.faces.MultiFaceTracker); a face missing for up to max_gap frames
@@ -68,6 +76,8 @@ class FacesConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_frames is not None and self.max_frames < 1:
             raise ValueError(f"max_frames must be >= 1 or null, got {self.max_frames}")
+        if self.geometry not in (None, *GEOMETRIES):
+            raise ValueError(f"geometry must be one of {', '.join(GEOMETRIES)} (or null), got {self.geometry!r}")
         if not 16 <= self.face_size <= 1024:
             raise ValueError(f"face_size must be in 16..1024, got {self.face_size}")
         if not 1 <= self.jpeg_quality <= 100:
@@ -83,11 +93,17 @@ class FacesConfig:
             raise ValueError("detector.device is CUDA but worker_gpus is 0: set worker_gpus (e.g. 0.5)")
         self.detector.validate()
 
+    @property
+    def face_geometry(self) -> str:
+        return self.geometry or "arcface"
+
     def fingerprint(self) -> str:
         """Hash of the settings that change a shard's rows (not where or how fast it runs)."""
         keys = ("stride", "max_frames", "face_size", "track_every", "jpeg_quality")
         data = {k: getattr(self, k) for k in keys} | {"detector": asdict(self.detector)}
         if self.all_faces:  # one-face outputs keep the fingerprint they had before these settings existed
             data |= {k: getattr(self, k) for k in ("all_faces", "max_gap", "min_track_length")}
+        if self.face_geometry != "arcface":  # likewise for outputs made before there was a choice
+            data["geometry"] = self.face_geometry
         return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -176,7 +176,7 @@ class FaceRows:
             device = self.detector.device
             landmarks = torch.from_numpy(np.stack([detections[i].landmarks for i in have]).astype(np.float32))
             crops = align_batch(torch.from_numpy(frames[have]).to(device), landmarks.to(device),
-                                self.config.face_size).cpu().numpy()
+                                self.config.face_size, self.config.face_geometry).cpu().numpy()
             for crop, i in zip(crops, have):
                 encoded[i] = encode_face(crop, quality=self.config.jpeg_quality)
         return encoded
@@ -209,21 +209,83 @@ class FaceRows:
         return tables
 
     def face_crops(self, members: list[dict], images: list[np.ndarray]) -> pa.Table:
-        """Rows of pre-cropped faces (face_crop sets): resized, no detection; the box is the whole image."""
+        """Rows of pre-cropped faces (face_crop sets). "arcface" geometry: resized, no detection (the box is
+        the whole image). "fer" geometry: aligned to its template wherever the detector finds the face once
+        the crop is upsampled (`upsampled_crops`); the others are resized, as they are in its framing on
+        average (the template is fer2013's mean)."""
         from fer_ray.faces import encode_face, resize_crop
 
         size, quality = self.config.face_size, self.config.jpeg_quality
+        faces = [resize_crop(image, size) for image in images]
+        boxes = [[0.0, 0.0, float(image.shape[1]), float(image.shape[0])] for image in images]
+        found: list = [None] * len(images)
+        if self.config.face_geometry != "arcface":
+            for i, face, detection in self.aligned_crops(images):
+                faces[i], boxes[i], found[i] = face, detection.bbox.astype(np.float32).tolist(), detection
         return faces_table({
             schema.VIDEO_ID: [m[schema.VIDEO_ID] for m in members],
             schema.FRAME_INDEX: [0] * len(members),
             schema.TIMESTAMP: [0.0] * len(members),
-            schema.FACE: [encode_face(resize_crop(image, size), quality=quality) for image in images],
-            schema.BBOX: [[0.0, 0.0, float(image.shape[1]), float(image.shape[0])] for image in images],
-            schema.LANDMARKS: [None] * len(members),
-            schema.DET_SCORE: [None] * len(members),
+            schema.FACE: [encode_face(face, quality=quality) for face in faces],
+            schema.BBOX: boxes,
+            schema.LANDMARKS: [None if d is None else d.landmarks.astype(np.float32).reshape(-1).tolist()
+                               for d in found],
+            schema.DET_SCORE: [None if d is None else float(d.score) for d in found],
             schema.LABEL: [int(m[schema.LABEL]) for m in members],
             schema.REASON: [None] * len(members),
             schema.SUBJECT: [m.get(schema.SUBJECT) or None for m in members],
             schema.NUM_FRAMES: [1] * len(members),
             schema.TRACK_ID: [0] * len(members),
         })
+
+    def aligned_crops(self, images: list[np.ndarray]):
+        """(index, aligned face, detection in the crop's own pixels) of each crop whose face is found."""
+        import torch
+
+        from fer_ray.faces import align_batch, choose_face
+
+        by_shape: dict[tuple, list[int]] = {}
+        for i, image in enumerate(images):
+            by_shape.setdefault(np.asarray(image).shape, []).append(i)
+        for group in by_shape.values():
+            big, scale, pad = upsampled_crops([images[i] for i in group])
+            found = [choose_face(faces, None) for faces in self.detector.detect(big)]
+            have = [k for k, d in enumerate(found) if d is not None]
+            if not have:
+                continue
+            marks = torch.from_numpy(np.stack([found[k].landmarks for k in have]).astype(np.float32))
+            aligned = align_batch(torch.from_numpy(big[have]), marks, self.config.face_size,
+                                  self.config.face_geometry).numpy()
+            for face, k in zip(aligned, have):
+                yield group[k], face, in_crop(found[k], scale, pad)
+
+
+CROP_DETECT_SIDE = 144  # MTCNN finds 88 % of fer2013's and all of ckplus48's 48-px faces at this side
+CROP_PAD = 0.5  # of the crop's side, edge-replicated around it: the detector needs some border
+
+
+def in_crop(face, scale: float, pad: float):
+    """A detection on `upsampled_crops`' image in the crop's own pixels (pixel centres at integers)."""
+    from fer_ray.faces import Detection
+
+    def back(points: np.ndarray) -> np.ndarray:
+        return ((points - pad + 0.5) / scale - 0.5).astype(np.float32)
+
+    return Detection(back(face.bbox), back(face.landmarks), face.score)
+
+
+def upsampled_crops(images: list[np.ndarray]) -> tuple[np.ndarray, float, float]:
+    """Equally sized face crops as RGB (N, H', W', 3) uint8, upsampled to about CROP_DETECT_SIDE and
+    edge-padded, with the scale and the padding (upsampled pixels): crop pixel = (p - pad) / scale."""
+    from PIL import Image
+
+    first = np.asarray(images[0])
+    scale = max(1.0, CROP_DETECT_SIDE / max(first.shape[:2]))
+    size = (round(first.shape[1] * scale), round(first.shape[0] * scale))
+    pad = round(CROP_PAD * max(size) / 2)
+    out = []
+    for image in images:
+        pil = Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
+        big = np.asarray(pil.resize(size, Image.Resampling.BILINEAR))
+        out.append(np.pad(big, ((pad, pad), (pad, pad), (0, 0)), mode="edge"))
+    return np.stack(out), scale, float(pad)

@@ -102,13 +102,28 @@ class ModelSpec:
     clip_length: int | None = None        # frames per input; default from the registry (1, 9 or 64)
     kind: str | None = None               # resolved from the registry: frame | clip | sequence
     after: list[str] = field(default_factory=list)  # models that must finish first (e.g. a frozen backbone's)
+    # Fine-tune: start from the trained weights of this other model of the config (a pretraining stage, e.g.
+    # an 8-class backbone on every face), all but a classifier of another size; trained after it.
+    init_from: str | None = None
     # Frame models: read this worker's train/val rows into memory once instead of streaming them from Ray
     # Data every epoch. For small face sets (thousands of ~5 KB crops), where the per-epoch stream start-up
     # costs more than the epoch itself; temporal models always hold their rows in memory.
     cache_rows: bool = False
+    # Training rows drawn this many times as often as now, per source: an image set's folder name (its rows'
+    # video_id "<set>/<path>") or a video id; e.g. {fer2013: 1, ckplus48: 2, taiwanese_dev: 4}. Multiplies
+    # the class oversampling's factor; frame models only. Unnamed sources: 1.
+    source_weights: dict[str, float] = field(default_factory=dict)
+    # ABAW classes whose rows this model never trains or validates on (e.g. [Other]: CK+'s few contempt faces
+    # are its only examples in the shared image sets, too few to learn and a balanced loss would weight them
+    # ~30x). Frame models only.
+    ignore_classes: list[str] = field(default_factory=list)
     # Which epoch becomes checkpoint.pt: the best validation macro-F1, or the last (a fixed schedule, for
     # validation splits too small to rank epochs: a few subjects pick a noisy early epoch).
     keep: Literal["best", "last"] = "best"
+
+    @property
+    def ignored_labels(self) -> list[int]:
+        return [labels.class_index(name) for name in self.ignore_classes]
 
     @property
     def num_classes(self) -> int:
@@ -142,6 +157,18 @@ class ModelSpec:
                 raise ConfigError(f"model {self.name!r}: {name} must be >= 1")
         if self.cpus_per_worker <= 0:
             raise ConfigError(f"model {self.name!r}: cpus_per_worker must be > 0")
+        if any(not 0 < float(w) <= 100 for w in self.source_weights.values()):
+            raise ConfigError(f"model {self.name!r}: source_weights must be in (0, 100], got {self.source_weights}")
+        for option in ("source_weights", "ignore_classes"):
+            if getattr(self, option) and self.kind != "frame":
+                raise ConfigError(f"model {self.name!r}: {option} apply to frame models, not {self.kind} ones")
+        try:
+            ignored = self.ignored_labels
+        except labels.LabelFormatError as exc:
+            raise ConfigError(f"model {self.name!r}: ignore_classes: {exc}") from None
+        if any(i < 0 for i in ignored):
+            raise ConfigError(f"model {self.name!r}: ignore_classes names classes: {', '.join(labels.ABAW_CLASSES)}")
+        self.ignore_classes = [labels.ABAW_CLASSES[i] for i in ignored]  # canonical names in the saved config
         if isinstance(self.loss.class_weights, list) and len(self.loss.class_weights) != self.num_classes:
             raise ConfigError(f"model {self.name!r}: loss.class_weights needs {self.num_classes} values "
                               f"for task {self.task}")
@@ -180,6 +207,14 @@ class TrainConfig:
         if dupes:
             raise ConfigError(f"models: duplicate name(s) {', '.join(dupes)}; names must be unique")
         for model in self.models:
+            if model.init_from is not None:
+                if model.init_from not in names or model.init_from == model.name:
+                    raise ConfigError(f"model {model.name!r}: init_from {model.init_from!r} is not another model "
+                                      f"of this config; models: {', '.join(names)}")
+                if model.pretrained:
+                    raise ConfigError(f"model {model.name!r}: set pretrained or init_from, not both")
+                if model.init_from not in model.after:
+                    model.after.append(model.init_from)
             unknown = [a for a in model.after if a not in names]
             if unknown or model.name in model.after:
                 raise ConfigError(f"model {model.name!r}: after {unknown or [model.name]} is not another model "

@@ -25,7 +25,7 @@ from fer_ray import codec, labels, schema, shards, storage
 from fer_ray.train import sampler
 
 __all__ = [
-    "TRAIN_COLUMNS", "decode_face", "usable_rows", "frame_batches", "iter_row_chunks", "label_summary",
+    "TRAIN_COLUMNS", "decode_face", "source_of", "source_factors", "usable_rows", "frame_batches", "iter_row_chunks", "label_summary",
     "split_videos", "class_counts", "TemporalSamples", "video_of_worker",
 ]
 
@@ -49,10 +49,16 @@ def _has_face(faces: Sequence) -> np.ndarray:
     return np.fromiter((f is not None and len(f) > 0 for f in faces), dtype=bool, count=len(faces))
 
 
-def usable_rows(batch: dict, task: str) -> tuple[np.ndarray, np.ndarray]:
-    """(row indices with a face and a task label, their task labels)."""
+def without(y: np.ndarray, ignore: Sequence[int] = ()) -> np.ndarray:
+    """ABAW labels with the `ignore`d classes (ModelSpec.ignore_classes) made unannotated."""
+    y = np.asarray(y, dtype=np.int64)
+    return np.where(np.isin(y, list(ignore)), labels.UNANNOTATED, y) if len(ignore) else y
+
+
+def usable_rows(batch: dict, task: str, ignore: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """(row indices with a face and a task label, their task labels); `ignore`: ABAW classes left out."""
     faces = batch[schema.FACE]
-    task_y = labels.task_labels(np.asarray(batch[schema.LABEL], dtype=np.int64), task)
+    task_y = labels.task_labels(without(batch[schema.LABEL], ignore), task)
     keep = np.flatnonzero(_has_face(faces) & (task_y >= 0))
     return keep, task_y[keep]
 
@@ -72,20 +78,35 @@ def _take(values, index: np.ndarray):
     return [values[i] for i in index]
 
 
+def source_of(video_id: str) -> str:
+    """The image set or video a row came from: `<set>/<path>` image rows -> `<set>`, a video -> its id."""
+    return str(video_id).split("/", 1)[0]
+
+
+def source_factors(video_ids: Sequence[str], weights: dict[str, float]) -> np.ndarray:
+    """Each row's source weight (ModelSpec.source_weights; 1 for a source it does not name)."""
+    return np.asarray([float(weights.get(source_of(v), 1.0)) for v in video_ids], dtype=np.float64)
+
+
 def frame_batches(row_batches: Iterable[dict], task: str, transform, batch_size: int,
                   factors: np.ndarray | None = None, rng: np.random.Generator | None = None,
-                  drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                  drop_last: bool = False, source_weights: dict[str, float] | None = None,
+                  ignore: Sequence[int] = ()) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(images float (B,3,H,W), labels (B,)) batches of exactly `batch_size` (the last may be short).
 
-    With `factors` (per task class repeat factors) each row is repeated by stochastic rounding of its factor.
+    With `factors` (per task class repeat factors) and/or `source_weights` (per source, `source_of`) each
+    row is repeated by stochastic rounding of the product of its class's factor and its source's weight.
     """
     rng = rng if rng is not None else np.random.default_rng(0)
     images: list[torch.Tensor] = []
     targets: list[int] = []
     for batch in row_batches:
-        keep, task_y = usable_rows(batch, task)
-        if factors is not None and len(keep):
-            counts = sampler.repeat_counts(sampler.sample_factors(task_y, factors), rng)
+        keep, task_y = usable_rows(batch, task, ignore)
+        if (factors is not None or source_weights) and len(keep):
+            per_row = sampler.sample_factors(task_y, factors if factors is not None else np.ones(1 + task_y.max()))
+            if source_weights:
+                per_row = per_row * source_factors([batch[schema.VIDEO_ID][i] for i in keep], source_weights)
+            counts = sampler.repeat_counts(per_row, rng)
             keep, task_y = np.repeat(keep, counts), np.repeat(task_y, counts)
             order = rng.permutation(len(keep))  # spread the copies over the batch
             keep, task_y = keep[order], task_y[order]
@@ -154,8 +175,10 @@ def split_videos(summary: pa.Table, by: str = "subject", val_fraction: float = 0
     return train, val
 
 
-def class_counts(summary: pa.Table, task: str, video_ids: Iterable[str] | None = None) -> np.ndarray:
-    """Frames per task class among rows with a face (reason null), optionally only some videos."""
+def class_counts(summary: pa.Table, task: str, video_ids: Iterable[str] | None = None,
+                 ignore: Sequence[int] = ()) -> np.ndarray:
+    """Frames per task class among rows with a face (reason null), optionally only some videos; the
+    `ignore`d ABAW classes are not counted."""
     table = summary
     if video_ids is not None:
         import pyarrow.compute as pc
@@ -164,7 +187,7 @@ def class_counts(summary: pa.Table, task: str, video_ids: Iterable[str] | None =
     y = np.asarray(table.column(schema.LABEL).to_numpy(zero_copy_only=False), dtype=np.int64)
     if schema.REASON in table.column_names:
         y = y[np.asarray(table.column(schema.REASON).is_null().to_numpy(zero_copy_only=False), dtype=bool)]
-    task_y = labels.task_labels(y, task)
+    task_y = labels.task_labels(without(y, ignore), task)
     return np.bincount(task_y[task_y >= 0], minlength=len(labels.TASK_CLASSES[task])).astype(np.int64)
 
 

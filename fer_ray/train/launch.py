@@ -23,6 +23,7 @@ restored with `Tuner.restore` (errored trials resumed).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -62,6 +63,7 @@ class TrainRun:
     seed: int
     max_failures: int
     read_cpus: float
+    face_geometry: dict | None = None  # {"geometry", "face_size"} of the faces trained on (face_geometry)
 
 
 # (run, the model's spec as a dict) -> {"train": dataset, "val": dataset}, for Ray Train
@@ -137,7 +139,9 @@ def _write_outputs(run: TrainRun, spec_dict: dict, result, started_at: float) ->
         "model_kwargs": spec.model_kwargs, "version": run.version, "epoch": best_state["epoch"],
     }
     save_checkpoint(storage.join(out, CHECKPOINT_FILE), model, meta)
-    model_config = TrainConfig(**{**run.train_config, "models": [spec]})
+    # a config of this model alone: what it started from is its resolved `pretrained` URI, not other models
+    alone = dataclasses.replace(spec, after=[], init_from=None)
+    model_config = TrainConfig(**{**run.train_config, "models": [alone]})
     config_mod.save(model_config, storage.join(out, "config.yaml"))
     storage.write_text(storage.join(out, "metrics.csv"), _metrics_csv(history))
     entry = {
@@ -241,13 +245,36 @@ def _prepare(config: TrainConfig) -> TrainRun:
     parts = [p for uri in config.faces for p in shards.complete_parts(uri, schema.FACES_TABLE)]
     version = data_version(config, train_ids, val_ids, parts)
     specs = {m.name: spec_to_dict(m) for m in config.models}
+    for spec in specs.values():  # a fine-tuned model starts from its pretraining stage's checkpoint
+        if spec["init_from"]:
+            spec["pretrained"] = storage.join(model_dir(config.output, spec["init_from"]), CHECKPOINT_FILE)
     return TrainRun(
         output=config.output, faces=list(config.faces), train_videos=train_ids, val_videos=val_ids,
         version=version, specs=specs, spec_hashes={n: _spec_hash(s, version) for n, s in specs.items()},
-        class_counts={m.name: data.class_counts(summary, m.task, train_ids).tolist() for m in config.models},
+        class_counts={m.name: data.class_counts(summary, m.task, train_ids, m.ignored_labels).tolist()
+                      for m in config.models},
         train_config={k: v for k, v in config_mod.to_dict(config).items() if k != "models"},
         seed=config.seed, max_failures=config.max_failures, read_cpus=config.read_cpus,
+        face_geometry=face_geometry(config.faces),
     )
+
+
+def face_geometry(faces: list[str]) -> dict | None:
+    """The face geometry and crop side the preprocess outputs were made with (their summary.json), which
+    annotate must preprocess new videos with; None when no summary says. Outputs that disagree fail."""
+    found = {}
+    for uri in faces:
+        summary_uri = storage.join(uri, "summary.json")
+        summary = storage.read_json(summary_uri) if storage.exists(summary_uri) else {}
+        if summary.get("geometry"):
+            found[uri] = (str(summary["geometry"]), int(summary["face_size"]))
+    if len(set(found.values())) > 1:
+        raise ValueError(f"the faces outputs were made with different face geometries {sorted(set(found.values()))}"
+                         f": a model set is trained on one (preprocess them again with one geometry)")
+    if not found:
+        return None
+    geometry, size = next(iter(found.values()))
+    return {"geometry": geometry, "face_size": size}
 
 
 def _write_index(config: TrainConfig, run: TrainRun) -> dict:
@@ -259,6 +286,8 @@ def _write_index(config: TrainConfig, run: TrainRun) -> dict:
         if entry is not None:
             models[spec.name] = {k: v for k, v in entry.items() if k not in ("confusion", "spec_hash")}
     index = {"version": run.version, "models": models, "updated_at": time.time()}
+    if run.face_geometry:
+        index["faces"] = run.face_geometry  # annotate preprocesses videos the same way
     storage.write_json(index_uri, index)
     return index
 

@@ -213,7 +213,8 @@ class Trainer:
 
 def _frame_train_batches(trainer: Trainer, row_batches: Iterable[dict], epoch: int, rank: int = 0):
     return data.frame_batches(row_batches, trainer.spec.task, trainer.train_tf, trainer.spec.batch_size,
-                              trainer.factors, sampler.epoch_rng(trainer.seed, epoch, rank), drop_last=False)
+                              trainer.factors, sampler.epoch_rng(trainer.seed, epoch, rank), drop_last=False,
+                              source_weights=trainer.spec.source_weights, ignore=trainer.spec.ignored_labels)
 
 
 def _epoch_row(epoch: int, stats: dict, val: dict, start: float, end: float, lr: float) -> dict:
@@ -276,7 +277,7 @@ def memory_batches(trainer: Trainer, train_rows: dict, val_rows: dict, rank: int
         chunks = data.iter_row_chunks(train_rows, spec.batch_size, sampler.epoch_rng(trainer.seed, epoch, 99))
         return (_frame_train_batches(trainer, chunks, epoch, rank),
                 data.frame_batches(data.iter_row_chunks(val_rows, spec.batch_size), spec.task, trainer.eval_tf,
-                                   spec.batch_size))
+                                   spec.batch_size, ignore=spec.ignored_labels))
     return batches
 
 
@@ -290,7 +291,8 @@ def streamed_batches(trainer: Trainer, train_shard, val_shard, rank: int) -> Bat
                                         prefetch_batches=1)
         streamed = val_shard.iter_batches(batch_size=spec.batch_size, batch_format="numpy", prefetch_batches=1)
         return (_frame_train_batches(trainer, rows, epoch, rank),
-                data.frame_batches(streamed, spec.task, trainer.eval_tf, spec.batch_size))
+                data.frame_batches(streamed, spec.task, trainer.eval_tf, spec.batch_size,
+                                   ignore=spec.ignored_labels))
     return batches
 
 
@@ -397,7 +399,7 @@ def train_local(spec: ModelSpec | dict, train_rows, val_rows, *, seed: int = 0, 
     if class_counts is None:
         from fer_ray import labels
 
-        _, task_y = data.usable_rows(train_rows, spec.task)
+        _, task_y = data.usable_rows(train_rows, spec.task, spec.ignored_labels)
         class_counts = np.bincount(task_y, minlength=len(labels.TASK_CLASSES[spec.task])).tolist()
     trainer = Trainer(spec, device, class_counts, seed=seed)
     make = temporal_batches if spec.kind in ("clip", "sequence") else memory_batches

@@ -6,8 +6,9 @@ CK+ and fer2013 crops), trains, annotates one held-out performer's video, evalua
 train_all alone reads synthetic class-coloured faces the test writes as real FACES_SCHEMA parquet parts with
 done markers (read back through Ray Data), and the demo's own check skips.
 
-Either way one train_all run trains two models at once (a coarse net for several epochs, a cached 64-px
-negative net for two) and serves every check, including a fault: once the negative net has finished and the
+Either way one train_all run trains configs/demo.yaml's three models at test size: an 8-class pretraining
+stage, then the coarse net (several epochs) and the negative net (a cached 64-px one, two epochs) fine-tuned
+from it side by side. It serves every check, including a fault: once the negative net has finished and the
 coarse net's first epoch checkpoint is registered, the test SIGKILLs the coarse net's Ray Train worker (the
 only live RayTrainWorker, found through the GCS actor table). Ray Train (FailureConfig.max_failures) starts a
 new worker group and fer_ray/train/loop.py resumes model, optimiser, scheduler, epoch counter and history
@@ -42,7 +43,6 @@ from tests.conftest import SHARED_DATA, need_shared
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-SMOKE = ROOT / "configs" / "smoke.yaml"
 
 
 def _jpeg(image) -> bytes:
@@ -80,19 +80,27 @@ def write_face_shards(output: str, videos: dict[str, dict]) -> None:
         shards.mark_done(output, "faces", video_id, [part], frames=n)
 
 
-KILLED = "coarse_swin"  # the model whose worker the fixture kills
-EPOCHS = {"coarse_swin": 12, "negative_repvgg": 2}  # the coarse net still trains when the other is done
+KILLED, OTHER, PRETRAINED = "coarse_cnn", "negative_cnn", "expr_cnn"
+# the pretraining stage first; then the coarse net still trains when the negative net is done
+EPOCHS = {PRETRAINED: 4, KILLED: 12, OTHER: 2}
+DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
 
 
-def _two_models_yaml(path: Path) -> str:
-    """configs/smoke.yaml cut to the two models of EPOCHS, with short epochs; `faces` and `output` are set by
-    whoever runs it (the demo, or the test without shared data)."""
-    raw = yaml.safe_load(SMOKE.read_text())
-    raw["models"] = [m for m in raw["models"] if m["name"] in EPOCHS]
+def _demo_models_yaml(path: Path) -> str:
+    """configs/demo.yaml (an 8-class pretraining stage, then the coarse and negative nets fine-tuned from it,
+    side by side) at test size: FerCNN's smoke width, EPOCHS epochs, short ones. `faces` and `output` are
+    set by whoever runs it (the demo, or the test without shared data)."""
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    assert [m["name"] for m in raw["models"]] == list(EPOCHS), "configs/demo.yaml's models changed"
     for m in raw["models"]:
-        m.update(epochs=EPOCHS[m["name"]], max_steps_per_epoch=3, max_val_steps=2, batch_size=8)
-        if m["name"] == "negative_repvgg":  # the other input path: rows read into memory once, 64-px inputs
-            m.update(cache_rows=True, input_size=64, keep="last")
+        m.update(arch="fer_cnn_smoke", epochs=EPOCHS[m["name"]], max_val_steps=2, batch_size=32,
+                 cpus_per_worker=0.5)
+        if m["name"] == PRETRAINED:  # ~100 steps an epoch: enough to tell the test video's expressions apart
+            m.update(cpus_per_worker=1.0, lr=0.005)
+        if m["name"] == KILLED:  # the streamed input path: rows read from Ray Data every epoch
+            m.update(cache_rows=False, max_steps_per_epoch=8, lr=0.002)
+        if m["name"] == OTHER:  # rows read into memory once, another input side than the faces' 48 px
+            m.update(input_size=64, max_steps_per_epoch=5)
     path.write_text(yaml.safe_dump(raw))
     return str(path)
 
@@ -124,7 +132,7 @@ def _checkpoints(output: str, name: str) -> list[str]:
 def _kill_when_alone(output: str, before: set[str], job: threading.Thread) -> dict:
     """Wait until the other model is done and KILLED has a registered checkpoint (not its last), then SIGKILL
     KILLED's worker; returns what was killed and when."""
-    other = next(n for n in EPOCHS if n != KILLED)
+    other = OTHER
     deadline = time.time() + 600  # the demo preprocesses its faces first
     while not (storage.exists(storage.join(output, other, "summary.json")) and _checkpoints(output, KILLED)):
         assert job.is_alive(), "train_all ended before the worker could be killed"
@@ -139,17 +147,21 @@ def _kill_when_alone(output: str, before: set[str], job: threading.Thread) -> di
     return {"actor": victim, "pid": worker["pid"], "at": time.time(), "checkpoints": done_before_kill}
 
 
-DEMO_FRAMES, RENDER_FRAMES = 240, 48  # the demo annotates the first 240 frames, renders 48
+# the demo detects faces on every 10th frame of the whole video (all its expressions; the frames between are
+# filled from them) and renders 48 frames
+DEMO_STRIDE, RENDER_FRAMES = 10, 48
 
 
 def _demo(output: str, train_yaml: str):
-    """The demo, test-sized: one held-out performer's video, 120 + 60 + 60 training faces, the first
-    DEMO_FRAMES frames annotated, a RENDER_FRAMES overlay; returns a function that runs it."""
+    """The demo, test-sized: one held-out performer's video, the other performers' photos + 1500 fer2013 + 200
+    CK+ training faces, every DEMO_STRIDE-th frame annotated, a RENDER_FRAMES overlay; returns a function that
+    runs it."""
     from fer_ray.jobs import demo
 
+    # no validation videos: calibration has its own test (test_calibrate_job), the demo only calls it
     config = demo.DemoConfig(data=str(SHARED_DATA), output=output, videos=["tw_TW01"], train_config=train_yaml,
-                             taiwanese_limit=120, fer2013_limit=60, ckplus_limit=60, max_frames=DEMO_FRAMES,
-                             render_frames=RENDER_FRAMES)
+                             validation_videos=[], taiwanese_limit=None, fer2013_limit=1500, ckplus_limit=200,
+                             stride=DEMO_STRIDE, render_frames=RENDER_FRAMES)
     return lambda: demo.run(config)
 
 
@@ -161,7 +173,7 @@ def trained(ray_local, s3_server, tmp_path_factory):
 
     bucket = "t-train-all"
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
-    train_yaml = _two_models_yaml(tmp_path_factory.mktemp("train") / "train.yaml")
+    train_yaml = _demo_models_yaml(tmp_path_factory.mktemp("train") / "train.yaml")
     with_demo = (SHARED_DATA / "videos" / "labeled" / "tw_TW01.mp4").exists()
     if with_demo:
         demo_out = f"s3://{bucket}/demo"
@@ -196,10 +208,10 @@ def trained(ray_local, s3_server, tmp_path_factory):
 def test_models_trained_and_indexed_on_s3(trained):
     output, first = trained["output"], trained["first"]
     status = {n: m["status"] for n, m in first["models"].items()}
-    assert status == {"coarse_swin": "trained", "negative_repvgg": "trained"}, first["models"]
+    assert status == dict.fromkeys(EPOCHS, "trained"), first["models"]
     index = storage.read_json(storage.join(output, "models.json"))
     assert index["version"] == first["version"]
-    for name, task, classes in (("coarse_swin", "coarse", 5), ("negative_repvgg", "negative", 4)):
+    for name, task, classes in ((PRETRAINED, "expr", 8), (KILLED, "coarse", 5), (OTHER, "negative", 4)):
         entry = index["models"][name]
         assert entry["task"] == task and entry["num_classes"] == classes and entry["kind"] == "frame"
         assert entry["checkpoint"] == f"{name}/checkpoint.pt"
@@ -222,19 +234,32 @@ def test_models_trained_and_indexed_on_s3(trained):
         assert len(entry["class_counts"]) == classes and sum(entry["class_counts"]) > 0
         assert entry["train_prior"] == pytest.approx(training_prior(saved.models[0], entry["class_counts"]))
         assert sum(entry["train_prior"]) == pytest.approx(1.0)
-    assert index["models"]["negative_repvgg"]["input_size"] == 64
+    assert index["models"][OTHER]["input_size"] == 64
     # keep: last exports the final epoch's weights and metrics, not the best validation epoch's
     from fer_ray.models import load_checkpoint
 
-    _, meta = load_checkpoint(storage.join(output, "negative_repvgg", "checkpoint.pt"))
-    assert meta["epoch"] == 1 and index["models"]["negative_repvgg"]["metrics"]["epoch"] == 1
+    _, meta = load_checkpoint(storage.join(output, OTHER, "checkpoint.pt"))
+    assert meta["epoch"] == 1 and index["models"][OTHER]["metrics"]["epoch"] == 1
+
+
+def test_fine_tuned_models_start_from_the_pretraining_stage(trained):
+    """init_from: the coarse and negative nets train after expr_cnn, from its checkpoint."""
+    output = trained["output"]
+    index = storage.read_json(storage.join(output, "models.json"))["models"]
+    for name in (KILLED, OTHER):
+        assert index[name]["started_at"] >= index[PRETRAINED]["finished_at"], (name, index[name], index[PRETRAINED])
+        from fer_ray.train.config import TrainConfig
+
+        # its own config.yaml (which reloads alone) names the checkpoint it started from
+        saved = config_mod.load(TrainConfig, storage.join(output, name, "config.yaml")).models[0]
+        assert saved.pretrained == storage.join(output, PRETRAINED, "checkpoint.pt") and saved.init_from is None
 
 
 def test_two_trials_overlap_in_time(trained):
     # each trial's span from its start to its outputs being written (a cached 64-px model's epochs alone
     # can take under a second, too short to meet the other trial's epochs)
     index = storage.read_json(storage.join(trained["output"], "models.json"))["models"]
-    spans = [(index[name]["started_at"], index[name]["finished_at"]) for name in ("coarse_swin", "negative_repvgg")]
+    spans = [(index[name]["started_at"], index[name]["finished_at"]) for name in (KILLED, OTHER)]
     (a0, a1), (b0, b1) = spans
     assert max(a0, b0) < min(a1, b1), f"training spans do not overlap: {spans}"
 
@@ -272,9 +297,9 @@ def test_checkpoint_reloads_identical_logits(trained):
     from fer_ray.models import create_model, load_checkpoint
     from fer_ray.train.loop import STATE_FILE  # noqa: F401  (the checkpoint format is the models one)
 
-    uri = storage.join(trained["output"], "coarse_swin", "checkpoint.pt")
+    uri = storage.join(trained["output"], KILLED, "checkpoint.pt")
     model, meta = load_checkpoint(uri, "cpu")
-    assert meta["task"] == "coarse" and meta["num_classes"] == 5 and meta["input_size"] == 112
+    assert meta["task"] == "coarse" and meta["num_classes"] == 5 and meta["input_size"] == 48
     again, _ = load_checkpoint(uri, "cpu")
     fresh = create_model(meta["arch"], meta["num_classes"], **meta.get("model_kwargs", {})).eval()
     x = torch.randn(2, 3, meta["input_size"], meta["input_size"])
@@ -306,7 +331,7 @@ def test_demo_writes_everything_to_s3(trained, s3_server):
     result, out = trained["demo"], trained["demo_out"]
     if result is None:
         need_shared("videos", "labeled", "tw_TW01.mp4")
-    assert list(result["seconds"]) == ["preprocess", "train_all", "annotate", "evaluate", "render"]
+    assert list(result["seconds"]) == ["preprocess", "train_all", "annotate", "evaluate", "render"]  # no calibrate
     head = result["headline"]  # what the demo prints: macro-F1 beside majority-class and chance figures
     assert head["annotated"] > 0 and 0.0 <= head["majority_f1"] <= 1.0 and 0.0 <= head["chance_f1"] <= 1.0
     keys = {o["Key"] for page in boto3.client("s3", endpoint_url=s3_server).get_paginator("list_objects_v2")
@@ -320,7 +345,18 @@ def test_demo_writes_everything_to_s3(trained, s3_server):
     predictions = readers.read_predictions(f"{out}/annotate").to_pandas()
     rows = predictions[predictions[schema.VIDEO_ID] == "tw_TW01"]
     frames = rows[schema.FRAME_INDEX].sort_values().tolist()
-    assert len(frames) == len(set(frames)) and frames[:DEMO_FRAMES] == list(range(DEMO_FRAMES))
+    assert frames == list(range(len(frames))) and len(frames) == head["annotated"]
+    # models that learned something: the video's expressions change, so must the predictions
+    found = rows[rows[schema.FACE_FOUND]]
+    assert len(found) >= len(frames) // DEMO_STRIDE - 5  # the frames it detected on
+    assert found[schema.LABEL_NAME].nunique() > 1, found[schema.LABEL_NAME].value_counts()
+    # the faces were aligned as the training faces were (models.json "faces": FER2013's framing, 48 px)
+    assert index["faces"] == {"geometry": "fer", "face_size": 48}
+    from fer_ray.codec import decode_face
+
+    parts = shards.complete_parts(f"{out}/annotate", schema.FACES_TABLE)
+    faces = storage.read_parquet_many(parts[:1], columns=[schema.FACE]).column(schema.FACE).to_pylist()
+    assert {tuple(decode_face(f).shape) for f in faces if f} == {(3, 48, 48)}
     # evaluation: metrics and a report whose every image is a PNG on S3
     metrics = storage.read_json(f"{out}/evaluate/metrics.json")
     assert metrics["videos"] == ["tw_TW01"] and 0.0 <= metrics["overall"]["f1"] <= 1.0

@@ -98,6 +98,21 @@ def test_annotate_takes_the_recorded_calibration_unless_told(tmp_path):
     assert (plain.window, plain.prior_correction) == (annotate.DEFAULT_WINDOW, False)
 
 
+def test_annotate_aligns_faces_as_the_models_were_trained(tmp_path):
+    """models.json "faces" (train_all records the training faces' geometry): annotate preprocesses videos
+    the same way unless its config names a geometry; an index without it keeps the ArcFace default."""
+    models = str(tmp_path / "models")
+    storage.write_json(f"{models}/models.json", {"models": {}, "faces": {"geometry": "fer", "face_size": 48}})
+    base = {"input": "in", "models": models, "output": str(tmp_path / "out")}
+    faces = annotate.calibrated(annotate.load_config(base)).preprocess
+    assert (faces.face_geometry, faces.face_size) == ("fer", 48)
+    told = annotate.calibrated(annotate.load_config(base | {"preprocess": {"geometry": "arcface"}})).preprocess
+    assert (told.face_geometry, told.face_size) == ("arcface", 112)
+    storage.write_json(f"{models}/models.json", {"models": {}})
+    plain = annotate.calibrated(annotate.load_config(base)).preprocess
+    assert (plain.geometry, plain.face_geometry, plain.face_size) == (None, "arcface", 112)
+
+
 def test_the_report_says_what_the_calibration_chose_and_on_what(tmp_path):
     from fer_ray.evaluate import report
 

@@ -37,6 +37,7 @@ BIG_PARAMS_M = {
     "iresnet18": 24.03, "iresnet34": 34.14, "iresnet50": 43.59, "iresnet100": 65.16, "iresnet152": 70.77,
     "mao_cnn_gru": 29.02, "mao_cnn_transformer": 28.77, "prl_fusion": 10.46, "regnety_016": 10.32,
     "repvgg_a2": 26.81, "repvgg_b1": 55.38, "swin_s": 48.84,
+    "fer_cnn": 0.66,  # RECIPES.md's small CNN: 0.66 M
 }
 # Big models cheap enough for one batch-1 forward on a CPU core.
 BIG_FORWARD = ["iresnet50", "resnet50", "regnety_016", "repvgg_a2", "hrnet_w18"]
@@ -508,3 +509,23 @@ def test_repvgg_smoke_widths():
     assert sum(p.numel() for p in wide.parameters()) > 3 * sum(p.numel() for p in create_model("repvgg_smoke", 4).parameters())
     with pytest.raises(ValueError, match="needs 4 widths"):
         create_model("repvgg_smoke", 4, channels=[8, 16])
+
+
+# ------------------------------------------------------------------------------------------------ FerCNN
+
+@pytest.mark.parametrize("name", ["fer_cnn", "fer_cnn_smoke"])
+def test_fer_cnn_sees_grey_standardised_faces(name):
+    """Grey and per-image standardisation inside the model: a face and its brightness / contrast change
+    give the same logits, so a grey 48-px crop and a colour photo meet on one scale in training and
+    inference alike; a colour face and its grey copy (equal channels) differ only by the luma mix."""
+    torch.manual_seed(0)
+    model = create_model(name, 8).eval()
+    x = torch.rand(3, 3, 48, 48)
+    with torch.inference_mode():
+        a, b = model(x), model(x * 0.5 + 0.3)
+        grey = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
+        c = model(grey)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-4)
+    assert model(torch.zeros(1, 3, 48, 48)).isfinite().all()  # a blank face does not divide by zero
+    assert model(torch.rand(2, 3, 64, 64)).shape == (2, 8)  # any side: global pooling

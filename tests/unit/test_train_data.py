@@ -58,6 +58,96 @@ def test_frame_batches_fixed_size_and_repeat_factors():
     assert (ys == 0).sum() == 10 and (ys == 1).sum() == 6
 
 
+def test_source_weights_repeat_rows_of_a_source():
+    rows = _rows({"fer2013/a": ("", [0] * 20), "taiwanese_dev/b": ("s", [0] * 20), "clip": ("t", [0] * 20)})
+    assert data.source_of("fer2013/a") == "fer2013" and data.source_of("clip") == "clip"
+    tf = augment.eval_transform(32)
+    weights = {"fer2013": 0.5, "taiwanese_dev": 4}
+    seen = []
+    for seed in range(5):  # stochastic rounding of the 0.5: about half the fer2013 rows each epoch
+        seen += [len(torch.cat([y for _, y in data.frame_batches([rows], "expr", tf, 16, None,
+                                                                  np.random.default_rng(seed), source_weights=w)]))
+                 for w in (weights,)]
+    assert all(80 + 20 + 5 <= n <= 80 + 20 + 15 for n in seen), seen  # taiwanese x4, clip x1, fer2013 ~x0.5
+    # with the class factors: multiplied
+    factors = np.full(8, 2.0)
+    ys = torch.cat([y for _, y in data.frame_batches([rows], "expr", tf, 16, factors, np.random.default_rng(0),
+                                                      source_weights={"taiwanese_dev": 4})])
+    assert len(ys) == 2 * 20 + 8 * 20 + 2 * 20
+
+
+def test_ignored_classes_are_left_out_of_batches_and_counts():
+    rows = _rows({"ckplus48/a": ("s", [7, 7, 1, 4]), "b": ("t", [0, 7])})
+    keep, y = data.usable_rows(rows, "expr", ignore=[7])
+    assert keep.tolist() == [2, 3, 4] and y.tolist() == [1, 4, 0]
+    tf = augment.eval_transform(32)
+    ys = torch.cat([y for _, y in data.frame_batches([rows], "expr", tf, 8, ignore=[7])])
+    assert sorted(ys.tolist()) == [0, 1, 4]
+    summary = pa.table({schema.VIDEO_ID: list(rows[schema.VIDEO_ID]), schema.SUBJECT: list(rows[schema.SUBJECT]),
+                        schema.LABEL: list(rows[schema.LABEL]), schema.REASON: [None] * 6})
+    assert data.class_counts(summary, "coarse", ignore=[7]).tolist() == [1, 1, 0, 0, 1]  # Other: none
+    spec = ModelSpec(name="m", arch="fer_cnn_smoke", ignore_classes=["other"])
+    spec.validate()
+    assert spec.ignore_classes == ["Other"] and spec.ignored_labels == [7]
+    with pytest.raises(ConfigError, match="ignore_classes: unknown expression label"):
+        ModelSpec(name="m", arch="fer_cnn_smoke", ignore_classes=["Joy!"]).validate()
+    with pytest.raises(ConfigError, match="ignore_classes names classes"):
+        ModelSpec(name="m", arch="fer_cnn_smoke", ignore_classes=[-1]).validate()
+
+
+def test_source_weights_are_checked():
+    with pytest.raises(ConfigError, match="source_weights must be in"):
+        ModelSpec(name="m", arch="fer_cnn_smoke", source_weights={"fer2013": 0}).validate()
+    with pytest.raises(ConfigError, match="apply to frame models"):
+        ModelSpec(name="m", arch="mao_cnn_gru_smoke", source_weights={"fer2013": 2}).validate()
+
+
+def test_init_from_fine_tunes_after_the_pretraining_stage():
+    base = {"output": "o", "faces": "f"}
+    cfg = load(TrainConfig, {**base, "models": [
+        {"name": "coarse", "arch": "fer_cnn_smoke", "task": "coarse", "init_from": "pre"},
+        {"name": "pre", "arch": "fer_cnn_smoke"}]})
+    assert cfg.spec("coarse").after == ["pre"] and cfg.stages() == [["pre"], ["coarse"]]
+    with pytest.raises(ConfigError, match="init_from 'zz' is not another model"):
+        load(TrainConfig, {**base, "models": [{"name": "a", "arch": "fer_cnn_smoke", "init_from": "zz"}]})
+    with pytest.raises(ConfigError, match="pretrained or init_from, not both"):
+        load(TrainConfig, {**base, "models": [
+            {"name": "a", "arch": "fer_cnn_smoke", "init_from": "b", "pretrained": "w.pt"},
+            {"name": "b", "arch": "fer_cnn_smoke"}]})
+
+
+def test_fine_tuning_loads_all_but_the_classifier(tmp_path):
+    """What train_all gives a fine-tuned model (its pretrained = the stage's checkpoint): the Trainer starts
+    from those weights, with a fresh head of its own task's size."""
+    from fer_ray.models import create_model, save_checkpoint
+    from fer_ray.train.loop import Trainer
+
+    torch.manual_seed(3)
+    pre = create_model("fer_cnn_smoke", 8)
+    uri = str(tmp_path / "pre.pt")
+    save_checkpoint(uri, pre, {"name": "fer_cnn_smoke", "task": "expr", "num_classes": 8, "input_size": 48,
+                               "kind": "frame", "config": {}, "metrics": {}})
+    spec = ModelSpec(name="coarse", arch="fer_cnn_smoke", task="coarse", pretrained=uri)
+    spec.validate()
+    model = Trainer(spec).core
+    assert torch.equal(model.features[0].weight, pre.features[0].weight)
+    assert model.fc.out_features == 5
+
+
+def test_face_geometry_of_the_training_faces(tmp_path):
+    from fer_ray import storage
+    from fer_ray.train.launch import face_geometry
+
+    a, b, c = (str(tmp_path / n) for n in "abc")
+    storage.write_json(storage.join(a, "summary.json"), {"geometry": "fer", "face_size": 48})
+    storage.write_json(storage.join(b, "summary.json"), {"geometry": "fer", "face_size": 48})
+    storage.write_json(storage.join(c, "summary.json"), {"geometry": "arcface", "face_size": 112})
+    assert face_geometry([a, b]) == {"geometry": "fer", "face_size": 48}
+    assert face_geometry([str(tmp_path / "none")]) is None  # written before geometries were recorded
+    with pytest.raises(ValueError, match="different face geometries"):
+        face_geometry([a, c])
+
+
 def _summary(videos: dict[str, str], rows_each: int = 3) -> pa.Table:
     vids = [v for v in videos for _ in range(rows_each)]
     return pa.table({schema.VIDEO_ID: vids, schema.SUBJECT: [videos[v] for v in vids],
@@ -166,7 +256,8 @@ def test_sized_architectures_are_built_for_the_configured_input_size():
 
 
 @pytest.mark.parametrize("path", ["configs/smoke.yaml", "configs/cfc_sp.yaml", "configs/mao.yaml",
-                                  "configs/prl.yaml", "configs/all.yaml", "configs/accuracy.yaml"])
+                                  "configs/prl.yaml", "configs/all.yaml", "configs/accuracy.yaml",
+                                  "configs/demo.yaml", "configs/accuracy_fer.yaml"])
 def test_shipped_configs_load(path):
     from pathlib import Path
 
