@@ -260,7 +260,7 @@ class FaceRows:
                 yield group[k], face, in_crop(found[k], scale, pad)
 
 
-CROP_DETECT_SIDE = 144  # MTCNN finds 88 % of fer2013's and all of ckplus48's 48-px faces at this side
+CROP_DETECT_SIDE = 144  # at this side the default detector finds 84 % of fer2013's and all of ckplus48's faces
 CROP_PAD = 0.5  # of the crop's side, edge-replicated around it: the detector needs some border
 
 
@@ -276,7 +276,7 @@ def in_crop(face, scale: float, pad: float):
 
 def upsampled_crops(images: list[np.ndarray]) -> tuple[np.ndarray, float, float]:
     """Equally sized face crops as RGB (N, H', W', 3) uint8, upsampled to about CROP_DETECT_SIDE and
-    edge-padded, with the scale and the padding (upsampled pixels): crop pixel = (p - pad) / scale."""
+    edge-padded, with the scale and the padding (upsampled pixels) that `in_crop` maps points back with."""
     from PIL import Image
 
     first = np.asarray(images[0])
