@@ -32,3 +32,14 @@ def test_bad_config_is_one_clear_line(job, argv, message, tmp_path):
         load_job(job).main(argv)
     text = str(caught.value.code)
     assert text.startswith(f"{job}: invalid configuration: ") and message in text, text
+
+
+@pytest.mark.shared_data
+def test_demo_never_calibrates_on_the_videos_it_scores(tmp_path):
+    from tests.conftest import need_shared
+
+    data = str(need_shared("videos", "labeled").parents[1])
+    with pytest.raises(SystemExit) as caught:
+        load_job("demo").main(["--data", data, "--output", str(tmp_path / "out"), "--videos", "tw_TW01",
+                               "--validation-videos", "tw_TW01", "tw_TW11"])
+    assert "['tw_TW01'] are both scored and validation videos" in str(caught.value.code)
