@@ -25,6 +25,7 @@ if __package__ in (None, "") and str(Path(__file__).resolve().parents[1]) not in
 
 from fer_ray import config, storage  # noqa: E402
 from fer_ray.jobs import annotate  # noqa: E402
+from fer_ray.preprocess.config import GEOMETRIES  # noqa: E402
 from fer_ray.runtime import add_verbose_flag, init_ray, setup_logging  # noqa: E402
 
 log = logging.getLogger("fer_ray.jobs.annotate")
@@ -61,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stride", type=int, help="decode every N-th frame (the rest are filled)")
     parser.add_argument("--max-frames", dest="max_frames", type=int, help="at most N decoded frames per video")
     parser.add_argument("--track-every", dest="track_every", type=int, help="full detection every K frames")
-    parser.add_argument("--geometry", choices=("arcface", "fer"),
+    parser.add_argument("--geometry", choices=GEOMETRIES,
                         help="face template (default: the one models.json says the models were trained on)")
     parser.add_argument("--all-faces", dest="all_faces", action="store_true", default=None,
                         help="every face of a frame, each with a track id (default: one face per frame)")

@@ -21,6 +21,7 @@ if __package__ in (None, "") and str(Path(__file__).resolve().parents[1]) not in
 
 from fer_ray import config, storage  # noqa: E402
 from fer_ray.jobs import preprocess  # noqa: E402
+from fer_ray.preprocess.config import GEOMETRIES  # noqa: E402
 from fer_ray.runtime import add_verbose_flag, init_ray, setup_logging  # noqa: E402
 
 
@@ -31,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", help="folder or s3:// prefix for faces/, failures/, summary.json")
     parser.add_argument("--stride", type=int, help="decode every N-th frame")
     parser.add_argument("--face-size", dest="face_size", type=int, help="aligned crop side in pixels")
-    parser.add_argument("--geometry", choices=("arcface", "fer"),
+    parser.add_argument("--geometry", choices=GEOMETRIES,
                         help="face template: arcface (default, tight) or fer (FER2013's framing, with "
                              "--face-size 48; pre-cropped faces are aligned too)")
     parser.add_argument("--max-frames", dest="max_frames", type=int, help="at most N decoded frames per video")

@@ -141,18 +141,22 @@ def load_config(source=None, overrides: dict | None = None) -> AnnotateConfig:
 DEFAULT_WINDOW = 256  # the CFC-SP paper's best window, when models.json holds no calibration
 
 
-def recorded_calibration(config: AnnotateConfig) -> dict:
-    """models.json's calibration of the config's system (jobs/calibrate.py); {} when there is none."""
-    return systems.read_index(config.models).get("calibration", {}).get(config.system) or {}
+def recorded_calibration(config: AnnotateConfig, index: dict | None = None) -> dict:
+    """models.json's calibration of the config's system (jobs/calibrate.py); {} when there is none.
+    `index`: models.json already read (else it is read here)."""
+    index = systems.read_index(config.models) if index is None else index
+    return index.get("calibration", {}).get(config.system) or {}
 
 
 def calibrated(config: AnnotateConfig) -> AnnotateConfig:
-    """`config` with the window and prior correction it left open (None) taken from models.json's
-    calibration of its system (jobs/calibrate.py), else the defaults (window 256, no correction)."""
-    config = trained_geometry(config)
+    """`config` with the face geometry, window and prior correction it left open (None) taken from
+    models.json: the training faces' geometry, and the calibration of its system (jobs/calibrate.py), else
+    the defaults (window 256, no correction)."""
+    index = systems.read_index(config.models)
+    config = trained_geometry(config, index)
     if config.window is not None and config.prior_correction is not None and config.weights:
         return config
-    chosen = recorded_calibration(config)
+    chosen = recorded_calibration(config, index)
     window = config.window if config.window is not None else int(chosen.get("window", DEFAULT_WINDOW))
     prior = config.prior_correction if config.prior_correction is not None \
         else bool(chosen.get("prior_correction", False))
@@ -164,12 +168,12 @@ def calibrated(config: AnnotateConfig) -> AnnotateConfig:
     return replace(config, window=window, prior_correction=prior, weights=weights)
 
 
-def trained_geometry(config: AnnotateConfig) -> AnnotateConfig:
-    """`config` preprocessing videos as the models' training faces were (models.json "faces": geometry and
-    crop side) unless it names a geometry itself."""
+def trained_geometry(config: AnnotateConfig, index: dict) -> AnnotateConfig:
+    """`config` preprocessing videos as the models' training faces were (`index`, models.json: its "faces"
+    geometry and crop side) unless it names a geometry itself."""
     if config.preprocess.geometry is not None:
         return config
-    faces = systems.read_index(config.models).get("faces") or {}
+    faces = index.get("faces") or {}
     if not faces.get("geometry"):
         return config
     log.info("faces aligned as the models were trained: geometry %s, %d px", faces["geometry"], faces["face_size"])

@@ -103,7 +103,7 @@ def frame_batches(row_batches: Iterable[dict], task: str, transform, batch_size:
     for batch in row_batches:
         keep, task_y = usable_rows(batch, task, ignore)
         if (factors is not None or source_weights) and len(keep):
-            per_row = sampler.sample_factors(task_y, factors if factors is not None else np.ones(1 + task_y.max()))
+            per_row = np.ones(len(keep)) if factors is None else sampler.sample_factors(task_y, factors)
             if source_weights:
                 per_row = per_row * source_factors([batch[schema.VIDEO_ID][i] for i in keep], source_weights)
             counts = sampler.repeat_counts(per_row, rng)

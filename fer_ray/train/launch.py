@@ -269,8 +269,8 @@ def face_geometry(faces: list[str]) -> dict | None:
         if summary.get("geometry"):
             found[uri] = (str(summary["geometry"]), int(summary["face_size"]))
     if len(set(found.values())) > 1:
-        raise ValueError(f"the faces outputs were made with different face geometries {sorted(set(found.values()))}"
-                         f": a model set is trained on one (preprocess them again with one geometry)")
+        raise ValueError(f"the faces outputs {', '.join(sorted(found))} were made with different face geometries "
+                         "(their summary.json): a model set is trained on one (preprocess them again with one)")
     if not found:
         return None
     geometry, size = next(iter(found.values()))
