@@ -85,8 +85,9 @@ def ray_local(s3_server):
 # cluster takes ~6 % of the 2 CPUs while idle, the local instance ~3.5 %).
 # (pytest-xdist was measured and gains nothing here: the suite keeps both CPUs ~80 % busy, and two Ray
 # instances side by side made each job about twice as slow.)
-LAST = ["test_calibrate_job", "test_api", "test_golden", "test_faults", "test_bad_inputs", "test_security",
-        "test_multinode"]
+# test_security last: its scans for credentials read the objects, logs and job records of every cluster job.
+LAST = ["test_calibrate_job", "test_api", "test_golden", "test_faults", "test_bad_inputs", "test_multinode",
+        "test_security"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -24,7 +24,7 @@ from tests.helpers import write_untrained_models
 pytestmark = pytest.mark.slow
 
 JOB_TIMEOUT = 420  # whole preprocess job; a hang fails the test and the job is stopped
-ITEM_SECONDS = 240  # any one item (the 2,000-frame video is the slowest by far)
+ITEM_SECONDS = 240  # any one item (the 600-frame video is the slowest by far)
 
 ACCEPTED = {  # video_id -> frames (every decoded frame is a row)
     "good": GOOD_FRAMES, "good_small": GOOD_FRAMES, "valid_avi": 10, "valid_mkv": 10, "mkv_named_mp4": 10,
@@ -63,7 +63,7 @@ def corpus_run(s3_server, tmp_path_factory):
     with open(manifest, "w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows([("video_id", "uri", "label_uri"), *rows])
     # annotate reads videos itself (decode -> detect -> align into <annotated>/faces): every accepted video but the
-    # 2,000-frame one (its 63 face shards would only add Ray Data task overhead) and one bad file
+    # 600-frame one (its 19 face shards would only add Ray Data task overhead) and one bad file
     good = root / "corpus" / "good.csv"
     with open(good, "w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows([("video_id", "uri", "label_uri")] + [

@@ -181,8 +181,11 @@ def test_s3_faults_are_retried_or_reported_and_a_rerun_heals(reference, cluster,
         # 3 attempts, each of them retried 3 times by the S3 client (storage.py): 9 tries get a transient
         # fault through, and a lasting one fails within seconds instead of minutes (8 x 8 with backoff)
         env = {"AWS_ENDPOINT_URL": proxy.url, "FER_RAY_S3_TIMEOUT_S": "5", "FER_RAY_S3_MAX_ATTEMPTS": "3"}
-        pre = cluster.run(preprocess_cmd(base, pre_out), env_vars=env, timeout=400)
-        ann = cluster.run(annotate_cmd(base, f"{base}/ref/pre", ann_out), env_vars=env, timeout=400)
+        # side by side: the annotate run reads the reference faces, not this preprocess run's, and most of
+        # each job's time is retries waiting on the proxy's faults
+        jobs = [cluster.submit(preprocess_cmd(base, pre_out), env_vars=env),
+                cluster.submit(annotate_cmd(base, f"{base}/ref/pre", ann_out), env_vars=env)]
+        pre, ann = (cluster.wait(job, timeout=400) for job in jobs)
     methods = {m for m, _, _ in proxy.failed}
     print(f"proxy: {proxy.requests} requests, {len(proxy.failed)} failed ({sorted(methods)}), "
           f"faults {[(f.kind, f.path, f.hits) for f in transient + [unreadable]]}")

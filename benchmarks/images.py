@@ -1,0 +1,204 @@
+"""Image-set accuracy: issue #13's photo, cross-dataset and fer2013 targets, which the video benchmark
+(benchmarks/accuracy.py) cannot measure.
+
+    python benchmarks/images.py [--data ../shared/data] [--output images_out] [--config configs/demo.yaml]
+        [--model expr_cnn] [--fer2013-limit 12000] [--epochs N] [--seed N]
+
+Trains one 8-class model of --config (default configs/demo.yaml's `expr_cnn`, RECIPES.md's FerCNN; every face
+in FER2013's framing at 48 px) on:
+- the taiwanese_dev photos of the performers WITHOUT a labelled dev video (12 of 19; subject split),
+- a seeded sample of --fer2013-limit faces of fer2013's TRAIN split,
+- no CK+ at all,
+then scores it, in this process with the annotate job's own LogitsStage, on three sets it never saw:
+
+| set | faces | metric | target |
+|---|---|---|---|
+| taiwanese_dev photos of the 7 held-out performers | ~300 | 7-class macro-F1 | >= 0.70 |
+| ckplus48, all of it (cross-dataset) | 981 | 7-class macro-F1 | >= 0.60 |
+| fer2013 PrivateTest (the test split) | 3,589 | 7-class accuracy | >= 0.66 |
+
+"7 classes": each set's own classes (taiwanese_dev and fer2013: no Other; ckplus48: no Neutral, contempt
+as Other); the prediction is the arg-max over those 7 logits. Each figure has a 95 % bootstrap interval
+(resampling performers for the photos and CK+, single faces for fer2013) and stands beside the
+majority-class and chance figures of the same faces. Not part of `make test`. Writes <output>/images.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' own helpers
+
+from accuracy import labelled_videos, train_config  # noqa: E402
+from cli_jobs import run_job  # noqa: E402
+
+from fer_ray import labels, schema, shards, storage  # noqa: E402
+from fer_ray.evaluate import metrics  # noqa: E402
+from fer_ray.infer.logits import LogitsStage, column  # noqa: E402
+from fer_ray.infer.systems import ModelEntry, read_index  # noqa: E402
+from fer_ray.runtime import init_ray, machine_info, setup_logging  # noqa: E402
+
+TARGETS = {"photos": ("macro_f1", 0.70), "ckplus48": ("macro_f1", 0.60), "fer2013_test": ("accuracy", 0.66)}
+BATCH = 512
+
+
+def write_csv(target: str, rows: list[dict], root: Path) -> str:
+    """A labels.csv (path,label,subject) of `rows` with absolute paths under `root`."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["path", "label", "subject"], extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row | {"path": str(root / row["path"])})
+    storage.write_text(target, out.getvalue())
+    return target
+
+
+def read_rows(labels_csv: Path) -> list[dict]:
+    with open(labels_csv, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_inputs(data: Path, out: str) -> dict[str, str]:
+    """The training and scoring labels.csv files. Folder names are the sources configs/demo.yaml weighs."""
+    held_out = {v.split("_")[-1] for v in labelled_videos(str(data))}
+    photos, fer = read_rows(data / "images/taiwanese_dev/labels.csv"), read_rows(data / "images/fer2013/labels.csv")
+    inputs = storage.join(out, "inputs")
+    return {
+        "train_photos": write_csv(f"{inputs}/taiwanese_dev_train/labels.csv",
+                                  [r for r in photos if r["subject"] not in held_out], data / "images/taiwanese_dev"),
+        "train_fer2013": write_csv(f"{inputs}/fer2013/labels.csv", [r for r in fer if r["split"] == "train"],
+                                   data / "images/fer2013"),
+        "photos": write_csv(f"{inputs}/taiwanese_dev_heldout/labels.csv",
+                            [r for r in photos if r["subject"] in held_out], data / "images/taiwanese_dev"),
+        "fer2013_test": write_csv(f"{inputs}/fer2013_test/labels.csv", [r for r in fer if r["split"] == "test"],
+                                  data / "images/fer2013"),
+        "ckplus48": str(data / "images/ckplus48/labels.csv"),
+    }
+
+
+def model_entry(models: str, name: str) -> ModelEntry:
+    info = read_index(models)["models"][name]
+    return ModelEntry(name, info["arch"], info["task"], info.get("kind", "frame"), int(info["input_size"]),
+                      storage.join(models, info["checkpoint"]))
+
+
+def predict(stage: LogitsStage, entry: ModelEntry, faces: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(labels, 8-class logits, subjects) of every labelled row of a faces output; rows without a face get
+    NaN logits."""
+    table = shards.read_table(faces, schema.FACES_TABLE, schema.FACES_SCHEMA,
+                              columns=[schema.FACE, schema.LABEL, schema.SUBJECT])
+    truth = np.asarray(table.column(schema.LABEL).to_pylist(), dtype=np.int64)
+    # the bootstrap's unit: the performer; a face of a set without subject ids (fer2013) is its own
+    subjects = [s or f"face{i}" for i, s in enumerate(table.column(schema.SUBJECT).to_pylist())]
+    logits = []
+    for start in range(0, table.num_rows, BATCH):
+        chunk = table.slice(start, BATCH)
+        logits.append(stage({schema.FACE: np.asarray(chunk.column(schema.FACE).to_pylist(), dtype=object)})[column(entry)])
+    return truth, np.concatenate(logits), subjects
+
+
+def score(truth: np.ndarray, logits: np.ndarray, groups: list[str], seed: int = 0) -> dict:
+    """Arg-max over the set's own classes; macro-F1 and accuracy with 95 % intervals, and the majority-class
+    and chance figures of the same faces. A face the stage could not read counts as wrong."""
+    keep = truth != labels.UNANNOTATED
+    truth, logits, groups = truth[keep], logits[keep], np.asarray(groups, dtype=object)[keep]
+    classes = np.unique(truth)
+    dense_truth = np.searchsorted(classes, truth)
+    found = ~np.isnan(logits).any(axis=1)
+    pred = np.where(found, np.argmax(np.nan_to_num(logits[:, classes], nan=-np.inf), axis=1), -1)
+    # an unread face: a prediction that matches no class (a wrong answer for F1 and accuracy)
+    pred_or_wrong = np.where(pred >= 0, pred, (dense_truth + 1) % len(classes))
+    _, group_ids = np.unique(groups.astype(str), return_inverse=True)
+    f1 = metrics.bootstrap_f1(dense_truth, pred_or_wrong, group_ids, num_classes=len(classes), seed=seed)
+    rng = np.random.default_rng(seed)
+    hits = (pred_or_wrong == dense_truth).astype(np.float64)
+    resampled = hits[rng.integers(0, hits.size, (2000, hits.size))].mean(axis=1)
+    reference = metrics.reference_scores(dense_truth, num_classes=len(classes))
+    return {"faces": int(truth.size), "unread": int((~found).sum()), "groups": int(group_ids.max() + 1),
+            "classes": [labels.ABAW_CLASSES[c] for c in classes],
+            "macro_f1": f1["f1"], "macro_f1_ci": [f1["ci_low"], f1["ci_high"]],
+            "accuracy": float(hits.mean()), "accuracy_ci": [float(v) for v in np.percentile(resampled, [2.5, 97.5])],
+            "majority_f1": reference["majority_f1"], "majority_accuracy": reference["majority_accuracy"],
+            "chance_f1": reference["chance_f1"], "chance_accuracy": reference["chance_accuracy"],
+            "per_class_f1": dict(zip([labels.ABAW_CLASSES[c] for c in classes],
+                                     metrics.per_class(dense_truth, pred_or_wrong, len(classes))["f1"].tolist()))}
+
+
+def print_table(results: dict) -> None:
+    print("\n| set | faces | macro-F1 [95 % CI] | accuracy [95 % CI] | majority F1 / acc | chance F1 / acc | target |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        metric, bar = TARGETS[name]
+        gap = r[metric] - bar
+        verdict = f"{metric} >= {bar:.2f}: " + ("met" if gap >= 0 else f"missed by {-gap:.2f}")
+        print(f"| {name} | {r['faces']} | {r['macro_f1']:.3f} [{r['macro_f1_ci'][0]:.3f}, {r['macro_f1_ci'][1]:.3f}] "
+              f"| {r['accuracy']:.3f} [{r['accuracy_ci'][0]:.3f}, {r['accuracy_ci'][1]:.3f}] "
+              f"| {r['majority_f1']:.3f} / {r['majority_accuracy']:.3f} | {r['chance_f1']:.3f} / {r['chance_accuracy']:.3f} "
+              f"| {verdict} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--output", default="images_out")
+    parser.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
+    parser.add_argument("--model", default="expr_cnn", help="the 8-class model of --config to train and score")
+    parser.add_argument("--fer2013-limit", dest="fer2013_limit", type=int, default=12000,
+                        help="seeded sample of fer2013 train faces (default 12000)")
+    parser.add_argument("--epochs", type=int, help="override the model's epochs")
+    parser.add_argument("--seed", type=int, help="override the train config's seed")
+    args = parser.parse_args(argv)
+    start, host = time.perf_counter(), machine_info()
+    data, out = Path(args.data).resolve(), args.output
+    if not (data / "images" / "fer2013" / "labels.csv").exists():
+        raise SystemExit(f"no shared data at {data}: pass --data")
+    inputs = write_inputs(data, out)
+    geometry = ["--geometry", "fer", "--face-size", "48", "--allow-root", str(data)]
+    init_ray()
+    timings: dict[str, float] = {}
+
+    def step(name: str, job_argv: list[str]) -> None:
+        t0 = time.perf_counter()
+        run_job(name, job_argv)
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+
+    train_faces, models = storage.join(out, "faces"), storage.join(out, "models")
+    step("preprocess", ["--input", inputs["train_photos"], "--output", train_faces, *geometry])
+    step("preprocess", ["--input", inputs["train_fer2013"], "--output", train_faces,
+                        "--limit", str(args.fer2013_limit), *geometry])
+    for name in TARGETS:
+        step("preprocess", ["--input", inputs[name], "--output", storage.join(out, "score", name), *geometry])
+    step("train_all", ["--config", train_config(args.config, out, args.epochs, args.seed), "--faces", train_faces,
+                       "--output", models, "--models", args.model])
+    t0 = time.perf_counter()
+    entry = model_entry(models, args.model)
+    stage = LogitsStage([entry], threads=os.cpu_count() or 1)
+    results = {name: score(*predict(stage, entry, storage.join(out, "score", name))) for name in TARGETS}
+    timings["score"] = time.perf_counter() - t0
+    wall = time.perf_counter() - start
+    print_table(results)
+    print(f"\nwall time {wall / 60:.1f} min ({', '.join(f'{k} {v / 60:.1f}' for k, v in timings.items())} min); "
+          f"machine: {host['cpus']} CPUs, {host['cpu_model']}, load avg at start {host['load_average_at_start'][0]:.1f}")
+    summary = {"command": " ".join(sys.argv), "wall_s": wall, "step_s": timings, "machine": host,
+               "args": vars(args), "results": results, "targets": TARGETS,
+               "model": read_index(models)["models"][args.model]}
+    target = storage.join(out, "images.json")
+    storage.write_text(target, json.dumps(summary, indent=2, default=float))
+    print(f"results: {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

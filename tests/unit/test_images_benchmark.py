@@ -1,0 +1,63 @@
+"""benchmarks/images.py: the 7-class scoring of image sets, and the subject / split separation of its inputs."""
+
+from __future__ import annotations
+
+import csv
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_ray import labels
+from tests.conftest import need_shared
+
+IMAGES = runpy.run_path(str(Path(__file__).resolve().parents[2] / "benchmarks" / "images.py"), run_name="images")
+NEUTRAL, ANGER, HAPPY, OTHER = (labels.ABAW_CLASSES.index(c) for c in ("Neutral", "Anger", "Happiness", "Other"))
+
+
+def _logits(winners: list[int]) -> np.ndarray:
+    out = np.zeros((len(winners), labels.NUM_CLASSES), dtype=np.float32)
+    out[np.arange(len(winners)), winners] = 5.0
+    return out
+
+
+def test_prediction_is_the_argmax_over_the_sets_own_classes():
+    """A set of Neutral / Anger / Happiness faces: a face whose largest logit is a class the set does not
+    have (Other) is scored by its best class among the set's; an unread face counts as wrong."""
+    truth = np.array([NEUTRAL, NEUTRAL, ANGER, ANGER, HAPPY, HAPPY])
+    logits = _logits([NEUTRAL, NEUTRAL, ANGER, OTHER, HAPPY, HAPPY])
+    logits[3, ANGER] = 1.0  # second choice: the right class
+    logits[5] = np.nan      # no face found
+    result = IMAGES["score"](truth, logits, ["p1", "p1", "p2", "p2", "p3", "p3"])
+    assert result["classes"] == ["Neutral", "Anger", "Happiness"]
+    assert result["accuracy"] == pytest.approx(5 / 6) and result["unread"] == 1
+    # the unread Happiness face is counted as Neutral: Neutral 2 TP 1 FP, Anger 2 TP, Happiness 1 TP 1 FN
+    expected = {"Neutral": 0.8, "Anger": 1.0, "Happiness": 2 / 3}
+    assert result["per_class_f1"] == pytest.approx(expected)
+    assert result["macro_f1"] == pytest.approx(np.mean(list(expected.values())))
+    assert result["majority_accuracy"] == pytest.approx(1 / 3) and result["chance_accuracy"] == pytest.approx(1 / 3)
+    assert result["macro_f1_ci"][0] <= result["macro_f1"] <= result["macro_f1_ci"][1]
+    assert result["groups"] == 3
+
+
+def test_inputs_keep_scored_performers_and_the_test_split_out_of_training(tmp_path):
+    data = need_shared()
+    need_shared("images", "fer2013", "labels.csv")
+    files = IMAGES["write_inputs"](data, str(tmp_path))
+
+    def rows(name: str) -> list[dict]:
+        with open(files[name], newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+
+    train, scored = rows("train_photos"), rows("photos")
+    held_out = {v.split("_")[-1] for v in IMAGES["labelled_videos"](str(data))}
+    assert train and scored and {r["subject"] for r in scored} == held_out
+    assert not {r["subject"] for r in train} & held_out
+    fer_train, fer_test = rows("train_fer2013"), rows("fer2013_test")
+    assert len(fer_test) == 3589 and len(fer_train) == 28709
+    assert not {r["path"] for r in fer_train} & {r["path"] for r in fer_test}
+    assert all(Path(r["path"]).is_absolute() and Path(r["path"]).exists() for r in scored[:5] + fer_test[:5])
+    # the training folders are the sources configs/demo.yaml weighs
+    assert Path(files["train_photos"]).parent.name == "taiwanese_dev_train"
+    assert Path(files["train_fer2013"]).parent.name == "fer2013"
