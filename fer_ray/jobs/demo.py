@@ -121,21 +121,25 @@ def _step(seconds: dict[str, float], name: str):
 
 
 def _preprocess(cfg: DemoConfig, train_csv: str, faces: str) -> None:
-    """The three labelled image sets into one faces output (the preprocess job, once per set)."""
+    """The three labelled image sets into one faces output: the preprocess job over all three in one pass
+    (one set of stage actors; its summary.json covers every set). Each set's config is saved as
+    preprocess-<set>.yaml, as its own command line would."""
     from fer_ray.jobs import preprocess
 
     data = str(Path(cfg.data).resolve())
-    sources = [(train_csv, cfg.taiwanese_limit, [data]),  # the photos stay in the shared data folder
-               (f"{data}/images/ckplus48/labels.csv", cfg.ckplus_limit, []),
-               (f"{data}/images/fer2013/labels.csv", cfg.fer2013_limit, [])]
-    for source, limit, roots in sources:
+    sources = [("taiwanese_dev_train", train_csv, cfg.taiwanese_limit, [data]),  # photos stay in the data folder
+               ("ckplus48", f"{data}/images/ckplus48/labels.csv", cfg.ckplus_limit, []),
+               ("fer2013", f"{data}/images/fer2013/labels.csv", cfg.fer2013_limit, [])]
+    jobs = []
+    for name, source, limit, roots in sources:
         job = preprocess.PreprocessConfig(input=source, output=faces, limit=limit, allowed_roots=roots,
                                           geometry=cfg.geometry, face_size=cfg.face_size)
         job.validate()
-        config.save(job, storage.join(faces, "preprocess.yaml"))
-        summary = preprocess.run(job)
-        if summary["failed"]:
-            log.warning("preprocess %s: %d item(s) failed: %s", source, summary["failed"], summary["failures"][:3])
+        config.save(job, storage.join(faces, f"preprocess-{name}.yaml"))
+        jobs.append(job)
+    summary = preprocess.run_many(jobs)
+    if summary["failed"]:
+        log.warning("preprocess: %d item(s) failed: %s", summary["failed"], summary["failures"][:3])
 
 
 def _train(cfg: DemoConfig, faces: str, models: str) -> dict:

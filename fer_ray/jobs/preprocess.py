@@ -55,22 +55,37 @@ class PreprocessConfig(FacesConfig):
 
 def run(config: PreprocessConfig) -> dict:
     """Preprocess every input of `config.input`; returns the summary (also written as summary.json)."""
+    return run_many([config])
+
+
+def run_many(configs: list[PreprocessConfig]) -> dict:
+    """Several inputs (each config's input, limit and allowed roots) into the one output and face settings of
+    the first, in one pass of the face stages: one set of actors starts, and summary.json covers them all."""
     from fer_ray.inputs import discover
 
-    start = time.perf_counter()
-    found = discover(config.input, limit=config.limit, image_batch_size=config.image_batch_size, seed=config.seed,
-                     allowed_roots=config.allowed_roots)
-    log.info("%s: %d work items (%d videos/images), %d rejected", config.input, len(found.items),
-             found.num_units, len(found.rejected))
-    for reject in found.rejected:
+    first, start = configs[0], time.perf_counter()
+    others = {(c.output, c.face_geometry, c.face_size) for c in configs} - {
+        (first.output, first.face_geometry, first.face_size)}
+    if others:
+        raise ValueError("run_many: every input goes to one output with one face geometry and size")
+    items, rejected = [], []
+    for config in configs:
+        found = discover(config.input, limit=config.limit, image_batch_size=config.image_batch_size,
+                         seed=config.seed, allowed_roots=config.allowed_roots)
+        log.info("%s: %d work items (%d videos/images), %d rejected", config.input, len(found.items),
+                 found.num_units, len(found.rejected))
+        items += found.items
+        rejected += found.rejected
+    for reject in rejected:
         log.warning("rejected %s: %s", reject["video_id"], reject["error"])
-        shards.write_failure(config.output, reject["video_id"], reject["uri"], reject["stage"], reject["error"])
-    rows = run_items(found.items, config, config.output)
-    summary = summarise(rows, found.rejected, time.perf_counter() - start)
-    storage.write_json(storage.join(config.output, "summary.json"),
-                       summary | {"input": config.input, "items_rows": rows, "geometry": config.face_geometry,
-                                  "face_size": config.face_size})
-    log.info("wrote %s", storage.join(config.output, "summary.json"))
+        shards.write_failure(first.output, reject["video_id"], reject["uri"], reject["stage"], reject["error"])
+    rows = run_items(items, first, first.output)
+    summary = summarise(rows, rejected, time.perf_counter() - start)
+    inputs = [c.input for c in configs]
+    storage.write_json(storage.join(first.output, "summary.json"),
+                       summary | {"input": inputs[0] if len(inputs) == 1 else inputs, "items_rows": rows,
+                                  "geometry": first.face_geometry, "face_size": first.face_size})
+    log.info("wrote %s", storage.join(first.output, "summary.json"))
     return summary | {"items_rows": rows}
 
 

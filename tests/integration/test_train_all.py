@@ -336,6 +336,13 @@ def test_demo_writes_everything_to_s3(trained, s3_server):
     assert head["annotated"] > 0 and 0.0 <= head["majority_f1"] <= 1.0 and 0.0 <= head["chance_f1"] <= 1.0
     keys = {o["Key"] for page in boto3.client("s3", endpoint_url=s3_server).get_paginator("list_objects_v2")
             .paginate(Bucket=trained["bucket"]) for o in page.get("Contents", [])}
+    # preprocessing: the three image sets in one pass, which one summary.json covers, each set's config saved
+    summary = storage.read_json(f"{out}/preprocess/summary.json")
+    sources = {row["video_id"].split("/")[0] for row in summary["items_rows"]}
+    assert sources == {"taiwanese_dev_train", "ckplus48", "fer2013"} and summary["failed"] == 0, sources
+    assert len(summary["input"]) == 3 and summary["geometry"] == "fer"
+    for name in sources:
+        assert f"demo/preprocess/preprocess-{name}.yaml" in keys, name
     # training: every model of the train config has a checkpoint and is indexed
     index = storage.read_json(f"{out}/models/models.json")
     assert set(index["models"]) == set(EPOCHS)
