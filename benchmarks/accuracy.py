@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' own helpers
 
-from cli_jobs import run_job  # noqa: E402
+from cli_jobs import TimedSteps  # noqa: E402
 
 from fer_ray import labels, schema, storage  # noqa: E402
 from fer_ray.evaluate import ablations, metrics  # noqa: E402
@@ -319,12 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     faces, models = storage.join(out, "faces"), storage.join(out, "models")
     annotated, report = storage.join(out, "annotate"), storage.join(out, "evaluate")
     init_ray()
-    timings = {}
-
-    def step(name: str, argv: list[str]) -> None:
-        t0 = time.perf_counter()
-        run_job(name, argv)
-        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+    step = TimedSteps()
+    timings = step.seconds
 
     train_csv, manifest, _ = write_inputs(train_cfg)
     if set(videos) != set(held_out):  # a manifest of just the chosen videos (its labels.csv is unused)

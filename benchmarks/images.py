@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' own helpers
 
 from accuracy import labelled_videos, train_config  # noqa: E402
-from cli_jobs import run_job  # noqa: E402
+from cli_jobs import TimedSteps  # noqa: E402
 
 from fer_ray import labels, schema, shards, storage  # noqa: E402
 from fer_ray.evaluate import metrics  # noqa: E402
@@ -167,12 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     inputs = write_inputs(data, out)
     geometry = ["--geometry", "fer", "--face-size", "48", "--allow-root", str(data)]
     init_ray()
-    timings: dict[str, float] = {}
-
-    def step(name: str, job_argv: list[str]) -> None:
-        t0 = time.perf_counter()
-        run_job(name, job_argv)
-        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+    step = TimedSteps()
+    timings = step.seconds
 
     train_faces, models = storage.join(out, "faces"), storage.join(out, "models")
     step("preprocess", ["--input", inputs["train_photos"], "--output", train_faces, *geometry])
