@@ -46,7 +46,7 @@ from cli_jobs import TimedSteps  # noqa: E402
 from fer_ray import labels, schema, shards, storage  # noqa: E402
 from fer_ray.evaluate import metrics  # noqa: E402
 from fer_ray.infer.logits import LogitsStage, column  # noqa: E402
-from fer_ray.infer.systems import ModelEntry, read_index  # noqa: E402
+from fer_ray.infer.systems import ModelEntry, entries, read_index  # noqa: E402
 from fer_ray.runtime import init_ray, machine_info, setup_logging  # noqa: E402
 
 TARGETS = {"photos": ("macro_f1", 0.70), "ckplus48": ("macro_f1", 0.60), "fer2013_test": ("accuracy", 0.66)}
@@ -88,9 +88,11 @@ def write_inputs(data: Path, out: str) -> dict[str, str]:
 
 
 def model_entry(models: str, name: str) -> ModelEntry:
-    info = read_index(models)["models"][name]
-    return ModelEntry(name, info["arch"], info["task"], info.get("kind", "frame"), int(info["input_size"]),
-                      storage.join(models, info["checkpoint"]))
+    """`name`'s entry in the train_all output's models.json, as annotate builds it."""
+    found = {e.name: e for e in entries(read_index(models), models)}
+    if name not in found:
+        raise SystemExit(f"no model {name!r} in {models}/models.json; trained: {', '.join(sorted(found))}")
+    return found[name]
 
 
 def predict(stage: LogitsStage, entry: ModelEntry, faces: str) -> tuple[np.ndarray, np.ndarray, list[str]]:

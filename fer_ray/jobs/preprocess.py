@@ -64,10 +64,9 @@ def run_many(configs: list[PreprocessConfig]) -> dict:
     from fer_ray.inputs import discover
 
     first, start = configs[0], time.perf_counter()
-    others = {(c.output, c.face_geometry, c.face_size) for c in configs} - {
-        (first.output, first.face_geometry, first.face_size)}
-    if others:
-        raise ValueError("run_many: every input goes to one output with one face geometry and size")
+    # one output, and the same settings of everything that changes a face row (its fingerprint)
+    if len({(c.output, c.fingerprint()) for c in configs}) > 1:
+        raise ValueError("run_many: every input goes to one output with the same face settings")
     items, rejected = [], []
     for config in configs:
         found = discover(config.input, limit=config.limit, image_batch_size=config.image_batch_size,
