@@ -45,7 +45,7 @@ def _tree(root: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def corpus_run(s3_server, tmp_path_factory):
-    """Build the corpus, write one manifest naming every entry, run preprocess then annotate as cluster jobs."""
+    """Build the corpus, write one manifest naming every entry, run preprocess and annotate as cluster jobs."""
     cluster = shared_cluster()
     base = tmp_path_factory.getbasetemp()
     root = tmp_path_factory.mktemp("bad inputs ✓")  # a space and a non-ASCII character in every path
@@ -74,12 +74,15 @@ def corpus_run(s3_server, tmp_path_factory):
     output = root / "out"
     before = _tree(base)
 
+    # side by side: annotate reads the videos itself, never the preprocess run's output
     start = time.monotonic()
-    pre = cluster.run(job_command("preprocess.py", "--input", manifest, "--output", output, "--strict",
-                                  "--num-workers", "2", "--worker-cpus", "1"), timeout=JOB_TIMEOUT)
+    jobs = [cluster.submit(job_command("preprocess.py", "--input", manifest, "--output", output, "--strict",
+                                       "--num-workers", "2", "--worker-cpus", "1")),
+            cluster.submit(job_command("annotate.py", "--input", good, "--models", models, "--output",
+                                       root / "annotated", "--window", "16", "--num-workers", "2"))]
+    pre = cluster.wait(jobs[0], timeout=JOB_TIMEOUT)
     pre_seconds = time.monotonic() - start
-    ann = cluster.run(job_command("annotate.py", "--input", good, "--models", models, "--output",
-                                  root / "annotated", "--window", "16", "--num-workers", "2"), timeout=300)
+    ann = cluster.wait(jobs[1], timeout=300)
     after = _tree(base)
     return {"root": root, "output": output, "pre": pre, "ann": ann, "pre_seconds": pre_seconds,
             "new_files": after - before, "base": base, "manifest_rows": rows}

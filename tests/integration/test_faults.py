@@ -215,11 +215,13 @@ def test_s3_faults_are_retried_or_reported_and_a_rerun_heals(reference, cluster,
     assert "tw_TW07" not in summary["videos"]
     assert_same_predictions(ann_out, f"{base}/ref/ann", videos=set(VIDEOS) - {"tw_TW07"})
 
-    healed_pre = cluster.run(preprocess_cmd(base, pre_out), timeout=400)
+    # the healthy reruns, side by side again (the annotate rerun reads the reference faces, as its first run did)
+    jobs = [cluster.submit(preprocess_cmd(base, pre_out)),
+            cluster.submit(annotate_cmd(base, f"{base}/ref/pre", ann_out))]
+    healed_pre, healed_ann = (cluster.wait(job, timeout=400) for job in jobs)
     assert healed_pre.status == "SUCCEEDED", healed_pre.logs[-4000:]
     assert shards.read_failures(pre_out).num_rows == 0
     assert_same_faces(pre_out, f"{base}/ref/pre")
-    healed_ann = cluster.run(annotate_cmd(base, pre_out, ann_out), timeout=400)
     assert healed_ann.status == "SUCCEEDED", healed_ann.logs[-4000:]
     summary = storage.read_json(storage.join(ann_out, "summary.json"))
     assert summary["videos_annotated"] == 1 and summary["videos_skipped"] == len(VIDEOS) - 1, summary

@@ -287,8 +287,9 @@ def test_unreadable_image_fails_alone(tmp_path):
 
 
 def test_split_decode_matches_fused(local_run, good_inputs, tmp_path):
-    """--decode-workers: CPU decode actors feed the detect actors; the same rows as the fused run, bad videos
-    still become failure records, and a rerun skips every finished item."""
+    """--decode-workers: CPU decode actors feed the detect actors; the same rows as the fused run, and bad videos
+    still become failure records. (What a rerun skips is decided on the driver before either path runs:
+    test_resume_after_a_crash_mid_video.)"""
     original, _, _ = local_run
     (tmp_path / "zero.mp4").write_bytes(b"")
     bad = need_shared("videos", "labeled", "tw_TW07.mp4")
@@ -313,10 +314,6 @@ def test_split_decode_matches_fused(local_run, good_inputs, tmp_path):
         assert split[column].equals(fused[column]), column
     marker = shards.done_markers(str(output), "faces")["tw_TW01"]
     assert marker["frames"] == MAX_FRAMES and len(marker["parts"]) == 2  # 45 frames in chunks of 32
-    code, again = run_job(*argv)
-    statuses = {r["video_id"]: r["status"] for r in again["items_rows"]}
-    assert statuses.pop("zero") == statuses.pop("truncated") == "failed"
-    assert set(statuses.values()) == {"skipped"}, statuses
 
 
 def test_command_line_is_quiet_by_default(tmp_path):

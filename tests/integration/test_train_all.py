@@ -7,13 +7,14 @@ train_all alone reads synthetic class-coloured faces the test writes as real FAC
 done markers (read back through Ray Data), and the demo's own check skips.
 
 Either way one train_all run trains configs/demo.yaml's three models at test size: an 8-class pretraining
-stage, then the coarse net (several epochs) and the negative net (a cached 64-px one, two epochs) fine-tuned
-from it side by side. It serves every check, including a fault: once the negative net has finished and the
-coarse net's first epoch checkpoint is registered, the test SIGKILLs the coarse net's Ray Train worker (the
-only live RayTrainWorker, found through the GCS actor table). Ray Train (FailureConfig.max_failures) starts a
-new worker group and fer_ray/train/loop.py resumes model, optimiser, scheduler, epoch counter and history
-from the checkpoint. A restart from scratch would rewrite the whole history with post-kill timestamps; the
-checks below see the pre-kill epochs kept and the rest trained after the kill.
+stage, then the coarse net (streamed rows) and the negative net (a cached 64-px one) fine-tuned from it side
+by side. It serves every check, including a fault: once the pretraining stage (alone in its stage) has its
+first epoch checkpoint registered, the test SIGKILLs its Ray Train worker (the only live RayTrainWorker,
+found through the GCS actor table). Ray Train (FailureConfig.max_failures) starts a new worker group and
+fer_ray/train/loop.py resumes model, optimiser, scheduler, epoch counter and history from the checkpoint. A
+restart from scratch would rewrite the whole history with post-kill timestamps; the checks below see the
+pre-kill epochs kept and the rest trained after the kill, and the fine-tuned models start from the resumed
+run's final checkpoint.
 """
 
 from __future__ import annotations
@@ -80,9 +81,9 @@ def write_face_shards(output: str, videos: dict[str, dict]) -> None:
         shards.mark_done(output, "faces", video_id, [part], frames=n)
 
 
-KILLED, OTHER, PRETRAINED = "coarse_cnn", "negative_cnn", "expr_cnn"
-# the pretraining stage first; then the coarse net still trains when the negative net is done
-EPOCHS = {PRETRAINED: 4, KILLED: 12, OTHER: 2}
+PRETRAINED, COARSE, NEGATIVE = "expr_cnn", "coarse_cnn", "negative_cnn"
+KILLED = PRETRAINED  # alone in its stage: its worker is the one live RayTrainWorker
+EPOCHS = {PRETRAINED: 4, COARSE: 4, NEGATIVE: 2}
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
 
 
@@ -97,9 +98,9 @@ def _demo_models_yaml(path: Path) -> str:
                  cpus_per_worker=0.5)
         if m["name"] == PRETRAINED:  # ~100 steps an epoch: enough to tell the test video's expressions apart
             m.update(cpus_per_worker=1.0, lr=0.005)
-        if m["name"] == KILLED:  # the streamed input path: rows read from Ray Data every epoch
-            m.update(cache_rows=False, max_steps_per_epoch=8, lr=0.002)
-        if m["name"] == OTHER:  # rows read into memory once, another input side than the faces' 48 px
+        if m["name"] == COARSE:  # the streamed input path: rows read from Ray Data every epoch
+            m.update(cache_rows=False, max_steps_per_epoch=16, lr=0.002)
+        if m["name"] == NEGATIVE:  # rows read into memory once, another input side than the faces' 48 px
             m.update(input_size=64, max_steps_per_epoch=5)
     path.write_text(yaml.safe_dump(raw))
     return str(path)
@@ -130,18 +131,17 @@ def _checkpoints(output: str, name: str) -> list[str]:
 
 
 def _kill_when_alone(output: str, before: set[str], job: threading.Thread) -> dict:
-    """Wait until the other model is done and KILLED has a registered checkpoint (not its last), then SIGKILL
-    KILLED's worker; returns what was killed and when."""
-    other = OTHER
+    """Wait until KILLED (alone in its stage) has a registered checkpoint (not its last), then SIGKILL its
+    worker; returns what was killed and when."""
     deadline = time.time() + 600  # the demo preprocesses its faces first
-    while not (storage.exists(storage.join(output, other, "summary.json")) and _checkpoints(output, KILLED)):
+    while not _checkpoints(output, KILLED):
         assert job.is_alive(), "train_all ended before the worker could be killed"
         assert time.time() < deadline, "no checkpoint of the killed model within 600 s"
         time.sleep(0.5)
     done_before_kill = _checkpoints(output, KILLED)
     assert f"epoch-{EPOCHS[KILLED] - 1:04d}" not in done_before_kill, "training finished before the kill"
     alive = {a: w for a, w in _train_workers().items() if a not in before and w["state"] == "ALIVE"}
-    assert len(alive) == 1, f"expected one live RayTrainWorker (the other model is done), got {alive}"
+    assert len(alive) == 1, f"expected one live RayTrainWorker (the pretraining stage's), got {alive}"
     (victim, worker), = alive.items()
     os.kill(worker["pid"], signal.SIGKILL)
     return {"actor": victim, "pid": worker["pid"], "at": time.time(), "checkpoints": done_before_kill}
@@ -211,7 +211,7 @@ def test_models_trained_and_indexed_on_s3(trained):
     assert status == dict.fromkeys(EPOCHS, "trained"), first["models"]
     index = storage.read_json(storage.join(output, "models.json"))
     assert index["version"] == first["version"]
-    for name, task, classes in ((PRETRAINED, "expr", 8), (KILLED, "coarse", 5), (OTHER, "negative", 4)):
+    for name, task, classes in ((PRETRAINED, "expr", 8), (COARSE, "coarse", 5), (NEGATIVE, "negative", 4)):
         entry = index["models"][name]
         assert entry["task"] == task and entry["num_classes"] == classes and entry["kind"] == "frame"
         assert entry["checkpoint"] == f"{name}/checkpoint.pt"
@@ -234,19 +234,19 @@ def test_models_trained_and_indexed_on_s3(trained):
         assert len(entry["class_counts"]) == classes and sum(entry["class_counts"]) > 0
         assert entry["train_prior"] == pytest.approx(training_prior(saved.models[0], entry["class_counts"]))
         assert sum(entry["train_prior"]) == pytest.approx(1.0)
-    assert index["models"][OTHER]["input_size"] == 64
+    assert index["models"][NEGATIVE]["input_size"] == 64
     # keep: last exports the final epoch's weights and metrics, not the best validation epoch's
     from fer_ray.models import load_checkpoint
 
-    _, meta = load_checkpoint(storage.join(output, OTHER, "checkpoint.pt"))
-    assert meta["epoch"] == 1 and index["models"][OTHER]["metrics"]["epoch"] == 1
+    _, meta = load_checkpoint(storage.join(output, NEGATIVE, "checkpoint.pt"))
+    assert meta["epoch"] == 1 and index["models"][NEGATIVE]["metrics"]["epoch"] == 1
 
 
 def test_fine_tuned_models_start_from_the_pretraining_stage(trained):
     """init_from: the coarse and negative nets train after expr_cnn, from its checkpoint."""
     output = trained["output"]
     index = storage.read_json(storage.join(output, "models.json"))["models"]
-    for name in (KILLED, OTHER):
+    for name in (COARSE, NEGATIVE):
         assert index[name]["started_at"] >= index[PRETRAINED]["finished_at"], (name, index[name], index[PRETRAINED])
         from fer_ray.train.config import TrainConfig
 
@@ -259,7 +259,7 @@ def test_two_trials_overlap_in_time(trained):
     # each trial's span from its start to its outputs being written (a cached 64-px model's epochs alone
     # can take under a second, too short to meet the other trial's epochs)
     index = storage.read_json(storage.join(trained["output"], "models.json"))["models"]
-    spans = [(index[name]["started_at"], index[name]["finished_at"]) for name in (KILLED, OTHER)]
+    spans = [(index[name]["started_at"], index[name]["finished_at"]) for name in (COARSE, NEGATIVE)]
     (a0, a1), (b0, b1) = spans
     assert max(a0, b0) < min(a1, b1), f"training spans do not overlap: {spans}"
 
@@ -297,7 +297,7 @@ def test_checkpoint_reloads_identical_logits(trained):
     from fer_ray.models import create_model, load_checkpoint
     from fer_ray.train.loop import STATE_FILE  # noqa: F401  (the checkpoint format is the models one)
 
-    uri = storage.join(trained["output"], KILLED, "checkpoint.pt")
+    uri = storage.join(trained["output"], COARSE, "checkpoint.pt")
     model, meta = load_checkpoint(uri, "cpu")
     assert meta["task"] == "coarse" and meta["num_classes"] == 5 and meta["input_size"] == 48
     again, _ = load_checkpoint(uri, "cpu")

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import runpy
 from pathlib import Path
 
 import pytest
@@ -12,29 +11,35 @@ import torch
 
 from tests.conftest import SHARED_DATA, need_shared
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.py"
+# the script's own main() in this process: the same code as its command line, without a second interpreter
+# importing torch again
+GPU = runpy.run_path(str(Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.py"), run_name="gpu")
 
 
-def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
+def run(capsys, *args: str) -> str:
+    """main(args) -> 0; returns what it printed. The torch thread count it sets is put back."""
+    threads = torch.get_num_threads()
+    try:
+        assert GPU["main"](list(args)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return capsys.readouterr().out
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA path")
-def test_without_cuda_every_part_is_skipped_with_the_reason(tmp_path):
+def test_without_cuda_every_part_is_skipped_with_the_reason(tmp_path, capsys):
     out = tmp_path / "gpu.json"
-    done = run("--out", str(out))
-    assert done.returncode == 0, done.stderr
+    printed = run(capsys, "--out", str(out))
     rows = json.loads(out.read_text())["rows"]
     assert [r["what"] for r in rows] == ["preprocess/*", "logits/*"]
     assert all(r["frames_per_s"] is None and "no CUDA device" in r["note"] for r in rows)
-    assert "skipped: no CUDA device" in done.stdout
+    assert "skipped: no CUDA device" in printed
 
 
-def test_cpu_quick_run_measures_every_row(tmp_path):
+def test_cpu_quick_run_measures_every_row(tmp_path, capsys):
     need_shared("videos", "labeled", "tw_TW01.mp4")
     out = tmp_path / "gpu.json"
-    done = run("--device", "cpu", "--quick", "--data", str(SHARED_DATA), "--out", str(out))
-    assert done.returncode == 0, done.stderr
+    run(capsys, "--device", "cpu", "--quick", "--data", str(SHARED_DATA), "--out", str(out))
     rows = {r["what"]: r for r in json.loads(out.read_text())["rows"]}
     expected = {"preprocess/decode", "preprocess/detect+align", "preprocess/stage", "logits/CFC-SP ensemble",
                 "logits/LogitsStage call", "logits/iresnet_tiny 112", "logits/swin_tiny_smoke 112",
