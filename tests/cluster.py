@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.conftest import TRAIN_POLL_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 PORTS_PER_NODE = 8
 WORKER_PORTS = 60  # worker gRPC ports per node
@@ -112,6 +114,7 @@ class LocalCluster:
                    # idle workers kept a minute, as fer_ray.runtime's local instance does (a job's next burst
                    # of tasks reuses them instead of starting processes); 4 a node, as each node has 2 CPUs
                    RAY_idle_worker_killing_time_threshold_ms="60000", RAY_num_workers_soft_limit="4")
+        env.update(TRAIN_POLL_ENV)  # as the session's local Ray (tests/conftest.py)
         env.pop("PYTHONPATH", None)
         return env
 

@@ -10,6 +10,11 @@ import pytest
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# Ray Train's controller polls its workers every 2 s, and a worker's epoch report waits for that poll (a
+# one-slot queue): the tests' epochs last about a second. Polling faster changes no result, only the wait.
+TRAIN_POLL_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+for _key, _value in TRAIN_POLL_ENV.items():
+    os.environ.setdefault(_key, _value)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FER_RAY_DATA", ROOT.parent / "shared" / "data")).resolve()
