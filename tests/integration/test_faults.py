@@ -187,7 +187,7 @@ def test_s3_faults_are_retried_or_reported_and_a_rerun_heals(reference, cluster,
                 cluster.submit(annotate_cmd(base, f"{base}/ref/pre", ann_out), env_vars=env)]
         pre, ann = (cluster.wait(job, timeout=400) for job in jobs)
     methods = {m for m, _, _ in proxy.failed}
-    print(f"through the proxy: preprocess {pre.seconds:.0f}s, annotate {ann.seconds:.0f}s (waited after it)")
+    print(f"through the proxy: preprocess {pre.seconds:.0f}s, annotate done {ann.seconds:.0f}s after it")
     print(f"proxy: {proxy.requests} requests, {len(proxy.failed)} failed ({sorted(methods)}), "
           f"faults {[(f.kind, f.path, f.hits) for f in transient + [unreadable]]}")
     assert pre.status == "FAILED" and "Traceback" not in pre.logs, pre.logs[-4000:]  # --strict: inputs failed
@@ -220,7 +220,7 @@ def test_s3_faults_are_retried_or_reported_and_a_rerun_heals(reference, cluster,
     jobs = [cluster.submit(preprocess_cmd(base, pre_out)),
             cluster.submit(annotate_cmd(base, f"{base}/ref/pre", ann_out))]
     healed_pre, healed_ann = (cluster.wait(job, timeout=400) for job in jobs)
-    print(f"healthy reruns: preprocess {healed_pre.seconds:.0f}s, annotate {healed_ann.seconds:.0f}s (waited after it)")
+    print(f"healthy reruns: preprocess {healed_pre.seconds:.0f}s, annotate done {healed_ann.seconds:.0f}s after it")
     assert healed_pre.status == "SUCCEEDED", healed_pre.logs[-4000:]
     assert shards.read_failures(pre_out).num_rows == 0
     assert_same_faces(pre_out, f"{base}/ref/pre")

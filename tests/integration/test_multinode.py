@@ -10,6 +10,8 @@ all three checks: the cluster jobs are the expensive part of this module.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -117,13 +119,13 @@ def readme_flow(s3_server):
     results, argvs = {}, {}
     for wave in FLOW_WAVES:  # each wave's jobs read only what earlier waves wrote: submitted side by side
         lines = [line for line in flow if line.job in wave]
-        submitted = {}
+        submitted, start = {}, time.monotonic()
         for line in lines:
             argvs[line.job] = cpu_equivalent(line.job, line.args)
             submitted[line.job] = cluster.submit(job_command(f"{line.job}.py", *argvs[line.job]))
         for job, job_id in submitted.items():
             result = results[job] = cluster.wait(job_id, timeout=900)
-            print(f"{job}: {result.seconds:.0f}s  {' '.join(argvs[job])}")
+            print(f"{job}: done {time.monotonic() - start:.0f}s after its wave started  {' '.join(argvs[job])}")
             assert result.status == "SUCCEEDED", f"{job} {argvs[job]}:\n{result.logs[-4000:]}"
     return {"cluster": cluster, "results": results, "argv": argvs, "args": {j.job: j.args for j in flow},
             "workers": set(worker_names(cluster)),

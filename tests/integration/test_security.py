@@ -37,12 +37,11 @@ UNSAFE = {"../../escape": "an id climbing out of the output", "nested/id": "an i
 SECRETS = (FAKE_KEY_ID.encode(), FAKE_SECRET.encode())
 
 
-@pytest.fixture(scope="module")
-def run(s3_server):
+def _submit_annotate(cluster) -> tuple[str, str]:
+    """Videos on S3 under unsafe ids (and one missing), annotated; returns (job id, output)."""
     import os
 
     assert os.environ["AWS_ACCESS_KEY_ID"] == FAKE_KEY_ID and os.environ["AWS_SECRET_ACCESS_KEY"] == FAKE_SECRET
-    cluster = shared_cluster()
     client = boto3.client("s3")
     client.create_bucket(Bucket=BUCKET)
     video = need_shared("videos", "unlabeled", "pyfeat_single_face.mp4")
@@ -58,10 +57,26 @@ def run(s3_server):
     # stages), then predicts. The preprocess job's own S3 runs are the multi-node and fault tests' jobs, which
     # ran on this cluster with the same credentials before this module (tests/conftest.py orders it last), and
     # whose objects and logs the scans below read too.
-    ann = cluster.run(job_command("annotate.py", "--input", f"s3://{BUCKET}/in/manifest.csv", "--models",
-                                  f"s3://{BUCKET}/models", "--output", out, "--window", "4", "--max-frames", "4",
-                                  "--num-workers", "2"), timeout=300)
-    return {"cluster": cluster, "ann": ann, "out": out}
+    job = cluster.submit(job_command("annotate.py", "--input", f"s3://{BUCKET}/in/manifest.csv", "--models",
+                                     f"s3://{BUCKET}/models", "--output", out, "--window", "4", "--max-frames", "4",
+                                     "--num-workers", "2"))
+    return job, out
+
+
+@pytest.fixture(scope="module")
+def jobs(s3_server, tmp_path_factory):
+    """The module's two cluster jobs, side by side (neither reads what the other writes): the annotate of
+    unsafe ids on S3 and the preprocess of label files full of secrets (below)."""
+    cluster = shared_cluster()
+    annotate_job, out = _submit_annotate(cluster)
+    secret_job, secret_output = _submit_secret_preprocess(cluster, tmp_path_factory)
+    return {"cluster": cluster, "ann": cluster.wait(annotate_job, timeout=300), "out": out,
+            "secret": cluster.wait(secret_job, timeout=300), "secret_output": secret_output}
+
+
+@pytest.fixture(scope="module")
+def run(jobs):
+    return {"cluster": jobs["cluster"], "ann": jobs["ann"], "out": jobs["out"]}
 
 
 def _keys(client, bucket: str) -> list[str]:
@@ -157,12 +172,10 @@ def _files_mentioning(root: Path, marker: str) -> list[str]:
     return found
 
 
-@pytest.fixture(scope="module")
-def secret_run(tmp_path_factory):
+def _submit_secret_preprocess(cluster, tmp_path_factory) -> tuple[str, Path]:
     """A manifest whose label files point at a file full of secret-looking variables: once outside the input
-    folder, once inside it (not a label file at all), once a label file with a secret on one line."""
-    need_shared("videos", "unlabeled", "pyfeat_single_face.mp4")
-    cluster = shared_cluster()
+    folder, once inside it (not a label file at all), once a label file with a secret on one line; returns
+    (job id, output)."""
     root = tmp_path_factory.mktemp("secrets")
     (root / "in").mkdir()
     (root / "private").mkdir()
@@ -174,9 +187,14 @@ def secret_run(tmp_path_factory):
         csv.writer(handle).writerows([("video_id", "uri", "label_uri"), ("plain", "clip.mp4", "")]
                                      + [(v, "clip.mp4", label) for v, (label, _) in LABEL_CASES.items()])
     output = root / "out"
-    result = cluster.run(job_command("preprocess.py", "--input", root / "in" / "manifest.csv", "--output", output,
-                                     "--max-frames", "4", "--num-workers", "1", "--worker-cpus", "1"), timeout=300)
-    return {"cluster": cluster, "result": result, "output": output}
+    job = cluster.submit(job_command("preprocess.py", "--input", root / "in" / "manifest.csv", "--output", output,
+                                     "--max-frames", "4", "--num-workers", "1", "--worker-cpus", "1"))
+    return job, output
+
+
+@pytest.fixture(scope="module")
+def secret_run(jobs):
+    return {"cluster": jobs["cluster"], "result": jobs["secret"], "output": jobs["secret_output"]}
 
 
 def test_label_files_full_of_secrets_are_refused_and_never_quoted(secret_run):
