@@ -11,8 +11,7 @@
 - Both run `fit`, the one epoch loop, over a batch source (`temporal_batches`, `memory_batches`,
   `streamed_batches`: epoch -> train and validation batches).
 
-On CUDA the forward/backward run under bf16 autocast with channels_last frame inputs; on CPU plain float32,
-channels_last only for models that declare `cpu_channels_last` (FerCNN).
+On CUDA the forward/backward run under bf16 autocast with channels_last frame inputs; on CPU plain float32.
 Validation metrics over the task's classes: macro-F1 (every class, zero when absent: the ABAW convention),
 accuracy and the ABAW2 score 0.67 * F1 + 0.33 * accuracy; with several workers the confusion matrices are
 summed across ranks first.
@@ -102,10 +101,7 @@ class Trainer:
         if spec.pretrained:
             load_pretrained(model, spec.pretrained)
         model = model.to(self.device)
-        # channels_last: always on CUDA; on CPU only where a model declares it (FerCNN's training step is
-        # 1.2-1.3x faster with it on 2 cores; timm's RepVGG crashes with it on CPU under torch 2.14)
-        self.channels_last = spec.kind == "frame" and (self.amp or getattr(model, "cpu_channels_last", False))
-        if self.channels_last:
+        if self.amp and spec.kind == "frame":
             model = model.to(memory_format=torch.channels_last)
         self.model = wrap(model) if wrap is not None else model
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -134,7 +130,7 @@ class Trainer:
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
-        if self.channels_last and x.ndim == 4:
+        if self.amp and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
