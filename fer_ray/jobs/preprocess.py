@@ -63,6 +63,8 @@ def run_many(configs: list[PreprocessConfig]) -> dict:
     the first, in one pass of the face stages: one set of actors starts, and summary.json covers them all."""
     from fer_ray.inputs import discover
 
+    if not configs:
+        raise ValueError("run_many: no inputs to preprocess")
     first, start = configs[0], time.perf_counter()
     # one output, and the same settings of everything that changes a face row (its fingerprint)
     if len({(c.output, c.fingerprint()) for c in configs}) > 1:

@@ -183,9 +183,8 @@ def test_s3_faults_are_retried_or_reported_and_a_rerun_heals(reference, cluster,
         env = {"AWS_ENDPOINT_URL": proxy.url, "FER_RAY_S3_TIMEOUT_S": "5", "FER_RAY_S3_MAX_ATTEMPTS": "3"}
         # side by side: the annotate run reads the reference faces, not this preprocess run's, and most of
         # each job's time is retries waiting on the proxy's faults
-        jobs = [cluster.submit(preprocess_cmd(base, pre_out), env_vars=env),
-                cluster.submit(annotate_cmd(base, f"{base}/ref/pre", ann_out), env_vars=env)]
-        pre, ann = (cluster.wait(job, timeout=400) for job in jobs)
+        pre, ann = cluster.run_side_by_side([preprocess_cmd(base, pre_out),
+                                             annotate_cmd(base, f"{base}/ref/pre", ann_out)], env, timeout=400)
     methods = {m for m, _, _ in proxy.failed}
     print(f"through the proxy: preprocess {pre.seconds:.0f}s, annotate done {ann.seconds:.0f}s after it")
     print(f"proxy: {proxy.requests} requests, {len(proxy.failed)} failed ({sorted(methods)}), "
@@ -217,9 +216,8 @@ def test_s3_faults_are_retried_or_reported_and_a_rerun_heals(reference, cluster,
     assert_same_predictions(ann_out, f"{base}/ref/ann", videos=set(VIDEOS) - {"tw_TW07"})
 
     # the healthy reruns, side by side again (the annotate rerun reads the reference faces, as its first run did)
-    jobs = [cluster.submit(preprocess_cmd(base, pre_out)),
-            cluster.submit(annotate_cmd(base, f"{base}/ref/pre", ann_out))]
-    healed_pre, healed_ann = (cluster.wait(job, timeout=400) for job in jobs)
+    healed_pre, healed_ann = cluster.run_side_by_side([preprocess_cmd(base, pre_out),
+                                                       annotate_cmd(base, f"{base}/ref/pre", ann_out)], timeout=400)
     print(f"healthy reruns: preprocess {healed_pre.seconds:.0f}s, annotate done {healed_ann.seconds:.0f}s after it")
     assert healed_pre.status == "SUCCEEDED", healed_pre.logs[-4000:]
     assert shards.read_failures(pre_out).num_rows == 0

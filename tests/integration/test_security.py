@@ -37,8 +37,8 @@ UNSAFE = {"../../escape": "an id climbing out of the output", "nested/id": "an i
 SECRETS = (FAKE_KEY_ID.encode(), FAKE_SECRET.encode())
 
 
-def _submit_annotate(cluster) -> tuple[str, str]:
-    """Videos on S3 under unsafe ids (and one missing), annotated; returns (job id, output)."""
+def _annotate_job() -> tuple[str, str]:
+    """Videos on S3 under unsafe ids (and one missing) to annotate; returns (the job's command, its output)."""
     import os
 
     assert os.environ["AWS_ACCESS_KEY_ID"] == FAKE_KEY_ID and os.environ["AWS_SECRET_ACCESS_KEY"] == FAKE_SECRET
@@ -57,10 +57,10 @@ def _submit_annotate(cluster) -> tuple[str, str]:
     # stages), then predicts. The preprocess job's own S3 runs are the multi-node and fault tests' jobs, which
     # ran on this cluster with the same credentials before this module (tests/conftest.py orders it last), and
     # whose objects and logs the scans below read too.
-    job = cluster.submit(job_command("annotate.py", "--input", f"s3://{BUCKET}/in/manifest.csv", "--models",
-                                     f"s3://{BUCKET}/models", "--output", out, "--window", "4", "--max-frames", "4",
-                                     "--num-workers", "2"))
-    return job, out
+    command = job_command("annotate.py", "--input", f"s3://{BUCKET}/in/manifest.csv", "--models",
+                          f"s3://{BUCKET}/models", "--output", out, "--window", "4", "--max-frames", "4",
+                          "--num-workers", "2")
+    return command, out
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +68,9 @@ def jobs(s3_server, tmp_path_factory):
     """The module's two cluster jobs, side by side (neither reads what the other writes): the annotate of
     unsafe ids on S3 and the preprocess of label files full of secrets (below)."""
     cluster = shared_cluster()
-    annotate_job, out = _submit_annotate(cluster)
-    secret_job, secret_output = _submit_secret_preprocess(cluster, tmp_path_factory)
-    return {"cluster": cluster, "ann": cluster.wait(annotate_job, timeout=300), "out": out,
-            "secret": cluster.wait(secret_job, timeout=300), "secret_output": secret_output}
+    (annotate, out), (secret, secret_output) = _annotate_job(), _secret_preprocess_job(tmp_path_factory)
+    ann, secret_result = cluster.run_side_by_side([annotate, secret], timeout=300)
+    return {"cluster": cluster, "ann": ann, "out": out, "secret": secret_result, "secret_output": secret_output}
 
 
 @pytest.fixture(scope="module")
@@ -172,10 +171,10 @@ def _files_mentioning(root: Path, marker: str) -> list[str]:
     return found
 
 
-def _submit_secret_preprocess(cluster, tmp_path_factory) -> tuple[str, Path]:
+def _secret_preprocess_job(tmp_path_factory) -> tuple[str, Path]:
     """A manifest whose label files point at a file full of secret-looking variables: once outside the input
     folder, once inside it (not a label file at all), once a label file with a secret on one line; returns
-    (job id, output)."""
+    (the preprocess job's command, its output)."""
     root = tmp_path_factory.mktemp("secrets")
     (root / "in").mkdir()
     (root / "private").mkdir()
@@ -187,9 +186,9 @@ def _submit_secret_preprocess(cluster, tmp_path_factory) -> tuple[str, Path]:
         csv.writer(handle).writerows([("video_id", "uri", "label_uri"), ("plain", "clip.mp4", "")]
                                      + [(v, "clip.mp4", label) for v, (label, _) in LABEL_CASES.items()])
     output = root / "out"
-    job = cluster.submit(job_command("preprocess.py", "--input", root / "in" / "manifest.csv", "--output", output,
-                                     "--max-frames", "4", "--num-workers", "1", "--worker-cpus", "1"))
-    return job, output
+    command = job_command("preprocess.py", "--input", root / "in" / "manifest.csv", "--output", output,
+                          "--max-frames", "4", "--num-workers", "1", "--worker-cpus", "1")
+    return command, output
 
 
 @pytest.fixture(scope="module")

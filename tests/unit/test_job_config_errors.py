@@ -43,3 +43,20 @@ def test_demo_never_calibrates_on_the_videos_it_scores(tmp_path):
         load_job("demo").main(["--data", data, "--output", str(tmp_path / "out"), "--videos", "tw_TW01",
                                "--validation-videos", "tw_TW01", "tw_TW11"])
     assert "['tw_TW01'] are both scored and validation videos" in str(caught.value.code)
+
+
+def test_preprocess_run_many_refuses_inputs_it_cannot_put_in_one_output(tmp_path):
+    """Several inputs share one output and one set of face settings (the demo's image sets): anything else is
+    refused before an input is read."""
+    from fer_ray.jobs.preprocess import PreprocessConfig, run_many
+
+    def config(**kw) -> PreprocessConfig:
+        return PreprocessConfig(**{"input": str(tmp_path / "missing"), "output": str(tmp_path / "out"), **kw})
+
+    with pytest.raises(ValueError, match="no inputs"):
+        run_many([])
+    with pytest.raises(ValueError, match="one output with the same face settings"):
+        run_many([config(), config(output=str(tmp_path / "other"))])
+    with pytest.raises(ValueError, match="one output with the same face settings"):
+        run_many([config(), config(face_size=64)])
+    assert not (tmp_path / "out").exists()
