@@ -154,7 +154,7 @@ def test_worker_node_killed_during_annotation(reference, cluster):
 def test_s3_faults_are_retried_or_reported_and_a_rerun_heals(reference, cluster, s3_server):
     """One preprocess and one annotate run through the failing proxy, then both again with S3 healthy.
 
-    Transient faults, retried: every 7th request fails (503 SlowDown / 500 InternalError alternately); a
+    Transient faults, retried: every 14th request fails (503 SlowDown / 500 InternalError alternately); a
     video download and face-part reads reset mid-body, one download answered slower than the client
     timeout, part and prediction uploads cut halfway. The videos they hit complete and equal the clean run.
     Lasting faults, reported: a face-part write and a prediction write that fail on every attempt, and a
@@ -165,7 +165,7 @@ def test_s3_faults_are_retried_or_reported_and_a_rerun_heals(reference, cluster,
     pre_out, ann_out = f"{base}/s3/pre", f"{base}/s3/ann"
     transient = [
         # resets once per object: Ray Data's Parquet reads have only the S3 client's 3 tries, and an unlucky
-        # 7th request on the last of them would turn a transient fault into a lasting one
+        # 14th request on the last of them would turn a transient fault into a lasting one
         Fault("reset", "GET", rf"^/{BUCKET}/videos/tw_TW07\.mp4", times=1),
         Fault("slow", "GET", rf"^/{BUCKET}/videos/tw_TW11\.mp4", times=1, delay=15),
         Fault("cut", "PUT", rf"^/{BUCKET}/s3/pre/faces/tw_TW(07|11)/", times=2),
@@ -177,7 +177,9 @@ def test_s3_faults_are_retried_or_reported_and_a_rerun_heals(reference, cluster,
              [(m, rf"^/{BUCKET}/s3/ann/predictions/tw_TW07/") for m in ("PUT", "POST")]
     unreadable = Fault("reset", "GET", rf"^/{BUCKET}/videos/pyfeat_single_face\.mp4", times=None)
     failing = {"tw_TW01", "pyfeat_single_face"}
-    with FailingS3Proxy(s3_server, every=7, always=broken, faults=[*transient, unreadable]) as proxy:
+    # every 14th, not 7th: each injected fault costs a retry backoff that is idle time (7th: ~98 failed
+    # requests, annotate done ~45 s after preprocess; 14th: ~64 and ~30 s), and 500/503 still both occur
+    with FailingS3Proxy(s3_server, every=14, always=broken, faults=[*transient, unreadable]) as proxy:
         # 3 attempts, each of them retried 3 times by the S3 client (storage.py): 9 tries get a transient
         # fault through, and a lasting one fails within seconds instead of minutes (8 x 8 with backoff)
         env = {"AWS_ENDPOINT_URL": proxy.url, "FER_RAY_S3_TIMEOUT_S": "5", "FER_RAY_S3_MAX_ATTEMPTS": "3"}

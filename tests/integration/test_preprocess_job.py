@@ -26,7 +26,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
 STRIDE, MAX_FRAMES = 4, 45
 # the input folder links to the shared videos, which lie outside it: allowed by name (inputs are confined)
-ARGS = ["--stride", str(STRIDE), "--max-frames", str(MAX_FRAMES), "--num-workers", "2", "--worker-cpus", "0.5",
+# one detector actor: a second costs ~7 s of CPU to start (torch, timm, MTCNN), more than these inputs' work;
+# work spread over many actors and nodes is test_multinode's
+ARGS = ["--stride", str(STRIDE), "--max-frames", str(MAX_FRAMES), "--num-workers", "1", "--worker-cpus", "0.5",
         "--allow-root", str(SHARED_DATA / "videos")]
 VIDEOS = {  # video_id -> file under shared/data/videos
     "tw_TW01": "labeled/tw_TW01.mp4",
