@@ -402,11 +402,13 @@ class LocalCluster:
     def run(self, entrypoint, env_vars=None, timeout: float = 300, on_poll=None) -> JobResult:
         return self.wait(self.submit(entrypoint, env_vars), timeout=timeout, on_poll=on_poll)
 
-    def run_side_by_side(self, entrypoints: list, env_vars=None, timeout: float = 300) -> list[JobResult]:
-        """Jobs that read nothing the others write: all submitted, then each waited for (`timeout` each, from
-        the end of the wait before it); their results in order."""
+    def run_side_by_side(self, entrypoints: list, env_vars=None,
+                         timeout: float | list[float] = 300) -> list[JobResult]:
+        """Jobs that read nothing the others write: all submitted, then each waited for (`timeout`, or one per
+        job, from the end of the wait before it); their results in order."""
         jobs = [self.submit(entrypoint, env_vars) for entrypoint in entrypoints]
-        return [self.wait(job, timeout=timeout) for job in jobs]
+        timeouts = timeout if isinstance(timeout, list) else [timeout] * len(jobs)
+        return [self.wait(job, timeout=limit) for job, limit in zip(jobs, timeouts, strict=True)]
 
 
 def job_command(script: str, *args: str) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -75,16 +74,13 @@ def corpus_run(s3_server, tmp_path_factory):
     before = _tree(base)
 
     # side by side: annotate reads the videos itself, never the preprocess run's output
-    start = time.monotonic()
-    jobs = [cluster.submit(job_command("preprocess.py", "--input", manifest, "--output", output, "--strict",
-                                       "--num-workers", "2", "--worker-cpus", "1")),
-            cluster.submit(job_command("annotate.py", "--input", good, "--models", models, "--output",
-                                       root / "annotated", "--window", "16", "--num-workers", "2"))]
-    pre = cluster.wait(jobs[0], timeout=JOB_TIMEOUT)
-    pre_seconds = time.monotonic() - start
-    ann = cluster.wait(jobs[1], timeout=300)
+    pre, ann = cluster.run_side_by_side([
+        job_command("preprocess.py", "--input", manifest, "--output", output, "--strict", "--num-workers", "2",
+                    "--worker-cpus", "1"),
+        job_command("annotate.py", "--input", good, "--models", models, "--output", root / "annotated",
+                    "--window", "16", "--num-workers", "2")], timeout=[JOB_TIMEOUT, 300])
     after = _tree(base)
-    return {"root": root, "output": output, "pre": pre, "ann": ann, "pre_seconds": pre_seconds,
+    return {"root": root, "output": output, "pre": pre, "ann": ann,
             "new_files": after - before, "base": base, "manifest_rows": rows}
 
 
@@ -146,7 +142,7 @@ def test_bounded_time_per_item(corpus_run):
     assert not slow, slow
     fast_failures = [r for r in summary["items_rows"] if r["status"] == "failed" and r["seconds"] > 30]
     assert not fast_failures, fast_failures  # a bad file fails fast: header checks before decoding
-    print(f"preprocess job: {corpus_run['pre_seconds']:.0f}s; slowest items:",
+    print(f"preprocess job: {corpus_run['pre'].seconds:.0f}s; slowest items:",
           sorted(((r["seconds"], r["video_id"]) for r in summary["items_rows"]), reverse=True)[:3])
 
 
