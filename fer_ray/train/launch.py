@@ -209,8 +209,10 @@ def _trial(tune_config: dict, run: TrainRun, datasets: DatasetFactory) -> None:
         scaling_config=ray.train.ScalingConfig(num_workers=spec_dict["num_workers"], use_gpu=use_gpu,
                                                resources_per_worker=resources),
         datasets=datasets(run, spec_dict),
-        # clip/sequence workers each read whole videos of the unsplit datasets (fer_ray.train.loop)
-        dataset_config=ray.train.DataConfig(datasets_to_split=[] if temporal else "all"),
+        # clip/sequence workers each read whole videos of the unsplit datasets (fer_ray.train.loop); a lone
+        # worker reads them unsplit too: a split starts a coordinator actor per dataset for nothing
+        dataset_config=ray.train.DataConfig(
+            datasets_to_split=[] if temporal or spec_dict["num_workers"] == 1 else "all"),
         run_config=ray.train.RunConfig(
             name=f"train-{run.spec_hashes[name]}-{name}",
             storage_path=storage_path, storage_filesystem=filesystem,

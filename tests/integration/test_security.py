@@ -59,7 +59,7 @@ def _annotate_job() -> tuple[str, str]:
     # whose objects and logs the scans below read too.
     command = job_command("annotate.py", "--input", f"s3://{BUCKET}/in/manifest.csv", "--models",
                           f"s3://{BUCKET}/models", "--output", out, "--window", "4", "--max-frames", "4",
-                          "--num-workers", "2")
+                          "--num-workers", "1")
     return command, out
 
 
