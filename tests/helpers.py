@@ -50,3 +50,11 @@ def expected_frames(path, stride: int = 1, max_frames: int | None = None) -> lis
     frames PyAV counts, the first max_frames of them (written out here, not taken from fer_ray)."""
     indices = list(range(0, count_frames(path), stride))
     return indices if max_frames is None else indices[:max_frames]
+
+
+def stage_actors() -> int:
+    """Stage actors (Ray Data's "MapWorker(MapBatches(LogitsStage))", ...) the session's Ray has started so
+    far: the GCS actor table, dead ones included."""
+    from ray._private import state
+
+    return sum(a.get("ActorClassName", "").startswith("MapWorker(") for a in state.actors().values())

@@ -25,6 +25,7 @@ from fer_ray.preprocess import (
     DetectStage,
     FacesConfig,
     PreprocessStage,
+    skip_finished,
 )
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,11 @@ def run_items(items: list[dict], config: FacesConfig, output: str) -> list[dict]
         log.info("deleted %d face parts no done marker lists (left by an interrupted run)", swept)
     if not items:
         return []
+    items, finished = skip_finished(items, config, output)
+    if finished:
+        log.info("%d of %d items already done with these settings: skipped", len(finished), len(finished) + len(items))
+    if not items:
+        return finished
     rows = [{**item, MEMBERS: json.dumps(item.get(MEMBERS) or [])} for item in items]
     to_split = [bool(config.decode_workers) and r.get(schema.KIND, "video") == "video" for r in rows]
     split = [r for r, s in zip(rows, to_split) if s]
@@ -114,7 +120,7 @@ def run_items(items: list[dict], config: FacesConfig, output: str) -> list[dict]
     if split:
         steps = [DecodeStage.step(config, output, len(split)), DetectStage.step(config, output, len(split))]
         streams.append(_collected(raydata.run_rows(split, steps), output, config))
-    return _drain(streams, len(rows))
+    return finished + _drain(streams, len(rows))
 
 
 def _collected(rows, output: str, config: FacesConfig):

@@ -37,10 +37,11 @@ from fer_ray.preprocess.stages import (
     DecodeStage,
     DetectStage,
     PreprocessStage,
+    skip_finished,
 )
 
 __all__ = [
     "CHUNK", "END", "FACES", "FAILED_ROW", "SKIPPED_ROW", "STATUS_DONE", "STATUS_FAILED", "STATUS_SKIPPED",
     "SUMMARY_COLUMNS", "ChunkCollector", "DecodeStage", "DetectStage", "DetectorConfig", "FacesConfig",
-    "LabelMismatchError", "PreprocessStage",
+    "LabelMismatchError", "PreprocessStage", "skip_finished",
 ]

@@ -76,6 +76,36 @@ def _detector_resources(config: FacesConfig, items: int, batch_format: str) -> R
                      concurrency=max(1, min(config.num_workers, items)), eager=True)
 
 
+def done_fingerprint(source: str, settings: str) -> str:
+    """What an item's faces done marker records: its input's fingerprint (item_fingerprint) and the face
+    settings' (FacesConfig.fingerprint)."""
+    return f"{source}-{settings}"
+
+
+def skip_finished(items: list[dict], config: FacesConfig, output: str) -> tuple[list[dict], list[dict]]:
+    """(items still to run, summary rows of the rest): an item whose done marker already has its fingerprint
+    is skipped here, on the driver, as the stages would skip it, so a rerun over finished work starts no
+    actor. Markers are read by a few threads (one request each on S3). An item whose check fails goes on to
+    the stages, which record the failure with its reason."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = validated(config).fingerprint()
+
+    def skipped(item: dict) -> dict | None:
+        try:
+            previous = shards.read_marker(output, FACES, str(item.get(schema.VIDEO_ID) or ""))
+            if previous is None or previous.get("fingerprint") != done_fingerprint(item_fingerprint(item), settings):
+                return None
+        except Exception:  # noqa: BLE001 - the stage redoes the check and records what went wrong
+            return None
+        return summary_row(item) | {"status": STATUS_SKIPPED, "frames": int(previous.get("frames", 0)),
+                                    "faces": int(previous.get("faces", 0)), "tracks": tracks_text(previous)}
+
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(items)))) as pool:
+        rows = list(pool.map(skipped, items))
+    return [i for i, r in zip(items, rows) if r is None], [r for r in rows if r is not None]
+
+
 # --------------------------------------------------------------------------- fused
 
 
@@ -113,7 +143,7 @@ class PreprocessStage:
         source = ""
         try:
             source = item_fingerprint(item)
-            row.update(self._write(item, f"{source}-{self.settings}", start, clock))
+            row.update(self._write(item, done_fingerprint(source, self.settings), start, clock))
         except Exception as exc:  # noqa: BLE001 - every error becomes a failure record, never a crash
             row["error"] = _record_failure(self.output, item, source, exc)
         finally:
@@ -307,7 +337,7 @@ class DecodeStage:
 
     def chunks(self, item: dict):
         cfg = self.config
-        fingerprint = f"{item_fingerprint(item)}-{self.settings}"
+        fingerprint = done_fingerprint(item_fingerprint(item), self.settings)
         previous = shards.read_marker(self.output, FACES, str(item[schema.VIDEO_ID]))
         if previous is not None and previous.get("fingerprint") == fingerprint:
             yield _chunk_row(item, fingerprint, SKIPPED_ROW, count=int(previous.get("frames", 0)),

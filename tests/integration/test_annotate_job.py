@@ -13,7 +13,7 @@ from fer_ray.infer.postprocess import PREDICTIONS, submission_uri
 from fer_ray.infer.readers import read_logits
 from fer_ray.jobs import annotate
 from tests.conftest import need_shared
-from tests.helpers import load_job, write_untrained_models
+from tests.helpers import load_job, stage_actors, write_untrained_models
 
 pytestmark = pytest.mark.slow
 VIDEOS = {"tw_TW01": "labeled/tw_TW01", "noface": "unlabeled/pyfeat_no_face"}
@@ -98,8 +98,12 @@ def test_rerun_skips_and_resume_redoes_only_the_lost_video(first_run):
     output = f"{base}/out"
     before = {v: storage.read_bytes(submission_uri(output, v)) for v in VIDEOS}
     table_before = _predictions(output, "tw_TW01")
+    actors_before = stage_actors()
     again = _run(base, output)
     assert again["videos_annotated"] == 0 and again["videos_skipped"] == 2
+    # the two finished videos never reach an actor: one detector actor for the corrupt video (retried, as
+    # every run does), and nothing to predict, so no logits actor
+    assert stage_actors() == actors_before + 1
     # a crash after the predictions were written but before the done marker
     storage.delete(shards.done_uri(output, PREDICTIONS, "tw_TW01"))
     resumed = _run(base, output)

@@ -118,7 +118,7 @@ def test_the_annotate_job_names_the_two_people_annotates_photos_and_evaluate_sco
     from fer_ray.evaluate import metrics
     from fer_ray.infer.postprocess import submission_uri
     from fer_ray.infer.readers import read_predictions, sorted_frames
-    from tests.helpers import load_job
+    from tests.helpers import load_job, stage_actors
 
     folder = tmp_path / "videos"
     folder.mkdir()
@@ -155,9 +155,11 @@ def test_the_annotate_job_names_the_two_people_annotates_photos_and_evaluate_sco
     assert set(photos[schema.TRACK_ID]) == {0} and len(photos) == PHOTOS
     assert sorted(storage.stem(u) for u in storage.list_files(f"{output}/{schema.SUBMISSION_DIR}")) == \
         ["pair_left", "pair_right"]
-    assert load_job("annotate").main(argv + ["--config", str(config)]) == 0  # a rerun skips every item
+    actors = stage_actors()
+    assert load_job("annotate").main(argv + ["--config", str(config)]) == 0  # a rerun skips every item ...
     again = storage.read_json(f"{output}/summary.json")
     assert (again["videos_annotated"], again["videos_skipped"]) == (0, 1 + PHOTOS)
+    assert stage_actors() == actors  # ... on the driver: no actor started
 
     scored = str(tmp_path / "eval")
     assert load_job("evaluate").main(["--predictions", output, "--labels", str(folder), "--output", scored]) == 0

@@ -239,15 +239,19 @@ def test_config_yaml_flags_and_validation(tmp_path):
 
 
 def test_stage_resumes_and_redoes_when_settings_change(tmp_path):
-    """Without Ray: same settings -> skipped; other frame selection -> redone; a failure is cleared."""
+    """Without Ray: same settings -> skipped; other frame selection -> redone; a failure is cleared. The
+    driver's check before any actor starts (skip_finished) skips exactly what the stage skips."""
     from fer_ray import inputs
-    from fer_ray.preprocess import FacesConfig, PreprocessStage
+    from fer_ray.preprocess import FacesConfig, PreprocessStage, skip_finished
 
     clip = need_shared("videos", "unlabeled", "pyfeat_single_face.mp4")
     output = str(tmp_path / "out")
     item = inputs.work_item("clip", str(tmp_path / "clip.mp4"))
-    stage = PreprocessStage(FacesConfig(max_frames=6, chunk_size=4), output)
+    config = FacesConfig(max_frames=6, chunk_size=4)
+    stage = PreprocessStage(config, output)
+    assert skip_finished([item], config, output) == ([item], [])
     assert stage.run_item(item)["status"] == "failed"  # not there yet
+    assert skip_finished([item], config, output) == ([item], [])  # a failure is retried
     assert storage.exists(shards.failure_uri(output, "clip"))
     shutil.copyfile(clip, tmp_path / "clip.mp4")
     first = stage.run_item(item)
@@ -256,9 +260,14 @@ def test_stage_resumes_and_redoes_when_settings_change(tmp_path):
     phases = [first[f"{p}_seconds"] for p in ("decode", "detect", "align", "write")]
     assert all(p > 0 for p in phases) and sum(phases) <= first["seconds"] + 1e-3, first
     assert not storage.exists(shards.failure_uri(output, "clip"))
+    pending, finished = skip_finished([item], config, output)
     skipped = stage.run_item(item)
     assert skipped["status"] == "skipped" and skipped["detect_seconds"] == 0.0
-    wider = PreprocessStage(FacesConfig(max_frames=6, stride=2, chunk_size=4), output)
+    same = ("video_id", "kind", "status", "frames", "faces", "error", "tracks")
+    assert pending == [] and [{k: r[k] for k in same} for r in finished] == [{k: skipped[k] for k in same}]
+    wider_config = FacesConfig(max_frames=6, stride=2, chunk_size=4)
+    assert skip_finished([item], wider_config, output) == ([item], [])  # other settings: redone
+    wider = PreprocessStage(wider_config, output)
     again = wider.run_item(item)
     assert again["status"] == "done"
     rows = shards.read_table(output, "faces", schema.FACES_SCHEMA)
