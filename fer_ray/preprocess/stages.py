@@ -82,6 +82,17 @@ def done_fingerprint(source: str, settings: str) -> str:
     return f"{source}-{settings}"
 
 
+def is_finished(previous: dict | None, fingerprint: str) -> bool:
+    """Whether an item's done marker (`previous`, None when absent) says it is done with this fingerprint."""
+    return previous is not None and previous.get("fingerprint") == fingerprint
+
+
+def skipped_values(previous: dict) -> dict:
+    """A skipped item's summary values, from its done marker."""
+    return {"status": STATUS_SKIPPED, "frames": int(previous.get("frames", 0)),
+            "faces": int(previous.get("faces", 0)), "tracks": tracks_text(previous)}
+
+
 def skip_finished(items: list[dict], config: FacesConfig, output: str) -> tuple[list[dict], list[dict]]:
     """(items still to run, summary rows of the rest): an item whose done marker already has its fingerprint
     is skipped here, on the driver, as the stages would skip it, so a rerun over finished work starts no
@@ -94,12 +105,11 @@ def skip_finished(items: list[dict], config: FacesConfig, output: str) -> tuple[
     def skipped(item: dict) -> dict | None:
         try:
             previous = shards.read_marker(output, FACES, str(item.get(schema.VIDEO_ID) or ""))
-            if previous is None or previous.get("fingerprint") != done_fingerprint(item_fingerprint(item), settings):
+            if not is_finished(previous, done_fingerprint(item_fingerprint(item), settings)):
                 return None
         except Exception:  # noqa: BLE001 - the stage redoes the check and records what went wrong
             return None
-        return summary_row(item) | {"status": STATUS_SKIPPED, "frames": int(previous.get("frames", 0)),
-                                    "faces": int(previous.get("faces", 0)), "tracks": tracks_text(previous)}
+        return summary_row(item) | skipped_values(previous)
 
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(items)))) as pool:
         rows = list(pool.map(skipped, items))
@@ -155,9 +165,8 @@ class PreprocessStage:
         row's new values."""
         video_id, kind = str(item.get(schema.VIDEO_ID) or ""), item.get(schema.KIND) or "video"
         previous = shards.read_marker(self.output, FACES, video_id)
-        if previous is not None and previous.get("fingerprint") == fingerprint:
-            return {"status": STATUS_SKIPPED, "frames": int(previous.get("frames", 0)),
-                    "faces": int(previous.get("faces", 0)), "tracks": tracks_text(previous)}
+        if is_finished(previous, fingerprint):
+            return skipped_values(previous)
         attempt = shards.next_attempt(previous, fingerprint)
         if kind == "video":
             parts, info = video_parts(self.rows, item, self.output, attempt, clock)
@@ -339,7 +348,7 @@ class DecodeStage:
         cfg = self.config
         fingerprint = done_fingerprint(item_fingerprint(item), self.settings)
         previous = shards.read_marker(self.output, FACES, str(item[schema.VIDEO_ID]))
-        if previous is not None and previous.get("fingerprint") == fingerprint:
+        if is_finished(previous, fingerprint):
             yield _chunk_row(item, fingerprint, SKIPPED_ROW, count=int(previous.get("frames", 0)),
                              faces=int(previous.get("faces", 0)))
             return
