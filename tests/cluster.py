@@ -454,6 +454,27 @@ def worker_names(cluster: LocalCluster) -> list[str]:
     return sorted(n.name for n in cluster.nodes.values() if n.name != "head" and n.alive())
 
 
+def node_killer(cluster: LocalCluster, job_id: str, videos_done, stage: str = "LogitsStage"):
+    """`on_poll` for cluster.wait(job_id): once a `stage` task of the job has finished, SIGKILL the node it
+    ran on (a lost machine) and start a replacement node (like an autoscaler). Returns (on_poll, killed):
+    `killed` records the node, what was done before (`videos_done()`: videos finished so far) and when."""
+    killed: dict = {}
+
+    def on_poll(status: str) -> None:
+        if killed or status != "RUNNING":
+            return
+        finished = [w for w in cluster.placements(job_id) if stage in w["name"] and w["kind"] == "task"
+                    and w["state"] == "FINISHED"]
+        if not finished:
+            return
+        victim = finished[0]["node"]
+        killed.update(node=victim, finished_before=len(finished), done_before=videos_done(), at=time.monotonic())
+        cluster.kill(victim)
+        killed["replacement"] = sorted(set(worker_names(shared_cluster())) - {victim})
+
+    return on_poll, killed
+
+
 # ---------------------------------------------------------------------- the documented command lines
 CLUSTER_README = ROOT / "cluster" / "README.md"
 _SHELL_ENDS = {"&&", "||", ";", "|", ">", ">>", "2>&1", "&"}

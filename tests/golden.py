@@ -35,8 +35,7 @@ VIDEOS = {
     "pyfeat_single_face": "unlabeled/pyfeat_single_face.mp4",
 }
 FRAMES = ["--stride", "5", "--max-frames", "24"]
-# the fault tests' cluster annotate runs: small batches, so many logits tasks (a node dies with work done,
-# in flight and still queued)
+# the reference annotate run and the S3 fault test's cluster annotate runs: small batches, so many logits tasks
 ANNOTATE_YAML = "worker_cpus: 1.5\nnum_workers: 2\nbatch_size: 4\n"
 # how far a value may move and still be "the same" (float kernels may differ in the last bits across CPUs)
 TOLERANCE = {"bbox": 0.05, "landmarks": 0.05, "det_score": 1e-4, "face_mean": 0.05, "probs": 1e-4,

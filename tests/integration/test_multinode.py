@@ -2,14 +2,18 @@
 -- python jobs/...` on a real 3-node Ray cluster on 127.0.0.1 (tests/cluster.py: a CPU-less head plus two
 2-CPU worker nodes, each its own `ray start`, temp dir and ports): preprocess -> train_all -> annotate ->
 evaluate -> export, GPU flags mapped to CPU, reading videos from and writing to S3 (the moto server) under
-the README's own bucket. Checks that each job read what the one before wrote, that the work really spread
-over both worker nodes (state API: node ids of the jobs' tasks and actors), and that the outputs are complete
-and identical to a single-node run of the same jobs (the session's in-process local Ray). One flow serves
-all three checks: the cluster jobs are the expensive part of this module.
+the README's own bucket. Part way through the annotate job a worker node is SIGKILLed (a lost machine) once
+some of its logits work has finished, and a replacement node joins (like an autoscaler). Checks that each
+job read what the one before wrote, that the work really spread over both worker nodes (state API: node ids
+of the jobs' tasks and actors), that the annotate job finished despite the lost node and a rerun skips every
+video, and that the outputs are complete and identical to a single-node run of the same jobs (the session's
+in-process local Ray). One flow serves all four checks: the cluster jobs are the expensive part of this
+module. (Killing a training worker belongs to the train_all tests.)
 """
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -18,7 +22,7 @@ import pytest
 
 from fer_ray import schema, shards, storage
 from fer_ray.infer.postprocess import PREDICTIONS, submission_uri
-from tests.cluster import job_command, shared_cluster, worker_names
+from tests.cluster import job_command, node_killer, shared_cluster, worker_names
 from tests.helpers import load_job, upload_videos
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
@@ -55,7 +59,10 @@ SMALL = ["--stride", "10", "--max-frames", "40"]  # added: 40 frames per video (
 #                                                   hold Negative frames, so the negative net has data)
 
 
-ANNOTATE_CPU_CONFIG = f"s3://{README_BUCKET}/annotate-cpu.yaml"  # worker_cpus: 1.5 (written by the fixture)
+# written by the fixture: 1.5 CPUs per logits actor, and small batches, so many logits tasks (the node killed
+# mid-annotation dies with work done, in flight and still queued); the single-node run uses the same batches
+ANNOTATE_CPU_CONFIG = f"s3://{README_BUCKET}/annotate-cpu.yaml"
+ANNOTATE_LOCAL_CONFIG = f"s3://{README_BUCKET}/annotate-local.yaml"
 
 
 def cpu_equivalent(job: str, args: list[str]) -> list[str]:
@@ -112,23 +119,34 @@ def readme_flow(s3_server):
     for video_id in LABELLED:  # s3://fer-ray-data/labels/: the raw label input evaluate reads
         client.upload_file(str(need_shared("videos", VIDEOS[video_id]).with_suffix(".txt")), README_BUCKET,
                            f"labels/{video_id}.txt")
-    storage.write_text(ANNOTATE_CPU_CONFIG, "worker_cpus: 1.5\n")
+    storage.write_text(ANNOTATE_CPU_CONFIG, "worker_cpus: 1.5\nbatch_size: 8\n")
+    storage.write_text(ANNOTATE_LOCAL_CONFIG, "batch_size: 8\n")
     cluster = shared_cluster()
     flow = [j for j in readme_jobs() if j.section == "2" and j.submitted]
     assert [j.job for j in flow] == [job for wave in FLOW_WAVES for job in wave]
-    results, argvs = {}, {}
+    results, argvs, killed, summaries = {}, {}, {}, {}
+    workers = set(worker_names(cluster))  # before the kill
     for wave in FLOW_WAVES:  # each wave's jobs read only what earlier waves wrote: submitted side by side
         lines = [line for line in flow if line.job in wave]
         submitted, start = {}, time.monotonic()
         for line in lines:
             argvs[line.job] = cpu_equivalent(line.job, line.args)
             submitted[line.job] = cluster.submit(job_command(f"{line.job}.py", *argvs[line.job]))
+        if "evaluate" in wave:  # beside the readers of annotate's output: annotate again, which skips every video
+            submitted["annotate rerun"] = cluster.submit(job_command("annotate.py", *argvs["annotate"]))
         for job, job_id in submitted.items():
-            result = results[job] = cluster.wait(job_id, timeout=900)
-            print(f"{job}: done {time.monotonic() - start:.0f}s after its wave started  {' '.join(argvs[job])}")
-            assert result.status == "SUCCEEDED", f"{job} {argvs[job]}:\n{result.logs[-4000:]}"
+            on_poll = None
+            if job == "annotate":  # a worker node dies part way through
+                on_poll, killed = node_killer(cluster, job_id, functools.partial(
+                    lambda out: len(shards.done_markers(out, PREDICTIONS)), _value(argvs["annotate"], "--output")))
+            result = results[job] = cluster.wait(job_id, timeout=900, poll=0.5, on_poll=on_poll)
+            print(f"{job}: done {time.monotonic() - start:.0f}s after its wave started  {' '.join(argvs.get(job, []))}")
+            assert result.status == "SUCCEEDED", f"{job} {argvs.get(job)}:\n{result.logs[-4000:]}"
+            if job.startswith("annotate"):  # the rerun rewrites it
+                summaries[job] = storage.read_json(f"{_value(argvs['annotate'], '--output')}/summary.json")
+    print(f"kill: {killed}")
     return {"cluster": cluster, "results": results, "argv": argvs, "args": {j.job: j.args for j in flow},
-            "workers": set(worker_names(cluster)),
+            "workers": workers, "killed": killed, "summaries": summaries,
             "work": {job: cluster.placements(results[job].job_id) for job in ("preprocess", "train_all", "annotate")}}
 
 
@@ -148,7 +166,25 @@ def test_readme_commands_run_on_the_cluster(readme_flow):
     exported = storage.list_files(_value(args["export"], "--output"))
     assert {storage.stem(uri) for uri in exported} >= set(VIDEOS), exported
     nodes = readme_flow["cluster"].node_ids()
-    assert len(nodes) == 3 and len(set(nodes.values())) == 3  # head + 2 workers, distinct node ids
+    assert len(nodes) == 3 and len(set(nodes.values())) == 3  # head + 2 workers (one a replacement), distinct ids
+
+
+def test_annotate_finished_after_losing_a_node_and_a_rerun_skips_everything(readme_flow):
+    """The node killed once some logits work had finished: the job still succeeded with every video
+    annotated (test_outputs_identical_to_a_single_node_run: every frame exactly once, as on one node), every
+    done marker's parts exist, and annotating again skips every video."""
+    killed, summaries = readme_flow["killed"], readme_flow["summaries"]
+    assert killed, "the annotate job ended before any logits task finished: nothing was killed"
+    assert killed["done_before"] < len(VIDEOS), killed  # part way: videos were still unannotated
+    assert killed["node"] in readme_flow["workers"]
+    first = summaries["annotate"]
+    assert first["videos_failed"] == 0 and first["videos_annotated"] == len(VIDEOS), first
+    annotations = _value(readme_flow["args"]["annotate"], "--output")
+    for video_id, marker in shards.done_markers(annotations, PREDICTIONS).items():
+        for part in marker["parts"]:
+            assert storage.exists(storage.join(annotations, PREDICTIONS, part)), (video_id, part)
+    again = summaries["annotate rerun"]
+    assert again["videos_annotated"] == 0 and again["videos_skipped"] == len(VIDEOS), again
 
 
 STAGES = ("DecodeStage", "DetectStage", "PreprocessStage", "LogitsStage", "SafeVideoPostprocess")
@@ -157,8 +193,10 @@ STAGES = ("DecodeStage", "DetectStage", "PreprocessStage", "LogitsStage", "SafeV
 def test_work_spread_over_both_worker_nodes(readme_flow):
     """Every stage actor of preprocess and annotate, and everything that computes in train_all, ran on the
     worker nodes, never on the CPU-less head, and the flow used both worker nodes. (Which node a given actor
-    lands on is Ray's choice: an actor pool may start its second actor after the work is done.)"""
-    workers, work = readme_flow["workers"], readme_flow["work"]
+    lands on is Ray's choice: an actor pool may start its second actor after the work is done.) `workers`:
+    the two there were before the kill, and the replacement."""
+    work = readme_flow["work"]
+    workers = readme_flow["workers"] | set(readme_flow["killed"].get("replacement", ()))
     pre, ann = work["preprocess"], work["annotate"]
     print("preprocess:", sorted({(w["kind"], w["name"], w["node"]) for w in pre}))
     print("annotate:", sorted({(w["kind"], w["name"], w["node"]) for w in ann}))
@@ -172,7 +210,7 @@ def test_work_spread_over_both_worker_nodes(readme_flow):
     computing = [w for w in work["train_all"] if not w["name"].startswith("PlacementGroupCleaner")]
     assert {w["node"] for w in computing} <= workers
     assert {w["node"] for w in work["train_all"] if w["name"] == "RayTrainWorker"} & workers
-    assert stage_nodes | {w["node"] for w in computing} == workers
+    assert stage_nodes | {w["node"] for w in computing} >= readme_flow["workers"]
 
 
 def test_outputs_identical_to_a_single_node_run(readme_flow, ray_local):
@@ -189,7 +227,7 @@ def test_outputs_identical_to_a_single_node_run(readme_flow, ray_local):
             value = {"--output": output, "--num-workers": "1", "--worker-cpus": "0.5", **replace}.get(flag)
             out += [flag, value if value is not None else argv[job][i + 1]] if i + 1 < len(argv[job]) else [flag]
             i += 2
-        return [a for a in out if a != "--config" and a != ANNOTATE_CPU_CONFIG]
+        return [ANNOTATE_LOCAL_CONFIG if a == ANNOTATE_CPU_CONFIG else a for a in out]
 
     assert load_job("preprocess").main(local("preprocess", f"{single}/faces") + ["--strict"]) == 0
     assert load_job("annotate").main(local("annotate", f"{single}/annotations", **{"--input": f"{single}/faces"})
