@@ -454,10 +454,14 @@ def worker_names(cluster: LocalCluster) -> list[str]:
     return sorted(n.name for n in cluster.nodes.values() if n.name != "head" and n.alive())
 
 
-def node_killer(cluster: LocalCluster, job_id: str, videos_done, stage: str = "LogitsStage"):
-    """`on_poll` for cluster.wait(job_id): once a `stage` task of the job has finished, SIGKILL the node it
-    ran on (a lost machine) and start a replacement node (like an autoscaler). Returns (on_poll, killed):
-    `killed` records the node, what was done before (`videos_done()`: videos finished so far) and when."""
+def node_killer(cluster: LocalCluster, job_id: str, output: str, stage: str = "LogitsStage"):
+    """`on_poll` for cluster.wait(job_id) of an annotate job writing to `output`: once a `stage` task of the
+    job has finished, SIGKILL the node it ran on (a lost machine) and start a replacement node (like an
+    autoscaler). Returns (on_poll, killed): `killed` records the node, how many videos had their predictions
+    done before, and when."""
+    from fer_ray import shards
+    from fer_ray.infer.postprocess import PREDICTIONS
+
     killed: dict = {}
 
     def on_poll(status: str) -> None:
@@ -468,7 +472,8 @@ def node_killer(cluster: LocalCluster, job_id: str, videos_done, stage: str = "L
         if not finished:
             return
         victim = finished[0]["node"]
-        killed.update(node=victim, finished_before=len(finished), done_before=videos_done(), at=time.monotonic())
+        killed.update(node=victim, finished_before=len(finished),
+                      done_before=len(shards.done_markers(output, PREDICTIONS)), at=time.monotonic())
         cluster.kill(victim)
         killed["replacement"] = sorted(set(worker_names(shared_cluster())) - {victim})
 

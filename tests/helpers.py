@@ -52,6 +52,17 @@ def expected_frames(path, stride: int = 1, max_frames: int | None = None) -> lis
     return indices if max_frames is None else indices[:max_frames]
 
 
+def check_complete(output: str, table: str) -> dict[str, dict]:
+    """Never success with missing objects: every part a done marker lists exists; returns the markers."""
+    from fer_ray import shards, storage
+
+    markers = shards.done_markers(output, table)
+    for video_id, marker in markers.items():
+        for part in marker["parts"]:
+            assert storage.exists(storage.join(output, table, part)), (video_id, part)
+    return markers
+
+
 def stage_actors() -> int:
     """Stage actors (Ray Data's "MapWorker(MapBatches(LogitsStage))", ...) the session's Ray has started so
     far: the GCS actor table, dead ones included."""

@@ -20,7 +20,7 @@ from fer_ray.infer.postprocess import PREDICTIONS, submission_uri
 from tests import golden
 from tests.cluster import job_command, shared_cluster
 from tests.conftest import need_shared
-from tests.helpers import count_frames, expected_frames
+from tests.helpers import check_complete, count_frames, expected_frames
 from tests.s3proxy import FailingS3Proxy, Fault
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
@@ -51,15 +51,6 @@ def preprocess_cmd(base: str, output: str) -> str:
 
 
 # ------------------------------------------------------------------------- checks
-
-
-def check_complete(output: str, table: str) -> dict[str, dict]:
-    """Never success with missing objects: every part a done marker lists exists; returns the markers."""
-    markers = shards.done_markers(output, table)
-    for video_id, marker in markers.items():
-        for part in marker["parts"]:
-            assert storage.exists(storage.join(output, table, part)), (video_id, part)
-    return markers
 
 
 def faces_frame(output: str) -> pd.DataFrame:
