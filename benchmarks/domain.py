@@ -105,7 +105,7 @@ def train_and_score(train: dict, test: dict, tw_share: float | None, steps: int,
     start = time.perf_counter()
     for _ in range(steps):
         index = rng.choice(len(p), 32, p=p)
-        loss = F.cross_entropy(net(torch.stack([tf(train["x"][i]) for i in index])),
+        loss = F.cross_entropy(net(tf(torch.stack([train["x"][i] for i in index]))),
                                torch.as_tensor(train["y"][index]), label_smoothing=0.1)
         opt.zero_grad()
         loss.backward()

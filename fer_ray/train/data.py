@@ -88,11 +88,26 @@ def source_factors(video_ids: Sequence[str], weights: dict[str, float]) -> np.nd
     return np.asarray([float(weights.get(source_of(v), 1.0)) for v in video_ids], dtype=np.float64)
 
 
+def resample(keep: np.ndarray, task_y: np.ndarray, video_ids: Sequence[str], factors: np.ndarray | None,
+             source_weights: dict[str, float] | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, labels) with each row repeated by stochastic rounding of its class's factor times its source's
+    weight (`video_ids`: each kept row's video, read only with source weights), in a random order."""
+    per_row = np.ones(len(keep)) if factors is None else sampler.sample_factors(task_y, factors)
+    if source_weights:
+        per_row = per_row * source_factors(video_ids, source_weights)
+    counts = sampler.repeat_counts(per_row, rng)
+    keep, task_y = np.repeat(keep, counts), np.repeat(task_y, counts)
+    order = rng.permutation(len(keep))  # spread the copies over the batch
+    return keep[order], task_y[order]
+
+
 def frame_batches(row_batches: Iterable[dict], task: str, transform, batch_size: int,
                   factors: np.ndarray | None = None, rng: np.random.Generator | None = None,
                   drop_last: bool = False, source_weights: dict[str, float] | None = None,
-                  ignore: Sequence[int] = ()) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(images float (B,3,H,W), labels (B,)) batches of exactly `batch_size` (the last may be short).
+                  ignore: Sequence[int] = (), size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(images float (B,3,H,W), labels (B,)) batches of exactly `batch_size` (the last may be short): the
+    faces decoded (resized to `size` where they differ; None: every face must have one size), stacked, then
+    `transform` applied to the whole uint8 batch (augment.train_transform / eval_transform).
 
     With `factors` (per task class repeat factors) and/or `source_weights` (per source, `source_of`) each
     row is repeated by stochastic rounding of the product of its class's factor and its source's weight.
@@ -103,22 +118,17 @@ def frame_batches(row_batches: Iterable[dict], task: str, transform, batch_size:
     for batch in row_batches:
         keep, task_y = usable_rows(batch, task, ignore)
         if (factors is not None or source_weights) and len(keep):
-            per_row = np.ones(len(keep)) if factors is None else sampler.sample_factors(task_y, factors)
-            if source_weights:
-                per_row = per_row * source_factors([batch[schema.VIDEO_ID][i] for i in keep], source_weights)
-            counts = sampler.repeat_counts(per_row, rng)
-            keep, task_y = np.repeat(keep, counts), np.repeat(task_y, counts)
-            order = rng.permutation(len(keep))  # spread the copies over the batch
-            keep, task_y = keep[order], task_y[order]
+            videos = [batch[schema.VIDEO_ID][i] for i in keep] if source_weights else []
+            keep, task_y = resample(keep, task_y, videos, factors, source_weights, rng)
         faces = batch[schema.FACE]
         for i, y in zip(keep.tolist(), task_y.tolist()):
-            images.append(transform(decode_face(faces[i])))
+            images.append(decode_face(faces[i], size))
             targets.append(y)
             if len(images) == batch_size:
-                yield torch.stack(images), torch.as_tensor(targets, dtype=torch.long)
+                yield transform(torch.stack(images)), torch.as_tensor(targets, dtype=torch.long)
                 images, targets = [], []
     if images and not drop_last:
-        yield torch.stack(images), torch.as_tensor(targets, dtype=torch.long)
+        yield transform(torch.stack(images)), torch.as_tensor(targets, dtype=torch.long)
 
 
 # ------------------------------------------------------------------------------------------ split
@@ -264,9 +274,10 @@ class TemporalSamples:
 
     def batches(self, transform, batch_size: int, factors: np.ndarray | None = None, epoch: int = 0,
                 seed: int = 0, shuffle: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(clips float (B,T,3,H,W), targets (B,) or (B,T)); the same augmentation for all frames of a clip."""
+        """(clips float (B,T,3,H,W), targets (B,) or (B,T)): `transform` on the whole uint8 batch of clips (a
+        BatchAugment draws once per clip: the same augmentation for all frames of a clip)."""
         index = sampler.epoch_indices(self.targets, factors, epoch, seed, shuffle=shuffle)
         for start in range(0, len(index), batch_size):
             chosen = index[start:start + batch_size]
-            clips = [transform(torch.stack([self._frame(i) for i in self.windows[k]])) for k in chosen]
-            yield torch.stack(clips), torch.as_tensor(self.targets[chosen], dtype=torch.long)
+            clips = torch.stack([torch.stack([self._frame(i) for i in self.windows[k]]) for k in chosen])
+            yield transform(clips), torch.as_tensor(self.targets[chosen], dtype=torch.long)

@@ -214,7 +214,8 @@ class Trainer:
 def _frame_train_batches(trainer: Trainer, row_batches: Iterable[dict], epoch: int, rank: int = 0):
     return data.frame_batches(row_batches, trainer.spec.task, trainer.train_tf, trainer.spec.batch_size,
                               trainer.factors, sampler.epoch_rng(trainer.seed, epoch, rank), drop_last=False,
-                              source_weights=trainer.spec.source_weights, ignore=trainer.spec.ignored_labels)
+                              source_weights=trainer.spec.source_weights, ignore=trainer.spec.ignored_labels,
+                              size=trainer.spec.input_size)
 
 
 def _epoch_row(epoch: int, stats: dict, val: dict, start: float, end: float, lr: float) -> dict:
@@ -277,7 +278,7 @@ def memory_batches(trainer: Trainer, train_rows: dict, val_rows: dict, rank: int
         chunks = data.iter_row_chunks(train_rows, spec.batch_size, sampler.epoch_rng(trainer.seed, epoch, 99))
         return (_frame_train_batches(trainer, chunks, epoch, rank),
                 data.frame_batches(data.iter_row_chunks(val_rows, spec.batch_size), spec.task, trainer.eval_tf,
-                                   spec.batch_size, ignore=spec.ignored_labels))
+                                   spec.batch_size, ignore=spec.ignored_labels, size=spec.input_size))
     return batches
 
 
@@ -292,7 +293,7 @@ def streamed_batches(trainer: Trainer, train_shard, val_shard, rank: int) -> Bat
         streamed = val_shard.iter_batches(batch_size=spec.batch_size, batch_format="numpy", prefetch_batches=1)
         return (_frame_train_batches(trainer, rows, epoch, rank),
                 data.frame_batches(streamed, spec.task, trainer.eval_tf, spec.batch_size,
-                                   ignore=spec.ignored_labels))
+                                   ignore=spec.ignored_labels, size=spec.input_size))
     return batches
 
 

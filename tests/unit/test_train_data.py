@@ -204,16 +204,6 @@ def test_sequences_chunked_with_padding():
     assert x.shape == (2, 4, 3, 16, 16) and y.shape == (2, 4)
 
 
-def test_augment_on_uint8_and_switches():
-    image = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
-    out = augment.train_transform(32)(image)
-    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
-    off = augment.train_transform(32, AugmentConfig(enabled=False))(image)
-    assert torch.allclose(off, augment.eval_transform(32)(image))
-    clip = augment.train_transform(32)(torch.randint(0, 255, (5, 3, 40, 40), dtype=torch.uint8))
-    assert clip.shape == (5, 3, 32, 32)
-
-
 def test_config_validation_and_defaults():
     cfg = load(TrainConfig, {"output": "/tmp/o", "faces": "/tmp/f",
                              "models": [{"name": "a", "arch": "hrnet_smoke", "task": "coarse"},
