@@ -205,8 +205,11 @@ def trained(ray_local, s3_server, tmp_path_factory):
     assert not job.is_alive(), "the run did not finish within 600 s of the kill"
     assert "error" not in outcome, outcome
     config = train.load_config(train_yaml, {"faces": [faces], "output": output})
+    start = time.perf_counter()
     second = train.run(config)
+    rerun_seconds = time.perf_counter() - start
     first = outcome["first"]
+    print(f"first run's steps (s): {first.get('seconds')}; the rerun {rerun_seconds:.0f} s")
     return {"config": config, "first": first, "second": second, "output": output, "killed": killed,
             "before": before, "demo": first if with_demo else None, "demo_out": demo_out, "bucket": bucket}
 
@@ -385,3 +388,4 @@ def test_demo_writes_everything_to_s3(trained, s3_server):
         local.write(storage.read_bytes(f"{out}/overlay_tw_TW01.mp4"))
         local.flush()
         assert len(decord.VideoReader(local.name)) == RENDER_FRAMES
+
