@@ -76,9 +76,8 @@ def corpus_run(s3_server, tmp_path_factory):
     # side by side: annotate reads the videos itself, never the preprocess run's output. Its pools have one
     # actor each (a second costs ~7 s of CPU start-up for a few frames; spreading work is test_multinode's)
     pre, ann = cluster.run_side_by_side([
-        # the split path (a decode actor feeding the detect actors): each bad video fails in its decoder
         job_command("preprocess.py", "--input", manifest, "--output", output, "--strict", "--num-workers", "2",
-                    "--worker-cpus", "1", "--decode-workers", "1"),
+                    "--worker-cpus", "1"),
         job_command("annotate.py", "--input", good, "--models", models, "--output", root / "annotated",
                     "--window", "16", "--num-workers", "1")], timeout=[JOB_TIMEOUT, 300])
     after = _tree(base)

@@ -210,20 +210,16 @@ def test_work_spread_over_both_worker_nodes(readme_flow):
 
 def test_outputs_identical_to_a_single_node_run(readme_flow, ray_local):
     """The same preprocess and annotate argv, in this process on the session's single-node local Ray (worker
-    shares that fit 2 CPUs; they do not change outputs), and preprocess on its fused path (decode, detect and
-    align in one actor) where the cluster ran the split one (decode actors feeding detect actors): the same
-    faces and the same predictions."""
+    shares that fit 2 CPUs; they do not change outputs): the same faces and the same predictions."""
     args, argv = readme_flow["args"], readme_flow["argv"]
     faces, annotations = _value(args["preprocess"], "--output"), _value(args["annotate"], "--output")
     single = f"s3://{README_BUCKET}/single"
-    assert int(_value(argv["preprocess"], "--decode-workers")) > 0, "the cluster's preprocess ran fused"
 
     def local(job: str, output: str, **replace: str) -> list[str]:
         out, i = [], 0
         while i < len(argv[job]):
             flag = argv[job][i]
-            value = {"--output": output, "--num-workers": "1", "--worker-cpus": "0.5", "--decode-workers": "0",
-                     **replace}.get(flag)
+            value = {"--output": output, "--num-workers": "1", "--worker-cpus": "0.5", **replace}.get(flag)
             out += [flag, value if value is not None else argv[job][i + 1]] if i + 1 < len(argv[job]) else [flag]
             i += 2
         return [ANNOTATE_LOCAL_CONFIG if a == ANNOTATE_CPU_CONFIG else a for a in out]

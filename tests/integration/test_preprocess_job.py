@@ -297,6 +297,36 @@ def test_unreadable_image_fails_alone(tmp_path):
     assert table.num_rows == 5 and table.column(schema.REASON).null_count == 5
 
 
+def test_split_decode_matches_fused(local_run, good_inputs, tmp_path):
+    """--decode-workers: CPU decode actors feed the detect actors; the same rows as the fused run, and bad videos
+    still become failure records. (What a rerun skips is decided on the driver before either path runs:
+    test_resume_after_a_crash_mid_video.)"""
+    original, _, _ = local_run
+    (tmp_path / "zero.mp4").write_bytes(b"")
+    bad = need_shared("videos", "labeled", "tw_TW07.mp4")
+    (tmp_path / "truncated.mp4").write_bytes(bad.read_bytes()[: bad.stat().st_size // 3])
+    inputs_dir = tmp_path / "inputs"
+    shutil.copytree(good_inputs, inputs_dir, symlinks=True)
+    for name in ("zero.mp4", "truncated.mp4"):
+        shutil.move(tmp_path / name, inputs_dir / name)
+    output = tmp_path / "split"
+    argv = ["--input", str(inputs_dir), "--output", str(output), *ARGS, "--decode-workers", "1"]
+    code, summary = run_job(*argv)
+    assert code == 0 and summary["done"] == len(VIDEOS) + len(IMAGES), summary
+    errors = {f["video_id"]: f["error"] for f in summary["failures"]}
+    assert "empty file" in errors.pop("zero") and "truncated video: no frame index" in errors.pop("truncated")
+    assert not errors
+    assert {r[schema.VIDEO_ID] for r in shards.read_failures(str(output)).to_pylist()} == {"zero", "truncated"}
+    key = [schema.VIDEO_ID, schema.FRAME_INDEX]
+    fused = check_output(str(original)).sort_values(key).reset_index(drop=True)
+    split = check_output(str(output)).sort_values(key).reset_index(drop=True)
+    assert len(split) == len(fused)
+    for column in (*key, schema.LABEL, schema.FACE, schema.REASON, schema.TIMESTAMP, schema.NUM_FRAMES):
+        assert split[column].equals(fused[column]), column
+    marker = shards.done_markers(str(output), "faces")["tw_TW01"]
+    assert marker["frames"] == MAX_FRAMES and len(marker["parts"]) == 2  # 45 frames in chunks of 32
+
+
 def test_command_line_is_quiet_by_default(tmp_path):
     """`python jobs/preprocess.py` prints our lines (a progress bar, the table, the summary), not Ray's:
     no Ray Data progress reports, no worker output; those stay in Ray's session logs (--verbose)."""
