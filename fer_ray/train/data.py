@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from fer_ray import codec, labels, schema, shards, storage
+from fer_ray import labels, schema, shards, storage
 from fer_ray.train import sampler
 
 __all__ = [
@@ -37,7 +37,10 @@ def decode_face(data: bytes, size: int | None = None) -> torch.Tensor:
     """Encoded JPEG/PNG bytes -> uint8 (3, H, W) RGB tensor, optionally resized to (size, size).
 
     The pixels are inference's: the one face decoder (fer_ray.codec)."""
+    # imported here, not at the top: torchvision only where faces are decoded, not in Tune's or Train's controllers
     from torchvision.transforms.v2 import functional as TF
+
+    from fer_ray import codec
 
     image = codec.decode_face(data)
     if size is not None and tuple(image.shape[-2:]) != (size, size):

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from fer_ray.safe_load import as_plain, load_data
-from fer_ray.train import augment, data, sampler
+from fer_ray.train import data, sampler
 from fer_ray.train.config import ModelSpec, spec_from_dict
 from fer_ray.train.losses import build_loss, class_weights
 
@@ -91,7 +91,9 @@ class Trainer:
 
     def __init__(self, spec: ModelSpec, device: torch.device | str = "cpu", class_counts: list | None = None,
                  seed: int = 0, wrap: Callable[[nn.Module], nn.Module] | None = None):
+        # timm and torchvision are the worker's imports, not the Tune trial's or Train controller's (train_func)
         from fer_ray.models import create_model, load_pretrained
+        from fer_ray.train import augment
 
         torch.manual_seed(seed)
         self.spec, self.seed = spec, seed
