@@ -79,7 +79,7 @@ def training_faces(faces: Path, cfg: TrainConfig, spec, limit: int | None):
     table = shards.read_table(uri, schema.FACES_TABLE, schema.FACES_SCHEMA,
                               columns=[schema.VIDEO_ID, schema.FACE, schema.LABEL, schema.REASON])
     keep = set(train_ids)
-    rows = {k: v for k, v in table.to_pydict().items()}
+    rows = table.to_pydict()
     chosen = [i for i, v in enumerate(rows[schema.VIDEO_ID]) if v in keep][:limit]
     rows = {k: [v[i] for i in chosen] for k, v in rows.items()}
     rows[schema.LABEL] = np.asarray(rows[schema.LABEL])
@@ -95,8 +95,7 @@ def held_out(faces: Path, spec, limit: int | None) -> dict[str, tuple]:
     for name in TARGETS:
         table = shards.read_table(str(faces / "score" / name), schema.FACES_TABLE, schema.FACES_SCHEMA,
                                   columns=[schema.FACE, schema.LABEL, schema.SUBJECT]).slice(0, limit)
-        found = [f for f in table.column(schema.FACE).to_pylist()]
-        x = [tf(data.decode_face(f, spec.input_size)) if f else None for f in found]
+        x = [tf(data.decode_face(f, spec.input_size)) if f else None for f in table.column(schema.FACE).to_pylist()]
         groups = [s or f"face{i}" for i, s in enumerate(table.column(schema.SUBJECT).to_pylist())]
         sets[name] = (np.asarray(table.column(schema.LABEL).to_pylist(), dtype=np.int64), x, groups)
     return sets

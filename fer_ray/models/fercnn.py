@@ -21,7 +21,7 @@ from timm.models import register_model
 
 __all__ = ["FerCNN"]
 
-_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, what PIL's convert("L") uses
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601: what PIL's convert("L") and torchvision's rgb_to_grayscale use
 
 
 def _conv(in_chs: int, out_chs: int) -> list[nn.Module]:
@@ -45,7 +45,7 @@ class FerCNN(nn.Module):
 
     def standardise(self, x: torch.Tensor) -> torch.Tensor:
         if self.grey:
-            luma = x.new_tensor(_LUMA).view(1, 3, 1, 1)
+            luma = x.new_tensor(LUMA).view(1, 3, 1, 1)
             x = (x * luma).sum(1, keepdim=True)
         mean = x.mean((1, 2, 3), keepdim=True)
         std = x.std((1, 2, 3), keepdim=True).clamp_min(1e-3)  # a flat (blank) image stays finite

@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 
 from fer_ray.models import data_config, transforms
+from fer_ray.models.fercnn import LUMA
 
 __all__ = ["BatchAugment", "train_transform", "eval_transform", "MEAN", "STD"]
 
 MEAN, STD = data_config().mean, data_config().std  # old names; the values live in the model registry
-_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, what torchvision's rgb_to_grayscale uses
 _ERASE_SCALE, _ERASE_RATIO = (0.02, 0.33), (0.3, 3.3)  # torchvision RandomErasing's defaults
 
 
@@ -125,18 +125,16 @@ def crop_sides(scale, uniform, tries: int = 10) -> tuple[torch.Tensor, torch.Ten
     for _ in range(tries):
         area, ratio = uniform(*scale), uniform(-math.log(4 / 3), math.log(4 / 3)).exp()
         w, h = (area * ratio).sqrt(), (area / ratio).sqrt()
-        fits = (w <= 1) & (h <= 1)
-        if sx is None:
-            sx, sy = torch.where(fits, w, 2.0), torch.where(fits, h, 2.0)
-        else:
-            todo = (sx > 1) & fits
-            sx, sy = torch.where(todo, w, sx), torch.where(todo, h, sy)
+        if sx is None:  # 2: no draw has fitted yet
+            sx, sy = torch.full_like(w, 2.0), torch.full_like(h, 2.0)
+        todo = (sx > 1) & (w <= 1) & (h <= 1)
+        sx, sy = torch.where(todo, w, sx), torch.where(todo, h, sy)
     whole = sx > 1
     return sx.masked_fill(whole, 1.0), sy.masked_fill(whole, 1.0)
 
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
-    return (x * x.new_tensor(_LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return (x * x.new_tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
 def _on_some(x: torch.Tensor, chosen: torch.Tensor, step) -> torch.Tensor:

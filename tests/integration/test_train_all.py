@@ -388,4 +388,3 @@ def test_demo_writes_everything_to_s3(trained, s3_server):
         local.write(storage.read_bytes(f"{out}/overlay_tw_TW01.mp4"))
         local.flush()
         assert len(decord.VideoReader(local.name)) == RENDER_FRAMES
-
