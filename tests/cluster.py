@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import TRAIN_POLL_ENV
+from tests.conftest import TRAIN_TEST_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTS_PER_NODE = 8
@@ -114,7 +114,7 @@ class LocalCluster:
                    # idle workers kept a minute, as fer_ray.runtime's local instance does (a job's next burst
                    # of tasks reuses them instead of starting processes); 4 a node, as each node has 2 CPUs
                    RAY_idle_worker_killing_time_threshold_ms="60000", RAY_num_workers_soft_limit="4")
-        env.update(TRAIN_POLL_ENV)  # as the session's local Ray (tests/conftest.py)
+        env.update(TRAIN_TEST_ENV)  # as the session's local Ray (tests/conftest.py)
         env.pop("PYTHONPATH", None)
         return env
 
@@ -358,7 +358,7 @@ class LocalCluster:
     def status(self, job_id: str) -> str:
         return str(self.client.get_job_status(job_id).value)
 
-    def wait(self, job_id: str, timeout: float = 300, poll: float = 1.0, on_poll=None) -> JobResult:
+    def wait(self, job_id: str, timeout: float = 300, poll: float = 0.5, on_poll=None) -> JobResult:
         """Wait for a job to end; `on_poll(status)` runs every poll (fault injection). Stops it on timeout."""
         start = time.monotonic()
         status = self.status(job_id)

@@ -18,7 +18,7 @@ import pytest
 from fer_ray import schema, shards, storage
 from fer_ray.infer.postprocess import PREDICTIONS, submission_uri
 from tests import golden
-from tests.cluster import job_command, shared_cluster
+from tests.cluster import TERMINAL, job_command, shared_cluster
 from tests.conftest import need_shared
 from tests.helpers import check_complete, count_frames, expected_frames
 from tests.s3proxy import FailingS3Proxy, Fault
@@ -101,7 +101,8 @@ def assert_same_predictions(output: str, reference: str, videos: set[str] = froz
 
 
 def test_s3_faults_are_retried_or_reported_and_a_rerun_heals(reference, cluster, s3_server):
-    """One preprocess and one annotate run through the failing proxy, then both again with S3 healthy.
+    """One preprocess and one annotate run through the failing proxy, then each again with S3 healthy as soon
+    as its faulty run has ended and been checked (the healthy preprocess beside the faulty annotate's retries).
 
     Transient faults, retried: every 14th request fails (503 SlowDown / 500 InternalError alternately); a
     video download and face-part reads reset mid-body, one download answered slower than the client
@@ -128,28 +129,60 @@ def test_s3_faults_are_retried_or_reported_and_a_rerun_heals(reference, cluster,
     failing = {"tw_TW01", "pyfeat_single_face"}
     # every 14th, not 7th: each injected fault costs a retry backoff that is idle time (7th: ~98 failed
     # requests, annotate done ~45 s after preprocess; 14th: ~64 and ~30 s), and 500/503 still both occur
-    with FailingS3Proxy(s3_server, every=14, always=broken, faults=[*transient, unreadable]) as proxy:
-        # 3 attempts, each of them retried 3 times by the S3 client (storage.py): 9 tries get a transient
-        # fault through, and a lasting one fails within seconds instead of minutes (8 x 8 with backoff)
-        env = {"AWS_ENDPOINT_URL": proxy.url, "FER_RAY_S3_TIMEOUT_S": "5", "FER_RAY_S3_MAX_ATTEMPTS": "3"}
-        # side by side: the annotate run reads the reference faces, not this preprocess run's, and most of
-        # each job's time is retries waiting on the proxy's faults
-        pre, ann = cluster.run_side_by_side([preprocess_cmd(base, pre_out),
-                                             annotate_cmd(base, f"{base}/ref/pre", ann_out)], env, timeout=400)
-    methods = {m for m, _, _ in proxy.failed}
-    print(f"through the proxy: preprocess {pre.seconds:.0f}s, annotate done {ann.seconds:.0f}s after it")
-    print(f"proxy: {proxy.requests} requests, {len(proxy.failed)} failed ({sorted(methods)}), "
-          f"faults {[(f.kind, f.path, f.hits) for f in transient + [unreadable]]}")
-    assert pre.status == "FAILED" and "Traceback" not in pre.logs, pre.logs[-4000:]  # --strict: inputs failed
-    assert ann.status == "FAILED" and "Traceback" not in ann.logs, ann.logs[-4000:]
-    summary = storage.read_json(storage.join(ann_out, "summary.json"))
-    assert [f["video_id"] for f in summary["failures"]] == ["tw_TW07"], summary["failures"]
-    assert len(proxy.failed) >= 10 and {"GET"} <= methods and methods & {"PUT", "POST"}
-    assert [f.hits for f in transient] == [f.times for f in transient], "a fault was never injected"
-    assert unreadable.hits >= 3, "the unreadable video was not read on every attempt"
-    assert {500, 503, "reset", "slow", "cut"} <= proxy.kinds()
+    jobs = {}
+    try:
+        with FailingS3Proxy(s3_server, every=14, always=broken, faults=[*transient, unreadable]) as proxy:
+            # 3 attempts, each of them retried 3 times by the S3 client (storage.py): 9 tries get a transient
+            # fault through, and a lasting one fails within seconds instead of minutes (8 x 8 with backoff)
+            env = {"AWS_ENDPOINT_URL": proxy.url, "FER_RAY_S3_TIMEOUT_S": "5", "FER_RAY_S3_MAX_ATTEMPTS": "3"}
+            # side by side: the annotate run reads the reference faces, not this preprocess run's, and most
+            # of each job's time is retries waiting on the proxy's faults
+            jobs["pre"] = cluster.submit(preprocess_cmd(base, pre_out), env)
+            jobs["ann"] = cluster.submit(annotate_cmd(base, f"{base}/ref/pre", ann_out), env)
+            pre = cluster.wait(jobs["pre"], timeout=400)
+            check_failed_preprocess(pre, pre_out, base, failing)
+            # the healthy preprocess rerun (S3 directly, not the proxy) starts beside the faulty annotate
+            # run's retries: it writes only pre_out, which that run never reads
+            jobs["healed pre"] = cluster.submit(preprocess_cmd(base, pre_out))
+            ann = cluster.wait(jobs["ann"], timeout=400)
+        methods = {m for m, _, _ in proxy.failed}
+        print(f"through the proxy: preprocess {pre.seconds:.0f}s, annotate done {ann.seconds:.0f}s after it")
+        print(f"proxy: {proxy.requests} requests, {len(proxy.failed)} failed ({sorted(methods)}), "
+              f"faults {[(f.kind, f.path, f.hits) for f in transient + [unreadable]]}")
+        assert len(proxy.failed) >= 10 and {"GET"} <= methods and methods & {"PUT", "POST"}
+        assert [f.hits for f in transient] == [f.times for f in transient], "a fault was never injected"
+        assert unreadable.hits >= 3, "the unreadable video was not read on every attempt"
+        assert {500, 503, "reset", "slow", "cut"} <= proxy.kinds()
 
-    assert pre.status == "FAILED", pre.logs[-4000:]  # --strict: something failed
+        assert ann.status == "FAILED" and "Traceback" not in ann.logs, ann.logs[-4000:]  # --strict: one failed
+        summary = storage.read_json(storage.join(ann_out, "summary.json"))
+        assert summary["videos_failed"] == 1 and [f["video_id"] for f in summary["failures"]] == ["tw_TW07"]
+        assert "tw_TW07" not in summary["videos"]
+        assert_same_predictions(ann_out, f"{base}/ref/ann", videos=set(VIDEOS) - {"tw_TW07"})
+        # the healthy annotate rerun reads the reference faces, as its first run did
+        jobs["healed ann"] = cluster.submit(annotate_cmd(base, f"{base}/ref/pre", ann_out))
+
+        healed_pre = cluster.wait(jobs["healed pre"], timeout=400)
+        print(f"healthy reruns: preprocess done {healed_pre.seconds:.0f}s after the faulty annotate")
+        assert healed_pre.status == "SUCCEEDED", healed_pre.logs[-4000:]
+        assert shards.read_failures(pre_out).num_rows == 0
+        assert_same_faces(pre_out, f"{base}/ref/pre")
+        healed_ann = cluster.wait(jobs["healed ann"], timeout=400)
+        print(f"healthy reruns: annotate done {healed_ann.seconds:.0f}s after that")
+        assert healed_ann.status == "SUCCEEDED", healed_ann.logs[-4000:]
+        summary = storage.read_json(storage.join(ann_out, "summary.json"))
+        assert summary["videos_annotated"] == 1 and summary["videos_skipped"] == len(VIDEOS) - 1, summary
+        assert summary["videos_failed"] == 0
+        assert_same_predictions(ann_out, f"{base}/ref/ann")
+    finally:  # a failed check must not leave a job running into the next test's
+        for job in jobs.values():
+            if cluster.status(job) not in TERMINAL:
+                cluster.client.stop_job(job)
+
+def check_failed_preprocess(pre, pre_out: str, base: str, failing: set[str]) -> None:
+    """The faulty preprocess run: --strict exits 1 without a traceback, the failing videos have failure rows
+    with the read's own reason (never the file's bytes), the rest equal the clean run."""
+    assert pre.status == "FAILED" and "Traceback" not in pre.logs, pre.logs[-4000:]
     failures = {r[schema.VIDEO_ID]: r for r in shards.read_failures(pre_out).to_pylist()}
     assert set(failures) == failing and failures["tw_TW01"][schema.ERROR], failures
     reason = failures["pyfeat_single_face"][schema.ERROR]
@@ -159,22 +192,3 @@ def test_s3_faults_are_retried_or_reported_and_a_rerun_heals(reference, cluster,
     summary = storage.read_json(storage.join(pre_out, "summary.json"))
     assert summary["failed"] == 2 and {f["video_id"] for f in summary["failures"]} == failing
     assert_same_faces(pre_out, f"{base}/ref/pre", videos=set(VIDEOS) - failing)
-
-    assert ann.status == "FAILED", ann.logs[-4000:]
-    summary = storage.read_json(storage.join(ann_out, "summary.json"))
-    assert summary["videos_failed"] == 1 and [f["video_id"] for f in summary["failures"]] == ["tw_TW07"]
-    assert "tw_TW07" not in summary["videos"]
-    assert_same_predictions(ann_out, f"{base}/ref/ann", videos=set(VIDEOS) - {"tw_TW07"})
-
-    # the healthy reruns, side by side again (the annotate rerun reads the reference faces, as its first run did)
-    healed_pre, healed_ann = cluster.run_side_by_side([preprocess_cmd(base, pre_out),
-                                                       annotate_cmd(base, f"{base}/ref/pre", ann_out)], timeout=400)
-    print(f"healthy reruns: preprocess {healed_pre.seconds:.0f}s, annotate done {healed_ann.seconds:.0f}s after it")
-    assert healed_pre.status == "SUCCEEDED", healed_pre.logs[-4000:]
-    assert shards.read_failures(pre_out).num_rows == 0
-    assert_same_faces(pre_out, f"{base}/ref/pre")
-    assert healed_ann.status == "SUCCEEDED", healed_ann.logs[-4000:]
-    summary = storage.read_json(storage.join(ann_out, "summary.json"))
-    assert summary["videos_annotated"] == 1 and summary["videos_skipped"] == len(VIDEOS) - 1, summary
-    assert summary["videos_failed"] == 0
-    assert_same_predictions(ann_out, f"{base}/ref/ann")

@@ -43,6 +43,18 @@ def test_reset_mid_body_is_retried_and_never_returns_a_truncated_object(bucket, 
     assert [k for _, _, k in proxy.failed] == ["reset"] * 4  # the faults did happen, and were survived
 
 
+def test_a_whole_object_is_one_get_not_one_per_256_kb(bucket, s3_server, monkeypatch):
+    """read_bytes of a 3 MB object asks S3 once for the body (a bare stream read() went in 256 kB requests:
+    a 39 MB checkpoint took ~150), and still returns every byte."""
+    name, client = bucket
+    body = bytes(range(256)) * (3 << 12)
+    client.put_object(Bucket=name, Key="big", Body=body)
+    with FailingS3Proxy(s3_server) as proxy:
+        through(monkeypatch, proxy)
+        assert storage.read_bytes(f"s3://{name}/big") == body
+    assert proxy.requests <= 3, proxy.requests  # HEADs for the size, one GET
+
+
 def test_answer_slower_than_the_timeout_is_abandoned_and_retried(bucket, s3_server, monkeypatch):
     name, _ = bucket
     with FailingS3Proxy(s3_server, faults=[Fault("slow", "GET", rf"^/{name}/obj", times=1, delay=6)]) as proxy:
