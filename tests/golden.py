@@ -60,10 +60,11 @@ def place_inputs(base: str, data: Path) -> None:
 def run_jobs(base: str, load_job) -> None:
     """preprocess -> annotate -> evaluate into <base>/ref/{pre,ann,eval}, each through its job's main(argv)."""
     videos = f"{base}/videos/"
+    # one actor per pool: outputs do not depend on how many there are, and each costs ~7 s of CPU to start
     assert load_job("preprocess").main(["--input", videos, "--output", f"{base}/ref/pre", *FRAMES,
-                                        "--worker-cpus", "0.5", "--strict"]) == 0
+                                        "--worker-cpus", "0.5", "--num-workers", "1", "--strict"]) == 0
     assert load_job("annotate").main(["--input", f"{base}/ref/pre", "--models", f"{base}/models",
-                                      "--output", f"{base}/ref/ann", "--strict"]) == 0
+                                      "--output", f"{base}/ref/ann", "--num-workers", "1", "--strict"]) == 0
     assert load_job("evaluate").main(["--predictions", f"{base}/ref/ann", "--labels", videos,
                                       "--output", f"{base}/ref/eval"]) == 0
 

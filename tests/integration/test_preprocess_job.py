@@ -1,5 +1,5 @@
-"""jobs/preprocess.py end to end on the session Ray cluster: real videos and image sets, local and S3 outputs,
-bad inputs as failure records, resume after a crash mid-video.
+"""jobs/preprocess.py end to end on the session Ray cluster: real videos and image sets read from S3 and from
+local folders, bad inputs as failure records, resume after a crash mid-video.
 
 Kept fast with stride 4 and at most 45 decoded frames per video (frames 0..176: the labelled dev
 videos change expression in that span, and the face leaves pyfeat_face_noface within it).
@@ -37,6 +37,7 @@ VIDEOS = {  # video_id -> file under shared/data/videos
     "pyfeat_face_noface": "unlabeled/pyfeat_face_noface.mov",
 }
 IMAGES = {"taiwanese_dev": 6, "ckplus48": 5}  # set -> images taken
+BUCKET = "preprocess-job"
 
 
 JOB = load_job("preprocess")
@@ -124,38 +125,29 @@ def check_output(output: str) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def local_run(ray_local, good_inputs, tmp_path_factory):
+def local_run(ray_local, s3_server, good_inputs, tmp_path_factory):
+    """The module's main run: inputs on S3 (videos with their EXPR files; image sets as labels.csv with paths
+    relative to it, images beside it), output on local disk. (S3 output: tests/golden.py's reference run.)"""
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    for file in good_inputs.rglob("*"):
+        if file.is_file():
+            storage.write_bytes(f"s3://{BUCKET}/in/{file.relative_to(good_inputs)}", file.read_bytes())
     output = tmp_path_factory.mktemp("local") / "out"
-    code, summary = run_job("--input", str(good_inputs), "--output", str(output), *ARGS)
+    code, summary = run_job("--input", f"s3://{BUCKET}/in", "--output", str(output), *ARGS)
     return output, code, summary
 
 
-def test_job_local(local_run):
+def test_job_reads_s3_and_writes_local(local_run):
     output, code, summary = local_run
     assert code == 0
     assert summary["failed"] == 0 and summary["done"] == len(VIDEOS) + len(IMAGES), summary
+    assert summary["input"] == f"s3://{BUCKET}/in"
     table = check_output(str(output))
     assert summary["frames"] == len(table) and summary["faces"] == int(table[schema.REASON].isna().sum())
     assert storage.exists(str(output / "preprocess.yaml"))
     assert "stride: 4" in (output / "preprocess.yaml").read_text()
-
-
-def test_job_s3(ray_local, s3_bucket, tmp_path):
-    for video_id, name in VIDEOS.items():
-        source = need_shared("videos", name)
-        storage.write_bytes(f"{s3_bucket}/in/{source.name}", source.read_bytes())
-        if source.with_suffix(".txt").exists():
-            storage.write_bytes(f"{s3_bucket}/in/{video_id}.txt", source.with_suffix(".txt").read_bytes())
-    for name in IMAGES:  # labels.csv with paths relative to it, images beside it
-        write_image_set(tmp_path / name, name)
-    for file in tmp_path.rglob("*"):
-        if file.is_file():
-            storage.write_bytes(f"{s3_bucket}/in/{file.relative_to(tmp_path)}", file.read_bytes())
-    output = f"{s3_bucket}/out"
-    code, summary = run_job("--input", f"{s3_bucket}/in", "--output", output, *ARGS)
-    assert code == 0 and summary["failed"] == 0, summary
-    check_output(output)
-    assert storage.exists(f"{output}/preprocess.yaml")
 
 
 def test_bad_inputs_become_failures(ray_local, tmp_path):
@@ -175,7 +167,7 @@ def test_bad_inputs_become_failures(ray_local, tmp_path):
     output = tmp_path / "out"
     code, summary = run_job("--input", str(tmp_path / "manifest.csv"), "--output", str(output),
                             "--allow-root", str(good.parent), "--allow-root", str(dev.parent),
-                            "--max-frames", "8", "--strict", "--worker-cpus", "0.5")
+                            "--max-frames", "8", "--strict", "--worker-cpus", "0.5", "--num-workers", "1")
     assert code == 1
     failures = {r[schema.VIDEO_ID]: r[schema.ERROR] for r in shards.read_failures(str(output)).to_pylist()}
     expected = {
@@ -340,7 +332,7 @@ def test_command_line_is_quiet_by_default(tmp_path):
     for name in ("RAY_ADDRESS", "TQDM_DISABLE"):  # a local Ray, and the bar a user sees
         env.pop(name, None)
     done = subprocess.run([sys.executable, str(root / "jobs" / "preprocess.py"), "--input", str(tmp_path / "in"),
-                           "--output", str(tmp_path / "out"), "--max-frames", "4"],
+                           "--output", str(tmp_path / "out"), "--max-frames", "4", "--num-workers", "1"],
                           capture_output=True, text=True, env=env, timeout=300)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
