@@ -45,9 +45,9 @@ def annotate_cmd(base: str, faces: str, output: str) -> str:
                        "--models", f"{base}/models", "--output", output, "--strict")
 
 
-def preprocess_cmd(base: str, output: str) -> str:
+def preprocess_cmd(base: str, output: str, workers: int = 2) -> str:
     return job_command("preprocess.py", "--input", f"{base}/videos/", "--output", output, *FRAMES,
-                       "--num-workers", "2", "--worker-cpus", "1", "--strict")
+                       "--num-workers", str(workers), "--worker-cpus", "1", "--strict")
 
 
 # ------------------------------------------------------------------------- checks
@@ -142,8 +142,9 @@ def test_s3_faults_are_retried_or_reported_and_a_rerun_heals(reference, cluster,
             pre = cluster.wait(jobs["pre"], timeout=400)
             check_failed_preprocess(pre, pre_out, base, failing)
             # the healthy preprocess rerun (S3 directly, not the proxy) starts beside the faulty annotate
-            # run's retries: it writes only pre_out, which that run never reads
-            jobs["healed pre"] = cluster.submit(preprocess_cmd(base, pre_out))
+            # run's retries: it writes only pre_out, which that run never reads. One detector actor for the
+            # two videos it redoes: a second would take CPU from that annotate run to start.
+            jobs["healed pre"] = cluster.submit(preprocess_cmd(base, pre_out, workers=1))
             ann = cluster.wait(jobs["ann"], timeout=400)
         methods = {m for m, _, _ in proxy.failed}
         print(f"through the proxy: preprocess {pre.seconds:.0f}s, annotate done {ann.seconds:.0f}s after it")
