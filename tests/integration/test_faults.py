@@ -180,6 +180,7 @@ def test_s3_faults_are_retried_or_reported_and_a_rerun_heals(reference, cluster,
             if cluster.status(job) not in TERMINAL:
                 cluster.client.stop_job(job)
 
+
 def check_failed_preprocess(pre, pre_out: str, base: str, failing: set[str]) -> None:
     """The faulty preprocess run: --strict exits 1 without a traceback, the failing videos have failure rows
     with the read's own reason (never the file's bytes), the rest equal the clean run."""
