@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,7 +150,11 @@ class LocalCluster:
                "--runtime-env-agent-port", str(ports["runtime_env_agent"]),
                "--min-worker-port", str(base + PORTS_PER_NODE),
                "--max-worker-port", str(base + PORTS_PER_NODE + WORKER_PORTS - 1),
-               "--disable-usage-stats", "--log-style", "record"]
+               "--disable-usage-stats", "--log-style", "record",
+               # The log monitor only forwards workers' output to drivers that ask for it (log_to_driver), and
+               # our jobs don't unless --verbose. It still tails every worker's log file: ~5 CPU-seconds a node
+               # over the session. Workers keep writing their log files, which test_security scans.
+               "--include-log-monitor", "false"]
         log = self.root / f"{name}.start.log"
         with open(log, "ab") as out:
             process = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
@@ -418,14 +423,42 @@ def job_command(script: str, *args: str) -> str:
 
 # ---------------------------------------------------------------------- one cluster for the whole test session
 _SHARED: LocalCluster | None = None
+_STARTING: threading.Thread | None = None
 WORKER_CPUS = 2  # logical CPUs per worker node (may exceed the machine's cores)
+
+
+def start_shared_cluster_early() -> None:
+    """Start the session's cluster in a background thread, so it boots beside the tests that run before its
+    first user (~15 s of process start-up, mostly one process at a time) instead of in that user's setup.
+    The next shared_cluster() call waits for it; if the start failed, that call starts it again and raises
+    its error."""
+    global _STARTING
+    if _SHARED is None and _STARTING is None:
+        _STARTING = threading.Thread(target=_start_quietly, name="shared-cluster-start", daemon=True)
+        _STARTING.start()
+
+
+def _start_quietly() -> None:
+    try:
+        _shared_cluster()
+    except BaseException:  # noqa: BLE001 - shared_cluster() on the test's own thread retries and raises
+        pass
 
 
 def shared_cluster(workers: int = 2) -> LocalCluster:
     """The session's cluster: a head with no CPUs (it only hosts GCS, dashboard, job server and drivers) and
     `workers` worker nodes with WORKER_CPUS each, so every task and actor of a job runs on a worker node.
-    Started on first use with the AWS_* variables of this process (the nodes' "instance role"); a worker a
-    test killed is replaced by a fresh node. Stopped at interpreter exit (only its own processes)."""
+    Started on first use (or by start_shared_cluster_early) with the AWS_* variables of this process (the
+    nodes' "instance role"); a worker a test killed is replaced by a fresh node. Stopped at interpreter exit
+    (only its own processes)."""
+    global _STARTING
+    if _STARTING is not None:
+        _STARTING.join()
+        _STARTING = None
+    return _shared_cluster(workers)
+
+
+def _shared_cluster(workers: int = 2) -> LocalCluster:
     import atexit
 
     global _SHARED

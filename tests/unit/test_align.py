@@ -22,8 +22,6 @@ from fer_ray.faces import (
 )
 from tests.conftest import need_shared
 
-torch.set_num_threads(1)
-
 
 def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return pts @ m[:, :2].T + m[:, 2]

@@ -9,8 +9,6 @@ import torch
 from fer_ray.faces import Detection, FaceDetector, FaceTracker, choose_face, similarity_transform, template
 from tests.conftest import need_shared
 
-torch.set_num_threads(1)
-
 
 def _det(x1, y1, x2, y2, score=0.99) -> Detection:
     lm = np.array([[x1 + 0.3 * (x2 - x1), y1 + 0.4 * (y2 - y1)]] * 5, np.float32)

@@ -17,7 +17,6 @@ from fer_ray.preprocess import config as faces_config
 from fer_ray.preprocess.faces import FaceRows, in_crop, upsampled_crops
 from tests.conftest import need_shared
 
-torch.set_num_threads(1)
 SAMPLES = 40  # faces per source; the bound below holds with margin at this size (measured at 200: see below)
 
 

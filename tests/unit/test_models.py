@@ -27,8 +27,6 @@ from fer_ray.models import (
     transforms,
 )
 
-torch.set_num_threads(1)
-
 SMOKE = [n for n in list_models() if model_info(n).smoke]
 BIG = [n for n in list_models() if not model_info(n).smoke]
 # Expected parameter counts (millions) with an 8-class head; IResNet checked against insightface below.

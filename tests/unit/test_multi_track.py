@@ -7,7 +7,6 @@ import random
 
 import numpy as np
 import pytest
-import torch
 
 from fer_ray.faces import (
     Detection,
@@ -20,8 +19,6 @@ from fer_ray.faces import (
     link_chunks,
 )
 from tests.conftest import need_shared
-
-torch.set_num_threads(1)
 
 
 def _face(x: float, y: float, size: float = 60.0, score: float = 0.99) -> Detection:
