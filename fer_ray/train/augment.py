@@ -8,7 +8,7 @@ then float conversion + normalisation, then random erasing. A call takes a batch
 frames share them); rotation, crop and flip are one bilinear resampling of the batch (affine_grid +
 grid_sample) after an antialiased resize to the output side, so a batch costs a few tensor ops instead of a
 chain of transforms per image (one CPU thread, the demo recipe at 48 px: 0.16 ms a face against 1.1 ms).
-Random draws use torch's global generator (the Trainer seeds it), on the batch's device.
+Random draws use torch's global generator (fit seeds it at every epoch), on the batch's device.
 
 Eval (`eval_transform`): resize + normalise, the model's own transform (fer_ray.models.transforms), the one
 the annotate job runs; it takes one image, a batch or a clip. Size, mean and std come from the model's data

@@ -25,8 +25,8 @@ from fer_ray import labels, schema, shards, storage
 from fer_ray.train import sampler
 
 __all__ = [
-    "TRAIN_COLUMNS", "decode_face", "source_of", "source_factors", "usable_rows", "frame_batches", "iter_row_chunks", "label_summary",
-    "split_videos", "class_counts", "TemporalSamples", "video_of_worker",
+    "TRAIN_COLUMNS", "decode_face", "source_of", "source_factors", "usable_rows", "frame_batches", "iter_row_chunks",
+    "in_row_order", "label_summary", "split_videos", "class_counts", "TemporalSamples", "video_of_worker",
 ]
 
 TRAIN_COLUMNS = [schema.VIDEO_ID, schema.FRAME_INDEX, schema.FACE, schema.LABEL, schema.SUBJECT]
@@ -73,6 +73,16 @@ def iter_row_chunks(rows: dict, batch_size: int, rng: np.random.Generator | None
     for start in range(0, n, batch_size):
         index = order[start:start + batch_size]
         yield {k: _take(v, index) for k, v in rows.items()}
+
+
+def in_row_order(rows: dict) -> dict:
+    """Materialised rows sorted by (video id, frame index, face bytes). Ray Data hands a shard's rows in the
+    order its read tasks finish, which changes from run to run, and a seeded shuffle of rows in an arbitrary
+    order is not reproducible; sorted first, the same seed gives the same epochs."""
+    video, frame, face = rows[schema.VIDEO_ID], rows[schema.FRAME_INDEX], rows[schema.FACE]
+    order = sorted(range(len(video)), key=lambda i: (str(video[i]), int(frame[i]), bytes(face[i] or b"")))
+    index = np.asarray(order, dtype=np.int64)
+    return {k: _take(v, index) for k, v in rows.items()}
 
 
 def _take(values, index: np.ndarray):

@@ -237,6 +237,10 @@ Batches = Callable[[int], tuple[Iterable, Iterable]]
 OnEpoch = Callable[[int, dict, list, dict], None]  # (epoch, row, history, best) after each epoch
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
+
+
 def fit(trainer: Trainer, batches: Batches, *, start_epoch: int = 0, history: list | None = None,
         best: dict | None = None, sync: bool = False, tags: dict | None = None,
         on_epoch: OnEpoch | None = None) -> list[dict]:
@@ -247,6 +251,9 @@ def fit(trainer: Trainer, batches: Batches, *, start_epoch: int = 0, history: li
     history = list(history or [])
     for epoch in range(start_epoch, spec.epochs):
         start = time.time()
+        # Augmentation and dropout draw from torch's global generator: seeded per epoch, an epoch draws the
+        # same whether the run started at epoch 0 or resumed from a checkpoint in a new process.
+        torch.manual_seed(epoch_seed(trainer.seed, epoch))
         lr = trainer.optimizer.param_groups[0]["lr"]
         train_batches, val_batches = batches(epoch)
         stats = trainer.train_epoch(train_batches, spec.max_steps_per_epoch, sync=sync)
@@ -311,7 +318,7 @@ def _materialise(shard, columns: list[str], rank: int, world: int) -> dict:
         mine = [i for i, v in enumerate(batch[schema.VIDEO_ID]) if data.video_of_worker(v, rank, world)]
         for c in columns:
             out[c].extend(batch[c][i] for i in mine)
-    return out
+    return data.in_row_order(out)
 
 
 def _shard_batches(trainer: Trainer, rank: int, world: int) -> Batches:

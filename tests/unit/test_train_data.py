@@ -359,3 +359,70 @@ def test_trial_and_controller_code_imports_neither_timm_nor_torchvision():
             "print(sorted(m for m in ('timm', 'torchvision', 'torch._dynamo', 'facenet_pytorch') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def _two_class_faces(n: int, seed: int = 0) -> dict:
+    """n noisy 48-px faces, dark (Neutral) and bright (Happiness) in turn, one video each."""
+    rng = np.random.default_rng(seed)
+    cols = {c: [] for c in data.TRAIN_COLUMNS}
+    for i in range(n):
+        y = i % 2
+        buffer = io.BytesIO()
+        Image.fromarray(np.clip(rng.normal(60 + 140 * y, 20, (48, 48, 3)), 0, 255).astype(np.uint8)).save(buffer, "JPEG")
+        cols[schema.VIDEO_ID].append(f"v{i:02d}")
+        cols[schema.FRAME_INDEX].append(0)
+        cols[schema.FACE].append(buffer.getvalue())
+        cols[schema.LABEL].append(labels.class_index("Happiness") if y else 0)
+        cols[schema.SUBJECT].append(f"s{i}")
+    return cols
+
+
+def test_rows_in_any_delivery_order_come_out_in_one_order():
+    """What a cached-rows worker trains on does not depend on the order Ray Data delivered the rows in:
+    video id, then frame index, then the face's bytes (two faces of one frame)."""
+    rows = _two_class_faces(12)
+    rows[schema.VIDEO_ID][5], rows[schema.FRAME_INDEX][5] = "v04", 0  # a second face of frame 0 of v04
+    want = data.in_row_order(rows)
+    assert want[schema.VIDEO_ID] == sorted(want[schema.VIDEO_ID])
+    for seed in range(3):
+        order = np.random.default_rng(seed).permutation(12)
+        shuffled = {k: [v[i] for i in order] for k, v in rows.items()}
+        assert data.in_row_order(shuffled) == want
+
+
+def test_a_resumed_run_trains_the_same_model_as_an_uninterrupted_one():
+    """Ray Train restarts a killed worker in a new process from its last epoch checkpoint: with the epoch's
+    random draws (augmentation, dropout, row order) seeded by (seed, epoch), the resumed run ends with the
+    same weights as a run that was never interrupted."""
+    from fer_ray.train.loop import Trainer, fit, memory_batches
+
+    rows = _two_class_faces(32)
+    spec = ModelSpec(name="t", arch="fer_cnn_smoke", task="coarse", epochs=3, batch_size=8, lr=3e-3,
+                     input_size=48, augment=AugmentConfig(erasing=0.5, blur=0.5))  # random draws every batch
+    spec.validate()
+
+    def trainer() -> Trainer:
+        return Trainer(spec, "cpu", [16, 0, 16, 0, 0], seed=3)
+
+    whole = trainer()
+    fit(whole, memory_batches(whole, rows, rows))
+
+    class Killed(Exception):
+        pass
+
+    checkpoints = []
+    first = trainer()
+
+    def checkpoint_then_die(epoch, row, history, best):  # as the Ray Train reporter checkpoints, then a kill
+        checkpoints.append(first.state(epoch, history, best))
+        raise Killed
+
+    with pytest.raises(Killed):
+        fit(first, memory_batches(first, rows, rows), on_epoch=checkpoint_then_die)
+    torch.manual_seed(12345)  # a new process: its generator is wherever it is
+    torch.rand(100)
+    resumed = trainer()
+    resumed.load_state(checkpoints[0])
+    fit(resumed, memory_batches(resumed, rows, rows), start_epoch=1, history=checkpoints[0]["history"])
+    for (name, a), (_, b) in zip(whole.core.state_dict().items(), resumed.core.state_dict().items()):
+        assert torch.equal(a, b), name
