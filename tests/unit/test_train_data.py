@@ -255,22 +255,27 @@ def test_shipped_configs_load(path):
     assert cfg.models and all(m.input_size for m in cfg.models)
 
 
-def test_train_local_learns_and_reloads_identically(tmp_path):
-    from fer_ray.models import create_model, load_checkpoint, save_checkpoint
-    from fer_ray.train.loop import train_local
-
+def _two_class_faces(n: int) -> dict:
+    """n noisy 48-px faces, dark (Neutral) and bright (Happiness) in turn, one video each."""
     rng = np.random.default_rng(0)
     cols = {c: [] for c in data.TRAIN_COLUMNS}
-    for i in range(48):  # two easy classes: dark vs bright faces
+    for i in range(n):
         y = i % 2
-        img = np.clip(rng.normal(60 + 140 * y, 20, (48, 48, 3)), 0, 255).astype(np.uint8)
         buffer = io.BytesIO()
-        Image.fromarray(img).save(buffer, "JPEG")
-        cols[schema.VIDEO_ID].append(f"v{i}")
+        Image.fromarray(np.clip(rng.normal(60 + 140 * y, 20, (48, 48, 3)), 0, 255).astype(np.uint8)).save(buffer, "JPEG")
+        cols[schema.VIDEO_ID].append(f"v{i:02d}")
         cols[schema.FRAME_INDEX].append(0)
         cols[schema.FACE].append(buffer.getvalue())
         cols[schema.LABEL].append(labels.class_index("Happiness") if y else 0)
         cols[schema.SUBJECT].append(f"s{i}")
+    return cols
+
+
+def test_train_local_learns_and_reloads_identically(tmp_path):
+    from fer_ray.models import create_model, load_checkpoint, save_checkpoint
+    from fer_ray.train.loop import train_local
+
+    cols = _two_class_faces(48)  # two easy classes: dark vs bright faces
     spec = ModelSpec(name="t", arch="resnet_smoke", task="coarse", epochs=3, batch_size=8, lr=3e-3,
                      input_size=32, augment=AugmentConfig(enabled=False))
     spec.validate()
@@ -359,22 +364,6 @@ def test_trial_and_controller_code_imports_neither_timm_nor_torchvision():
             "print(sorted(m for m in ('timm', 'torchvision', 'torch._dynamo', 'facenet_pytorch') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout
-
-
-def _two_class_faces(n: int, seed: int = 0) -> dict:
-    """n noisy 48-px faces, dark (Neutral) and bright (Happiness) in turn, one video each."""
-    rng = np.random.default_rng(seed)
-    cols = {c: [] for c in data.TRAIN_COLUMNS}
-    for i in range(n):
-        y = i % 2
-        buffer = io.BytesIO()
-        Image.fromarray(np.clip(rng.normal(60 + 140 * y, 20, (48, 48, 3)), 0, 255).astype(np.uint8)).save(buffer, "JPEG")
-        cols[schema.VIDEO_ID].append(f"v{i:02d}")
-        cols[schema.FRAME_INDEX].append(0)
-        cols[schema.FACE].append(buffer.getvalue())
-        cols[schema.LABEL].append(labels.class_index("Happiness") if y else 0)
-        cols[schema.SUBJECT].append(f"s{i}")
-    return cols
 
 
 def test_rows_in_any_delivery_order_come_out_in_one_order():
