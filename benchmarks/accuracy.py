@@ -3,7 +3,7 @@ dev videos and print the CFC-SP Table 1 / Table 4 analogues, per-class F1 and ma
 
     python benchmarks/accuracy.py [--data ../shared/data] [--output accuracy_out] [--config configs/accuracy.yaml]
         [--videos tw_TW01 tw_TW07 ...] [--fer2013-limit N] [--ckplus-limit N] [--epochs N] [--seed N]
-        [--geometry arcface|fer --face-size N]
+        [--geometry arcface|fer --face-size N] [--flip-test]
     # RECIPES.md's recipe: every source in FER2013's framing, a pretrained small CNN fine-tuned into the cascade
     python benchmarks/accuracy.py --config configs/accuracy_fer.yaml --geometry fer --face-size 48 \
         --fer2013-limit 12000 --ckplus-limit 1000
@@ -17,7 +17,8 @@ a rerun on the same --output resumes):
 2. train_all with --config (default configs/accuracy.yaml: narrow stand-ins for IResNet / Swin / HRNet /
    RepVGG + a small ResNet baseline, a few epochs over capped images; --epochs overrides every model's);
 3. annotate the labelled dev videos of the held-out performers (all 7, or --videos) with the cfc_sp system,
-   --stride 1 --track-every 5 (every frame predicted) and --keep-logits;
+   --stride 1 --track-every 5 (every frame predicted) and --keep-logits (with --flip-test: annotate's flip test,
+   under annotate_flip/ and evaluate_flip/, so a rerun of the same --output compares it with the plain run);
 4. evaluate (metrics.json, report.html) and, from the stored logits, Table 1 (baseline / + C-F / + SP /
    both) at the paper's window and at held-out windows (each video's SP window picked on the other videos),
    Table 4 (SP window sweep) and per-class F1 of the baseline and the cascade.
@@ -306,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--face-size", dest="face_size", type=int, default=112, help="aligned crop side")
     parser.add_argument("--epochs", type=int, help="override every model's epochs")
     parser.add_argument("--seed", type=int, help="override the train config's seed (initialisation, sampling)")
+    parser.add_argument("--flip-test", dest="flip_test", action="store_true",
+                        help="annotate with the flip test (each face also scored mirrored)")
     args = parser.parse_args(argv)
     start, host = time.perf_counter(), machine_info()
     data, out = str(Path(args.data).resolve()), args.output
@@ -317,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     train_cfg = DemoConfig(data=data, output=out, videos=held_out, validation_videos=[])
     train_cfg.validate()
     faces, models = storage.join(out, "faces"), storage.join(out, "models")
-    annotated, report = storage.join(out, "annotate"), storage.join(out, "evaluate")
+    suffix = "_flip" if args.flip_test else ""
+    annotated, report = storage.join(out, f"annotate{suffix}"), storage.join(out, f"evaluate{suffix}")
     init_ray()
     step = TimedSteps()
     timings = step.seconds
@@ -335,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     step("train_all", ["--config", train_config(args.config, out, args.epochs, args.seed), "--faces", faces,
                        "--output", models])
     step("annotate", ["--input", manifest, "--allow-root", data, "--models", models, "--output", annotated, "--system", "cfc_sp",
-                      "--window", str(WINDOW), "--keep-logits", "--stride", "1", "--track-every", "5"])
+                      "--window", str(WINDOW), "--keep-logits", "--stride", "1", "--track-every", "5",
+                      "--flip-test" if args.flip_test else "--no-flip-test"])
     step("evaluate", ["--predictions", annotated, "--labels", f"{data}/videos/labeled", "--output", report,
                       "--logits", annotated, "--window", str(WINDOW), "--windows", *map(str, WINDOWS)])
     models_json = storage.read_json(storage.join(models, schema.MODELS_INDEX))
@@ -371,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         "table4": result["table4"].to_dict(orient="records"), "per_class": result["per_class"],
         "models": models_json,
     }
-    target = storage.join(out, "accuracy.json")
+    target = storage.join(out, f"accuracy{suffix}.json")
     storage.write_text(target, json.dumps(summary, indent=2, default=float))
     print(f"results: {target}")
     return 0

@@ -20,7 +20,9 @@ then scores it, in this process with the annotate job's own LogitsStage, on thre
 "7 classes": each set's own classes (taiwanese_dev and fer2013: no Other; ckplus48: no Neutral, contempt
 as Other); the prediction is the arg-max over those 7 logits. Each figure has a 95 % bootstrap interval
 (resampling performers for the photos and CK+, single faces for fer2013) and stands beside the
-majority-class and chance figures of the same faces. Not part of `make test`. Writes <output>/images.json.
+majority-class and chance figures of the same faces. Every set is scored twice: as annotate does by default,
+and with annotate's flip test (each face also scored mirrored, the two softmaxes averaged). Not part of
+`make test`. Writes <output>/images.json. A rerun on the same --output reuses the faces and the trained model.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def write_csv(target: str, rows: list[dict], root: Path) -> str:
     writer.writeheader()
     for row in rows:
         writer.writerow(row | {"path": str(root / row["path"])})
-    storage.write_text(target, out.getvalue())
+    storage.write_text_if_changed(target, out.getvalue())  # a rerun's faces stay done
     return target
 
 
@@ -137,8 +139,8 @@ def score(truth: np.ndarray, logits: np.ndarray, groups: list[str], seed: int = 
                                      metrics.per_class(dense_truth, pred_or_wrong, len(classes))["f1"].tolist()))}
 
 
-def print_table(results: dict) -> None:
-    print("\n| set | faces | macro-F1 [95 % CI] | accuracy [95 % CI] | majority F1 / acc | chance F1 / acc | target |")
+def print_table(results: dict, title: str) -> None:
+    print(f"\n{title}\n\n| set | faces | macro-F1 [95 % CI] | accuracy [95 % CI] | majority F1 / acc | chance F1 / acc | target |")
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
         metric, bar = TARGETS[name]
@@ -182,15 +184,18 @@ def main(argv: list[str] | None = None) -> int:
                        "--output", models, "--models", args.model])
     t0 = time.perf_counter()
     entry = model_entry(models, args.model)
-    stage = LogitsStage([entry], threads=os.cpu_count() or 1)
-    results = {name: score(*predict(stage, entry, storage.join(out, "score", name))) for name in TARGETS}
+    results = {}
+    for flip in (False, True):
+        stage = LogitsStage([entry], threads=os.cpu_count() or 1, flip_test=flip)
+        results[flip] = {name: score(*predict(stage, entry, storage.join(out, "score", name))) for name in TARGETS}
     timings["score"] = time.perf_counter() - t0
     wall = time.perf_counter() - start
-    print_table(results)
+    print_table(results[False], "Each face scored once (annotate's default):")
+    print_table(results[True], "With the flip test (annotate --flip-test: each face also scored mirrored):")
     print(f"\nwall time {wall / 60:.1f} min ({', '.join(f'{k} {v / 60:.1f}' for k, v in timings.items())} min); "
           f"machine: {host['cpus']} CPUs, {host['cpu_model']}, load avg at start {host['load_average_at_start'][0]:.1f}")
     summary = {"command": " ".join(sys.argv), "wall_s": wall, "step_s": timings, "machine": host,
-               "args": vars(args), "results": results, "targets": TARGETS,
+               "args": vars(args), "results": results[False], "results_flip_test": results[True], "targets": TARGETS,
                "model": read_index(models)["models"][args.model]}
     target = storage.join(out, "images.json")
     storage.write_text(target, json.dumps(summary, indent=2, default=float))

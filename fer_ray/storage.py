@@ -285,6 +285,20 @@ def write_text(uri: str, text: str) -> None:
     write_bytes(uri, text.encode("utf-8"))
 
 
+def write_text_if_changed(uri: str, text: str) -> bool:
+    """write_text unless `uri` already holds exactly `text`; whether it wrote. For input lists a job writes
+    on every run (a manifest, a labels.csv): an unchanged one keeps its modification time, so the items read
+    from it keep their fingerprint and a rerun skips them."""
+    data = text.encode("utf-8")
+    try:
+        if read_bytes(uri) == data:
+            return False
+    except FileNotFoundError:
+        pass
+    write_bytes(uri, data)
+    return True
+
+
 def write_parquet(uri: str, table: pa.Table) -> None:
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")

@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         default=None, help="divide out each model's training class prior (for videos whose classes "
                         "are distributed unlike the training set's); default: what jobs/calibrate.py recorded, "
                         "else off")
+    parser.add_argument("--flip-test", dest="flip_test", action=argparse.BooleanOptionalAction, default=None,
+                        help="also score each face mirrored left-right and average the two (frame models; twice "
+                        "the model time); default: what jobs/calibrate.py recorded, else off")
     parser.add_argument("--since", help="only videos modified after this ISO time, or 'last'")
     parser.add_argument("--subjects", type=lambda text: text.split(","),
                         help="name each video's main face tracks, left to right (Aff-Wild2: left,right); "
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = annotate.load_config(source, args)
     except ValueError as exc:  # ConfigError and the configs' own validate() errors: one line, before Ray
         raise SystemExit(f"annotate: invalid configuration: {exc}") from None
-    try:  # the window and prior correction left open come from models.json's calibration (saved resolved)
+    try:  # the window, prior correction and flip test left open come from models.json's calibration
         cfg = annotate.calibrated(cfg)
     except FileNotFoundError as exc:
         raise SystemExit(f"annotate: {exc}") from None

@@ -1,9 +1,10 @@
-"""Choose a system's Smooth Predicting window and prior correction on labelled validation videos; record the
-choice in models.json, where annotate takes it unless --window / --prior-correction say otherwise.
+"""Choose a system's Smooth Predicting window, prior correction and (--flip-test) flip test on labelled
+validation videos; record the choice in models.json, where annotate takes it unless --window /
+--prior-correction / --flip-test say otherwise.
 
     python jobs/calibrate.py --input <validation videos> --labels <EXPR txt dir | labels CSV> \
         --models <train_all output> --output <work uri> [--system cfc_sp|baseline] [--windows 0 8 16 ...] \
-        [--stride N] [--max-frames N] [--track-every 5] [--config calibrate.yaml]
+        [--flip-test] [--stride N] [--max-frames N] [--track-every 5] [--config calibrate.yaml]
 
 Validation videos must be of performers neither trained on nor among the videos you will score: their
 labels choose the settings. Writes <output>/annotate/ (the validation run, resumable),
@@ -34,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", help="work folder: the validation run and calibration.json")
     parser.add_argument("--system", help="cfc_sp (default) or baseline")
     parser.add_argument("--windows", type=int, nargs="+", help="SP windows to choose from")
+    parser.add_argument("--flip-test", dest="flip_tests", action="store_const", const=[False, True],
+                        help="also try annotate's flip test (each face scored mirrored too), keep the better")
     for flag in ("stride", "max-frames", "track-every"):
         parser.add_argument(f"--{flag}", dest=flag.replace("-", "_"), type=int, help=f"annotate's --{flag}")
     add_verbose_flag(parser)
@@ -52,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     init_ray()
     chosen = calibrate.run(cfg)
     valid = chosen["validation"]
-    print(f"{cfg.system}: window {chosen['window']}, prior correction {chosen['prior_correction']}; macro-F1 "
+    print(f"{cfg.system}: window {chosen['window']}, prior correction {chosen['prior_correction']}, flip test "
+          f"{chosen['flip_test']}; macro-F1 "
           f"{valid['f1']:.3f} on {len(valid['videos'])} validation videos ({valid['annotated_frames']} frames; "
           f"majority class {valid['majority_f1']:.3f}, chance {valid['chance_f1']:.3f}); recorded in "
           f"{storage.join(cfg.models, 'models.json')}")

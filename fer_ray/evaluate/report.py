@@ -137,6 +137,7 @@ def _headline_rows(headline: Mapping) -> list[tuple[str, str]]:
     if chosen:
         rows.append(("Calibrated on validation videos", (
             f"window {chosen['window']}, prior correction {'on' if chosen['prior_correction'] else 'off'}"
+            + (", flip test on" if chosen.get("flip_test") else "")
             + (", weights " + ", ".join(f"{k} {v:g}" for k, v in sorted(chosen["weights"].items()))
                if chosen.get("weights") else "") + ": "
             f"macro-F1 {_format(chosen.get('validation_f1'))} on {len(chosen.get('validation_videos', []))} "

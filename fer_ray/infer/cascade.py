@@ -37,6 +37,13 @@ def softmax(scores: np.ndarray, axis: int = -1) -> np.ndarray:
     return exp / exp.sum(axis=axis, keepdims=True)
 
 
+def log_softmax(scores: np.ndarray, axis: int = -1) -> np.ndarray:
+    """log of :func:`softmax`, without its underflow to log(0) for very unlikely classes."""
+    scores = np.asarray(scores, dtype=np.float64)
+    shifted = scores - scores.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
 def ensemble_probs(scores: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:
     """Sum of per-model softmax probabilities (CFC-SP coarse net), each model weighted if weights are given.
 

@@ -8,6 +8,12 @@ when one is present, float32 on CPU.
 Prior correction (`prior_correction=True`, frame models only): logits minus the log of the class shares
 the model saw in training (models.json `train_prior`), so its softmax no longer carries the training
 set's class balance (logit adjustment). Classes the model never saw in training keep their logit.
+
+Flip test (`flip_test=True`, frame models only): each face is also scored mirrored left-right, and the
+frame's scores are the log of the two softmaxes' mean, so a face and its mirror image get the same answer.
+Training mirrors faces at random (augment `flip`), so the mirror is a view the model knows; it costs a
+second forward pass. Clip/sequence models keep their plain features: their temporal heads were trained on
+single views.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fer_ray import schema
-from fer_ray.infer.cascade import log_prior
+from fer_ray.infer.cascade import log_prior, log_softmax
 from fer_ray.infer.systems import ModelEntry, check_prior_correction
 
 if TYPE_CHECKING:
@@ -60,7 +66,7 @@ class LogitsStage:
     """`__call__(batch) -> batch`: adds one scores column per model; frames without a face get NaN rows."""
 
     def __init__(self, models: list[ModelEntry], device: str = "auto", threads: int = 1,
-                 prior_correction: bool = False):
+                 prior_correction: bool = False, flip_test: bool = False):
         import torch
 
         from fer_ray.models import data_config, load_checkpoint
@@ -69,6 +75,7 @@ class LogitsStage:
         torch.set_num_threads(threads)
         self.device = pick_device(device)
         self.entries = list(models)
+        self.flip_test = flip_test
         self.models = {}
         for entry in self.entries:
             model, _ = load_checkpoint(entry.checkpoint, device=self.device)
@@ -112,6 +119,15 @@ class LogitsStage:
                 out = model.frame_features(inputs)
         return out.float().cpu().numpy()
 
+    def _model_scores(self, entry: ModelEntry, inputs: torch.Tensor) -> np.ndarray:
+        """The model's scores; with the flip test, the log of the mean softmax of the face and its mirror."""
+        scores = self._run(entry, inputs)
+        if not self.flip_test or entry.kind != "frame":
+            return scores
+        mirrored = self._run(entry, inputs.flip(-1))
+        both = np.logaddexp(log_softmax(scores), log_softmax(mirrored)) - np.log(2.0)
+        return both.astype(np.float32)
+
     def __call__(self, batch: dict) -> dict:
         import torch
 
@@ -126,6 +142,6 @@ class LogitsStage:
         for entry in self.entries:
             full = np.full((len(present), self.widths[entry.key]), np.nan, dtype=np.float32)
             if inputs is not None:
-                full[present] = self._run(entry, inputs[entry.key]) - self.log_prior.get(entry.key, 0.0)
+                full[present] = self._model_scores(entry, inputs[entry.key]) - self.log_prior.get(entry.key, 0.0)
             out[column(entry)] = full
         return out

@@ -132,9 +132,10 @@ def check_prior_correction(chosen: list[ModelEntry]) -> None:
 
 
 def model_version(index: dict, chosen: list[ModelEntry], system: str, window: int,
-                  weights: dict[str, float] | None = None, prior_correction: bool = False) -> str:
-    """A short stable id of what produced a prediction: the index version, the models, system, window and
-    prior correction."""
+                  weights: dict[str, float] | None = None, prior_correction: bool = False,
+                  flip_test: bool = False) -> str:
+    """A short stable id of what produced a prediction: the index version, the models, system, window,
+    prior correction and flip test."""
     fields = {
         "index": index.get("version", ""), "system": system, "window": window,
         "models": [(e.name, e.checkpoint.rsplit("/", 2)[-2:]) for e in chosen],
@@ -142,6 +143,8 @@ def model_version(index: dict, chosen: list[ModelEntry], system: str, window: in
     }
     if prior_correction:  # only when on, so versions of earlier runs stay what they were
         fields["prior_correction"] = True
+    if flip_test:
+        fields["flip_test"] = True
     payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
@@ -152,7 +155,8 @@ def resolve(config) -> tuple[list[ModelEntry], list[ModelEntry], str]:
     index = read_index(config.models)
     available = entries(index, config.models)
     chosen = select(available, config.system, config.model_names)
-    version = model_version(index, chosen, config.system, config.window, config.weights, config.prior_correction)
+    version = model_version(index, chosen, config.system, config.window, config.weights, config.prior_correction,
+                            bool(config.flip_test))
     extras = ablation_extras(available, config.system, chosen) if config.keep_logits else []
     if config.prior_correction:
         check_prior_correction(chosen + extras)

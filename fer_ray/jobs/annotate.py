@@ -64,6 +64,8 @@ class AnnotateConfig:
     keep_logits: bool = False  # also write per-model logits (the ablation tables read them)
     prior_correction: bool | None = None  # divide out each frame model's training class prior (models.json);
     # None: what models.json's calibration chose for this system, else off
+    flip_test: bool | None = None  # also score each face mirrored and average (frame models; 2 forward passes);
+    # None: what models.json's calibration chose for this system, else off
     since: str | None = None  # only videos modified after this ISO time, or "last" (previous run's start)
     max_attempts: int = 3  # a video that failed this many runs in a row on the same input is given up
     # Name the main face tracks of every video with these subjects, left to right (Aff-Wild2: left,right),
@@ -149,23 +151,25 @@ def recorded_calibration(config: AnnotateConfig, index: dict | None = None) -> d
 
 
 def calibrated(config: AnnotateConfig) -> AnnotateConfig:
-    """`config` with the face geometry, window and prior correction it left open (None) taken from
+    """`config` with the face geometry, window, prior correction and flip test it left open (None) taken from
     models.json: the training faces' geometry, and the calibration of its system (jobs/calibrate.py), else
-    the defaults (window 256, no correction)."""
+    the defaults (window 256, no correction, no flip test)."""
     index = systems.read_index(config.models)
     config = trained_geometry(config, index)
-    if config.window is not None and config.prior_correction is not None and config.weights:
+    if config.window is not None and config.prior_correction is not None and config.flip_test is not None \
+            and config.weights:
         return config
     chosen = recorded_calibration(config, index)
     window = config.window if config.window is not None else int(chosen.get("window", DEFAULT_WINDOW))
     prior = config.prior_correction if config.prior_correction is not None \
         else bool(chosen.get("prior_correction", False))
+    flip = config.flip_test if config.flip_test is not None else bool(chosen.get("flip_test", False))
     weights = config.weights or dict(chosen.get("weights") or {})
     if chosen:
-        log.info("%s: calibrated on %d validation videos: window %d, prior correction %s, weights %s "
+        log.info("%s: calibrated on %d validation videos: window %d, prior correction %s, flip test %s, weights %s "
                  "(flags override)", config.system, len(chosen.get("validation", {}).get("videos", [])), window,
-                 prior, weights or "equal")
-    return replace(config, window=window, prior_correction=prior, weights=weights)
+                 prior, flip, weights or "equal")
+    return replace(config, window=window, prior_correction=prior, flip_test=flip, weights=weights)
 
 
 def trained_geometry(config: AnnotateConfig, index: dict) -> AnnotateConfig:
@@ -192,8 +196,10 @@ def calibration_used(config: AnnotateConfig) -> dict | None:
         return None
     valid = chosen.get("validation", {})
     used = chosen.get("window") == config.window and chosen.get("prior_correction") == config.prior_correction \
+        and bool(chosen.get("flip_test", False)) == bool(config.flip_test) \
         and dict(chosen.get("weights") or {}) == dict(config.weights or {})
     return {"window": chosen.get("window"), "prior_correction": chosen.get("prior_correction"),
+            "flip_test": bool(chosen.get("flip_test", False)),
             "weights": chosen.get("weights") or {}, "used": used,
             "validation_videos": valid.get("videos", []), "validation_f1": valid.get("f1"),
             "validation_majority_f1": valid.get("majority_f1"), "validation_chance_f1": valid.get("chance_f1")}
@@ -255,7 +261,7 @@ def steps(config: AnnotateConfig, entries, extras, version: str, sources: dict[s
 def logits_step(config: AnnotateConfig, models) -> Step:
     """LogitsStage actors: every model loaded once per actor, `batch_size` faces per call."""
     kwargs = {"models": models, "device": config.device, "threads": config.threads,
-              "prior_correction": config.prior_correction}
+              "prior_correction": config.prior_correction, "flip_test": bool(config.flip_test)}
     resources = Resources(num_cpus=config.worker_cpus, num_gpus=config.worker_gpus, batch_size=config.batch_size,
                           concurrency=config.num_workers)
     return Step(LogitsStage, kwargs, resources, name="logits actors")

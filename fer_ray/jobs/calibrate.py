@@ -1,11 +1,13 @@
-"""The calibrate job: choose a system's Smooth Predicting window and prior correction on labelled validation
-videos and record them in models.json, where annotate takes them by default.
+"""The calibrate job: choose a system's Smooth Predicting window, prior correction and (when asked) flip test on
+labelled validation videos and record them in models.json, where annotate takes them by default.
 
 `run(config)` annotates the validation videos (window 0, no correction, logits kept) under
 `<output>/annotate` (resumable, as annotate is), scores every (correction, window) on their stored logits
 (fer_ray.evaluate.calibrate) and writes the choice and the validation figures it came from to
-`<output>/calibration.json` and to `<models>/models.json` under `calibration.<system>`. Pick validation
-videos of performers that are neither in the training set nor among the videos you will score.
+`<output>/calibration.json` and to `<models>/models.json` under `calibration.<system>`. With `flip_tests:
+[false, true]` it also scores the faces of that run with the flip test (`<output>/annotate_flip`, model time
+only: no second decode or detection) and keeps the better. Pick validation videos of performers that are
+neither in the training set nor among the videos you will score.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class CalibrateConfig:
     output: str
     system: str = "cfc_sp"
     windows: list[int] = field(default_factory=lambda: list(calibration.WINDOWS))
+    flip_tests: list[bool] = field(default_factory=lambda: [False])  # annotate's flip test settings to try
     annotate: dict = field(default_factory=dict)  # more annotate options (stride, max_frames, track_every, ...)
 
     def validate(self) -> None:
@@ -42,7 +45,9 @@ class CalibrateConfig:
             raise cfg.ConfigError(f"system {self.system!r} cannot be calibrated yet; valid: cfc_sp, baseline")
         if not self.windows or any(w < 0 for w in self.windows):
             raise cfg.ConfigError(f"windows must be one or more values >= 0, got {self.windows}")
-        fixed = {"input", "models", "output", "system", "window", "prior_correction", "keep_logits"}
+        if not self.flip_tests:
+            raise cfg.ConfigError("flip_tests must hold false, true or both")
+        fixed = {"input", "models", "output", "system", "window", "prior_correction", "flip_test", "keep_logits"}
         if set(self.annotate) & fixed:
             raise cfg.ConfigError(f"annotate options may not set {', '.join(sorted(set(self.annotate) & fixed))}: "
                                   "the calibrate job sets them")
@@ -50,23 +55,31 @@ class CalibrateConfig:
 
 def run(config: CalibrateConfig) -> dict:
     """Annotate the validation videos, calibrate, record; returns the calibration."""
-    annotated = storage.join(config.output, "annotate")
-    job = annotate.load_config({**config.annotate, "input": config.input, "models": config.models,
-                                "output": annotated, "system": config.system, "window": 0,
-                                "prior_correction": False, "keep_logits": True})
-    summary = annotate.run(job)
-    videos = ablations.group_logits(readers.read_logits(annotated))
-    truth = load_truth(config.labels, sorted(videos))
     index = systems.read_index(config.models)
     priors = {name: m["train_prior"] for name, m in index.get("models", {}).items() if m.get("train_prior")}
-    chosen = calibration.calibrate(videos, truth, calibration.system_for(videos, config.system), priors,
-                                   config.windows)
-    chosen |= {"input": config.input, "labels": config.labels, "model_version": summary["model_version"]}
+    found, source = {}, config.input
+    for flip in sorted(set(config.flip_tests)):  # the first run decodes the videos; a second reads its faces
+        annotated = storage.join(config.output, "annotate_flip" if flip and found else "annotate")
+        job = annotate.load_config({**config.annotate, "input": source, "models": config.models,
+                                    "output": annotated, "system": config.system, "window": 0,
+                                    "prior_correction": False, "flip_test": flip, "keep_logits": True})
+        summary = annotate.run(job)
+        source = source if annotate.is_faces_output(source) else annotated  # where this run's faces are
+        videos = ablations.group_logits(readers.read_logits(annotated))
+        found[flip] = calibration.calibrate(videos, load_truth(config.labels, sorted(videos)),
+                                            calibration.system_for(videos, config.system), priors, config.windows)
+        found[flip] |= {"flip_test": flip, "model_version": summary["model_version"]}
+    chosen = max(found.values(), key=lambda c: (c["validation"]["f1"], not c["flip_test"]))
+    if len(found) > 1:
+        chosen["validation"]["flip_test_f1"] = {"off": found[False]["validation"]["f1"],
+                                                "on": found[True]["validation"]["f1"]}
+    chosen |= {"input": config.input, "labels": config.labels}
     storage.write_json(storage.join(config.output, "calibration.json"), chosen)
     index.setdefault("calibration", {})[config.system] = chosen
     storage.write_json(storage.join(config.models, schema.MODELS_INDEX), index)  # one whole file, atomically
-    log.info("%s: window %d, prior correction %s: macro-F1 %.3f on %d validation videos (majority %.3f, "
-             "chance %.3f)", config.system, chosen["window"], chosen["prior_correction"],
+    log.info("%s: window %d, prior correction %s, flip test %s: macro-F1 %.3f on %d validation videos "
+             "(majority %.3f, chance %.3f)", config.system, chosen["window"], chosen["prior_correction"],
+             chosen["flip_test"],
              chosen["validation"]["f1"], len(chosen["validation"]["videos"]), chosen["validation"]["majority_f1"],
              chosen["validation"]["chance_f1"])
     return chosen

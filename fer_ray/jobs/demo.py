@@ -46,6 +46,9 @@ class DemoConfig:
     system: str = "cfc_sp"
     window: int | None = None  # None: what calibration chose (else 256)
     calibration_frames: int | None = 1500  # frames per validation video the calibration annotates
+    # calibration also tries annotate's flip test (each face scored mirrored too; only model time) and keeps
+    # it when it scores better on the validation videos
+    flip_tests: list[bool] = field(default_factory=lambda: [False, True])
     render_frames: int = 300
     max_frames: int | None = None  # annotate only the first N frames of each video (tests; None: all)
     stride: int = 1  # decode every N-th frame of the scored videos (the others are filled from them)
@@ -79,14 +82,14 @@ def write_inputs(cfg: DemoConfig) -> tuple[str, str, str]:
     for row in rows:
         writer.writerow(row | {"path": str(data / "images" / "taiwanese_dev" / row["path"])})
     train_csv = storage.join(cfg.output, "inputs", "taiwanese_dev_train", "labels.csv")
-    storage.write_text(train_csv, out.getvalue())
+    storage.write_text_if_changed(train_csv, out.getvalue())  # a rerun's faces stay done
     manifests = []
     for name, videos in (("videos.csv", cfg.videos), ("validation_videos.csv", cfg.validation_videos)):
         lines = ["video_id,uri,label_uri"] + [
             f"{v},{data / 'videos' / 'labeled' / (v + '.mp4')},{data / 'videos' / 'labeled' / (v + '.txt')}"
             for v in videos]
         manifests.append(storage.join(cfg.output, "inputs", name))
-        storage.write_text(manifests[-1], "\n".join(lines) + "\n")
+        storage.write_text_if_changed(manifests[-1], "\n".join(lines) + "\n")
     return train_csv, manifests[0], manifests[1]
 
 
@@ -160,7 +163,7 @@ def _calibrate(cfg: DemoConfig, manifest: str, paths: DemoPaths) -> dict:
     data = str(Path(cfg.data).resolve())
     options = {"allowed_roots": [data], "track_every": cfg.track_every, "max_frames": cfg.calibration_frames}
     job = calibrate.CalibrateConfig(input=manifest, labels=f"{data}/videos/labeled", models=paths.models,
-                                    output=paths.calibration, system=cfg.system,
+                                    output=paths.calibration, system=cfg.system, flip_tests=cfg.flip_tests,
                                     annotate={k: v for k, v in options.items() if v is not None})
     job.validate()
     config.save(job, storage.join(paths.calibration, "calibrate.yaml"))

@@ -1,6 +1,7 @@
 """jobs/calibrate.py on the session's reference faces (tests/golden.py: three labelled dev videos and an
-unlabelled one, every 5th of the first 120 frames): it annotates them with logits kept, chooses the window
-and prior correction on their labels, and records the choice in models.json, which annotate then uses."""
+unlabelled one, every 5th of the first 120 frames): it annotates them with logits kept, with and without the
+flip test, chooses the window, prior correction and flip test on their labels, and records the choice in
+models.json, which annotate then uses."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def test_calibration_is_recorded_and_annotate_uses_it(dev_reference, ray_local):
         storage.write_bytes(models + uri[len(f"{dev_reference}/models"):], storage.read_bytes(uri))
     output = f"{dev_reference}/calibration"
     argv = ["--input", f"{dev_reference}/ref/pre", "--labels", f"{dev_reference}/videos/", "--models", models,
-            "--output", output, "--windows", "0", "4", "16"]
+            "--output", output, "--windows", "0", "4", "16", "--flip-test"]
     assert load_job("calibrate").main(argv) == 0
 
     chosen = storage.read_json(f"{output}/calibration.json")
@@ -27,8 +28,18 @@ def test_calibration_is_recorded_and_annotate_uses_it(dev_reference, ray_local):
     grid = {(g["prior_correction"], g["window"]): g["f1"] for g in valid["grid"]}
     assert {w for _, w in grid} == {0, 4, 16} and valid["f1"] == max(grid.values())
     assert grid[(chosen["prior_correction"], chosen["window"])] == valid["f1"]
+    # the flip test run scored the same faces: the better of the two is kept, the plain one on a tie
+    assert valid["flip_test_f1"][{True: "on", False: "off"}[chosen["flip_test"]]] == valid["f1"]
+    assert chosen["flip_test"] == (valid["flip_test_f1"]["on"] > valid["flip_test_f1"]["off"])
+    plain, flipped = (storage.read_json(f"{output}/{run}/summary.json")["model_version"]
+                      for run in ("annotate", "annotate_flip"))
+    assert plain != flipped and chosen["model_version"] == (flipped if chosen["flip_test"] else plain)
     assert set(calibration.WINDOWS) >= {0, 16}
     # annotate takes the recorded choice unless its flags say otherwise
     config = annotate.calibrated(annotate.load_config({"input": "x", "models": models, "output": "y"}))
-    assert (config.window, config.prior_correction) == (chosen["window"], chosen["prior_correction"])
+    assert (config.window, config.prior_correction, config.flip_test) == (
+        chosen["window"], chosen["prior_correction"], chosen["flip_test"])
+    flag = annotate.calibrated(annotate.load_config({"input": "x", "models": models, "output": "y",
+                                                     "flip_test": not chosen["flip_test"]}))
+    assert flag.flip_test is not chosen["flip_test"] and flag.window == chosen["window"]
     assert storage.exists(f"{output}/annotate/logits")  # the validation run kept every model's logits

@@ -111,3 +111,26 @@ def test_config_loader_validates(tmp_path):
         config.load(Job, {"output": "o", "window": -1})
     with pytest.raises(config.ConfigError, match="output"):
         config.load(Job, {})
+
+
+def test_an_unchanged_input_list_is_not_rewritten(tmp_path, s3_bucket, s3_server):
+    for uri in (str(tmp_path / "inputs" / "labels.csv"), f"{s3_bucket}/inputs/labels.csv"):
+        assert storage.write_text_if_changed(uri, "path,label\na.jpg,Neutral\n")
+        fs, path = storage.filesystem(uri)
+        before = fs.get_file_info(path).mtime_ns
+        assert not storage.write_text_if_changed(uri, "path,label\na.jpg,Neutral\n")
+        assert fs.get_file_info(path).mtime_ns == before  # so its items keep their fingerprint
+        assert storage.write_text_if_changed(uri, "path,label\na.jpg,Anger\n")
+        assert storage.read_bytes(uri) == b"path,label\na.jpg,Anger\n"
+
+
+def test_a_demo_rerun_keeps_its_input_files_as_they_were(tmp_path):
+    from fer_ray.inputs import item_fingerprint
+    from fer_ray.jobs.demo import DemoConfig, write_inputs
+    from tests.conftest import need_shared
+
+    cfg = DemoConfig(data=str(need_shared()), output=str(tmp_path))
+    first = write_inputs(cfg)
+    fingerprints = [item_fingerprint({schema.URI: uri}) for uri in first]
+    assert write_inputs(cfg) == first
+    assert [item_fingerprint({schema.URI: uri}) for uri in first] == fingerprints
