@@ -4,7 +4,7 @@ validation videos; record the choice in models.json, where annotate takes it unl
 
     python jobs/calibrate.py --input <validation videos> --labels <EXPR txt dir | labels CSV> \
         --models <train_all output> --output <work uri> [--system cfc_sp|baseline] [--windows 0 8 16 ...] \
-        [--flip-test] [--stride N] [--max-frames N] [--track-every 5] [--config calibrate.yaml]
+        [--flip-test] [--stride N] [--max-frames N] [--track-every 5] [--allow-root URI] [--config calibrate.yaml]
 
 Validation videos must be of performers neither trained on nor among the videos you will score: their
 labels choose the settings. Writes <output>/annotate/ (the validation run, resumable),
@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also try annotate's flip test (each face scored mirrored too), keep the better")
     for flag in ("stride", "max-frames", "track-every"):
         parser.add_argument(f"--{flag}", dest=flag.replace("-", "_"), type=int, help=f"annotate's --{flag}")
+    parser.add_argument("--allow-root", dest="allowed_roots", action="append", metavar="URI",
+                        help="annotate's --allow-root: a folder or prefix the manifest's videos may be read from")
     add_verbose_flag(parser)
     return parser.parse_args(argv)
 
@@ -47,13 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(parse_args(argv))
     setup_logging(verbose=args.pop("verbose"))
     source = args.pop("config")
-    options = {k: args.pop(k) for k in ("stride", "max_frames", "track_every")}
+    options = {k: args.pop(k) for k in ("stride", "max_frames", "track_every", "allowed_roots")}
     if any(v is not None for v in options.values()):
         args["annotate"] = {k: v for k, v in options.items() if v is not None}
     cfg = config.load_for_job("calibrate", calibrate.CalibrateConfig, source, overrides=args)
     config.save(cfg, storage.join(cfg.output, "calibrate.yaml"))
     init_ray()
-    chosen = calibrate.run(cfg)
+    try:
+        chosen = calibrate.run(cfg)
+    except ValueError as exc:  # e.g. no validation video could be annotated: one line, not a traceback
+        raise SystemExit(str(exc)) from None
     valid = chosen["validation"]
     print(f"{cfg.system}: window {chosen['window']}, prior correction {chosen['prior_correction']}, flip test "
           f"{chosen['flip_test']}; macro-F1 "

@@ -64,6 +64,8 @@ def run(config: CalibrateConfig) -> dict:
                                     "output": annotated, "system": config.system, "window": 0,
                                     "prior_correction": False, "flip_test": flip, "keep_logits": True})
         summary = annotate.run(job)
+        if not summary["videos"]:
+            raise ValueError(f"calibrate: no validation video could be annotated ({nothing_annotated(summary)})")
         source = source if annotate.is_faces_output(source) else annotated  # where this run's faces are
         videos = ablations.group_logits(readers.read_logits(annotated))
         found[flip] = calibration.calibrate(videos, load_truth(config.labels, sorted(videos)),
@@ -83,4 +85,14 @@ def run(config: CalibrateConfig) -> dict:
              chosen["validation"]["f1"], len(chosen["validation"]["videos"]), chosen["validation"]["majority_f1"],
              chosen["validation"]["chance_f1"])
     return chosen
+
+
+def nothing_annotated(summary: dict) -> str:
+    """Why a validation run annotated nothing: its first failure (the job's own reason), or that there was
+    no video."""
+    failures = summary.get("failures") or []
+    if not failures:
+        return "the input holds no video"
+    first = failures[0]
+    return f"{len(failures)} failed; {first.get('video_id')}: {first.get('error')}"
 

@@ -95,7 +95,39 @@ def test_annotate_takes_the_recorded_calibration_unless_told(tmp_path):
     told = annotate.calibrated(annotate.load_config(base | {"window": 64, "prior_correction": False}))
     assert (told.window, told.prior_correction) == (64, False)
     plain = annotate.calibrated(annotate.load_config(base | {"system": "baseline"}))  # not calibrated
-    assert (plain.window, plain.prior_correction) == (annotate.DEFAULT_WINDOW, False)
+    assert (plain.window, plain.prior_correction, plain.flip_test) == (annotate.DEFAULT_WINDOW, False, False)
+    assert chosen.flip_test is False  # a calibration from before the flip test existed: off
+
+
+def test_annotate_takes_the_recorded_flip_test_unless_told(tmp_path):
+    models = str(tmp_path / "models")
+    storage.write_json(f"{models}/models.json", {"models": {}, "calibration": {
+        "cfc_sp": {"window": 16, "prior_correction": False, "flip_test": True, "validation": {"videos": ["a"]}}}})
+    base = {"input": "in", "models": models, "output": str(tmp_path / "out")}
+    chosen = annotate.calibrated(annotate.load_config(base))
+    assert chosen.flip_test is True and annotate.calibration_used(chosen)["used"]
+    told = annotate.calibrated(annotate.load_config(base | {"flip_test": False}))
+    assert told.flip_test is False and not annotate.calibration_used(told)["used"]
+    assert annotate.logits_step(chosen, []).kwargs["flip_test"] is True  # what the logits actors are given
+
+
+def test_calibration_that_annotates_nothing_says_why(tmp_path):
+    """A validation manifest whose video lies outside the allowed roots: one clear error naming the reason,
+    not a missing-logits traceback."""
+    from fer_ray.jobs import calibrate
+    from fer_ray.models.smoke import SMOKE_MODELS, write_untrained_models
+
+    models = str(tmp_path / "models")
+    write_untrained_models(models, [m for m in SMOKE_MODELS if m[0] == "baseline"])
+    elsewhere = tmp_path / "elsewhere" / "v.mp4"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"not read")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "val.csv").write_text(f"video_id,uri\nv,{elsewhere}\n")
+    job = calibrate.CalibrateConfig(input=str(tmp_path / "in" / "val.csv"), labels=str(tmp_path / "labels"),
+                                    models=models, output=str(tmp_path / "out"), system="baseline")
+    with pytest.raises(ValueError, match="no validation video could be annotated .*v: .*outside the allowed"):
+        calibrate.run(job)
 
 
 def test_annotate_aligns_faces_as_the_models_were_trained(tmp_path):
@@ -131,6 +163,8 @@ def test_the_report_says_what_the_calibration_chose_and_on_what(tmp_path):
     rows = dict(report._headline_rows(headline))
     assert rows["Calibrated on validation videos"] == ("window 16, prior correction off: macro-F1 0.410 on 2 "
                                                        "videos (majority 0.090, chance 0.080)")
+    flipped = dict(report._headline_rows(headline | {"calibration": used | {"flip_test": True}}))
+    assert flipped["Calibrated on validation videos"].startswith("window 16, prior correction off, flip test on:")
 
 
 def test_ensemble_weights_are_chosen_when_one_member_is_better():
