@@ -2,7 +2,7 @@
 (benchmarks/accuracy.py) cannot measure.
 
     python benchmarks/images.py [--data ../shared/data] [--output images_out] [--config configs/demo.yaml]
-        [--model expr_cnn] [--fer2013-limit 12000] [--epochs N] [--seed N]
+        [--model expr_cnn] [--fer2013-limit 12000] [--epochs N] [--seed N] [--score-only]
 
 Trains one 8-class model of --config (default configs/demo.yaml's `expr_cnn`, RECIPES.md's FerCNN; every face
 in FER2013's framing at 48 px) on:
@@ -22,7 +22,8 @@ as Other); the prediction is the arg-max over those 7 logits. Each figure has a 
 (resampling performers for the photos and CK+, single faces for fer2013) and stands beside the
 majority-class and chance figures of the same faces. Every set is scored twice: as annotate does by default,
 and with annotate's flip test (each face also scored mirrored, the two softmaxes averaged). Not part of
-`make test`. Writes <output>/images.json. A rerun on the same --output reuses the faces and the trained model.
+`make test`. Writes <output>/images.json. A rerun on the same --output reuses the faces and the trained model;
+--score-only scores the model an earlier run left in <output>/models without touching its training faces.
 """
 
 from __future__ import annotations
@@ -112,24 +113,30 @@ def predict(stage: LogitsStage, entry: ModelEntry, faces: str) -> tuple[np.ndarr
     return truth, np.concatenate(logits), subjects
 
 
-def score(truth: np.ndarray, logits: np.ndarray, groups: list[str], seed: int = 0) -> dict:
-    """Arg-max over the set's own classes; macro-F1 and accuracy with 95 % intervals, and the majority-class
-    and chance figures of the same faces. A face the stage could not read counts as wrong."""
+def set_predictions(truth: np.ndarray, logits: np.ndarray, groups: list[str]) -> tuple:
+    """(the set's classes, labels and predictions as indices into them, face-found mask, group ids) of the
+    labelled faces: the arg-max over the set's own classes; a face the stage could not read gets a wrong one."""
     keep = truth != labels.UNANNOTATED
     truth, logits, groups = truth[keep], logits[keep], np.asarray(groups, dtype=object)[keep]
     classes = np.unique(truth)
     dense_truth = np.searchsorted(classes, truth)
     found = ~np.isnan(logits).any(axis=1)
     pred = np.where(found, np.argmax(np.nan_to_num(logits[:, classes], nan=-np.inf), axis=1), -1)
-    # an unread face: a prediction that matches no class (a wrong answer for F1 and accuracy)
     pred_or_wrong = np.where(pred >= 0, pred, (dense_truth + 1) % len(classes))
     _, group_ids = np.unique(groups.astype(str), return_inverse=True)
+    return classes, dense_truth, pred_or_wrong, found, group_ids
+
+
+def score(truth: np.ndarray, logits: np.ndarray, groups: list[str], seed: int = 0) -> dict:
+    """Arg-max over the set's own classes; macro-F1 and accuracy with 95 % intervals, and the majority-class
+    and chance figures of the same faces. A face the stage could not read counts as wrong."""
+    classes, dense_truth, pred_or_wrong, found, group_ids = set_predictions(truth, logits, groups)
     f1 = metrics.bootstrap_f1(dense_truth, pred_or_wrong, group_ids, num_classes=len(classes), seed=seed)
     rng = np.random.default_rng(seed)
     hits = (pred_or_wrong == dense_truth).astype(np.float64)
     resampled = hits[rng.integers(0, hits.size, (2000, hits.size))].mean(axis=1)
     reference = metrics.reference_scores(dense_truth, num_classes=len(classes))
-    return {"faces": int(truth.size), "unread": int((~found).sum()), "groups": int(group_ids.max() + 1),
+    return {"faces": int(dense_truth.size), "unread": int((~found).sum()), "groups": int(group_ids.max() + 1),
             "classes": [labels.ABAW_CLASSES[c] for c in classes],
             "macro_f1": f1["f1"], "macro_f1_ci": [f1["ci_low"], f1["ci_high"]],
             "accuracy": float(hits.mean()), "accuracy_ci": [float(v) for v in np.percentile(resampled, [2.5, 97.5])],
@@ -137,6 +144,16 @@ def score(truth: np.ndarray, logits: np.ndarray, groups: list[str], seed: int = 
             "chance_f1": reference["chance_f1"], "chance_accuracy": reference["chance_accuracy"],
             "per_class_f1": dict(zip([labels.ABAW_CLASSES[c] for c in classes],
                                      metrics.per_class(dense_truth, pred_or_wrong, len(classes))["f1"].tolist()))}
+
+
+def flip_effect(truth: np.ndarray, plain: np.ndarray, flipped: np.ndarray, groups: list[str], seed: int = 0) -> dict:
+    """What the flip test changes on one set: macro-F1 (both scored on the same resamples of its groups, 95 %
+    interval) and accuracy."""
+    classes, y, a, _, group_ids = set_predictions(truth, plain, groups)
+    b = set_predictions(truth, flipped, groups)[2]
+    f1 = metrics.paired_bootstrap(y, a, b, group_ids, num_classes=len(classes), seed=seed)
+    return {"macro_f1_diff": f1["diff"], "macro_f1_diff_ci": [f1["ci_low"], f1["ci_high"]],
+            "p_flip_better": f1["p_b_better"], "accuracy_diff": float((b == y).mean() - (a == y).mean())}
 
 
 def print_table(results: dict, title: str) -> None:
@@ -163,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="seeded sample of fer2013 train faces (default 12000)")
     parser.add_argument("--epochs", type=int, help="override the model's epochs")
     parser.add_argument("--seed", type=int, help="override the train config's seed")
+    parser.add_argument("--score-only", dest="score_only", action="store_true",
+                        help="score the model an earlier run trained under --output (no preprocessing of training "
+                             "faces, no training)")
     args = parser.parse_args(argv)
     start, host = time.perf_counter(), machine_info()
     data, out = Path(args.data).resolve(), args.output
@@ -175,27 +195,40 @@ def main(argv: list[str] | None = None) -> int:
     timings = step.seconds
 
     train_faces, models = storage.join(out, "faces"), storage.join(out, "models")
-    step("preprocess", ["--input", inputs["train_photos"], "--output", train_faces, *geometry])
-    step("preprocess", ["--input", inputs["train_fer2013"], "--output", train_faces,
-                        "--limit", str(args.fer2013_limit), *geometry])
+    if args.score_only and not storage.exists(storage.join(models, "models.json")):
+        raise SystemExit(f"--score-only: no trained models under {models}: run without it first")
+    if not args.score_only:
+        step("preprocess", ["--input", inputs["train_photos"], "--output", train_faces, *geometry])
+        step("preprocess", ["--input", inputs["train_fer2013"], "--output", train_faces,
+                            "--limit", str(args.fer2013_limit), *geometry])
     for name in TARGETS:
         step("preprocess", ["--input", inputs[name], "--output", storage.join(out, "score", name), *geometry])
-    step("train_all", ["--config", train_config(args.config, out, args.epochs, args.seed), "--faces", train_faces,
-                       "--output", models, "--models", args.model])
+    if not args.score_only:
+        step("train_all", ["--config", train_config(args.config, out, args.epochs, args.seed),
+                           "--faces", train_faces, "--output", models, "--models", args.model])
     t0 = time.perf_counter()
     entry = model_entry(models, args.model)
-    results = {}
+    scored = {}
     for flip in (False, True):
         stage = LogitsStage([entry], threads=os.cpu_count() or 1, flip_test=flip)
-        results[flip] = {name: score(*predict(stage, entry, storage.join(out, "score", name))) for name in TARGETS}
+        scored[flip] = {name: predict(stage, entry, storage.join(out, "score", name)) for name in TARGETS}
+    results = {flip: {name: score(*got) for name, got in sets.items()} for flip, sets in scored.items()}
+    effect = {name: flip_effect(truth, logits, scored[True][name][1], groups)
+              for name, (truth, logits, groups) in scored[False].items()}
     timings["score"] = time.perf_counter() - t0
     wall = time.perf_counter() - start
     print_table(results[False], "Each face scored once (annotate's default):")
     print_table(results[True], "With the flip test (annotate --flip-test: each face also scored mirrored):")
+    print("\nThe flip test's effect (paired: the same resamples of each set's groups):")
+    for name, e in effect.items():
+        print(f"- {name}: macro-F1 {e['macro_f1_diff']:+.3f} [{e['macro_f1_diff_ci'][0]:+.3f}, "
+              f"{e['macro_f1_diff_ci'][1]:+.3f}] (better in {e['p_flip_better']:.0%} of resamples), "
+              f"accuracy {e['accuracy_diff']:+.3f}")
     print(f"\nwall time {wall / 60:.1f} min ({', '.join(f'{k} {v / 60:.1f}' for k, v in timings.items())} min); "
           f"machine: {host['cpus']} CPUs, {host['cpu_model']}, load avg at start {host['load_average_at_start'][0]:.1f}")
     summary = {"command": " ".join(sys.argv), "wall_s": wall, "step_s": timings, "machine": host,
-               "args": vars(args), "results": results[False], "results_flip_test": results[True], "targets": TARGETS,
+               "args": vars(args), "results": results[False], "results_flip_test": results[True],
+               "flip_test_effect": effect, "targets": TARGETS,
                "model": read_index(models)["models"][args.model]}
     target = storage.join(out, "images.json")
     storage.write_text(target, json.dumps(summary, indent=2, default=float))

@@ -61,3 +61,15 @@ def test_inputs_keep_scored_performers_and_the_test_split_out_of_training(tmp_pa
     # the training folders are the sources configs/demo.yaml weighs
     assert Path(files["train_photos"]).parent.name == "taiwanese_dev_train"
     assert Path(files["train_fer2013"]).parent.name == "fer2013"
+
+
+def test_flip_effect_is_the_paired_change_of_each_figure():
+    truth = np.array([NEUTRAL, NEUTRAL, ANGER, ANGER, HAPPY, HAPPY])
+    groups = ["p1", "p1", "p2", "p2", "p3", "p3"]
+    plain = _logits([NEUTRAL, ANGER, ANGER, NEUTRAL, HAPPY, HAPPY])
+    same = IMAGES["flip_effect"](truth, plain, plain.copy(), groups)
+    assert same["macro_f1_diff"] == 0 and same["accuracy_diff"] == 0 and same["p_flip_better"] == 0
+    fixed = IMAGES["flip_effect"](truth, plain, _logits([NEUTRAL, NEUTRAL, ANGER, ANGER, HAPPY, HAPPY]), groups)
+    plain_f1 = IMAGES["score"](truth, plain, groups)["macro_f1"]
+    assert fixed["macro_f1_diff"] == pytest.approx(1.0 - plain_f1) and fixed["accuracy_diff"] == pytest.approx(2 / 6)
+    assert fixed["macro_f1_diff_ci"][0] >= 0 and fixed["p_flip_better"] > 0.5
