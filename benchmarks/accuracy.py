@@ -243,6 +243,24 @@ def tables(annotated: str, label_dir: str, index: dict | None = None) -> dict:
     return out
 
 
+def flip_differences(plain: str, flipped: str, label_dir: str) -> list[dict]:
+    """The flip test's paired effect in macro-F1 on the baseline and the cascade (no SP): the same models'
+    plain run (`plain`) against the flip test's (`flipped`), on the same frames and resampled segments."""
+    runs = [ablations.group_logits(readers.read_logits(uri)) for uri in (plain, flipped)]
+    truth = load_truth(label_dir, sorted(runs[1]))
+    names = sorted(set(runs[0]) & set(runs[1]) & set(truth))
+    y, groups = pooled_truth(truth, names)
+    systems = [("cascade", ablations.full_system(runs[1]))]
+    expr = ablations.models_by_task(runs[1])["expr"]
+    if expr:
+        systems.insert(0, ("baseline", ablations.System(expr=tuple(expr))))
+    out = []
+    for name, system in systems:
+        a, b = (np.concatenate([ablations.predict(videos, truth, system, 0)[v] for v in names]) for videos in runs)
+        out.append({"step": f"flip test on the {name}", **metrics.paired_bootstrap(y, a, b, groups)})
+    return out
+
+
 def print_report(result: dict) -> None:
     cols = ["method", "f1", "accuracy", "abaw2_score"]
     print(f"\nTable 1 analogue (frame-level, 8-class macro F1; SP window {WINDOW}):")
@@ -345,8 +363,14 @@ def main(argv: list[str] | None = None) -> int:
                       "--logits", annotated, "--window", str(WINDOW), "--windows", *map(str, WINDOWS)])
     models_json = storage.read_json(storage.join(models, schema.MODELS_INDEX))
     result = tables(annotated, f"{data}/videos/labeled", models_json)
+    plain = storage.join(out, "annotate")
+    if args.flip_test and storage.exists(storage.join(plain, "summary.json")):
+        result["flip_test_effect"] = flip_differences(plain, annotated, f"{data}/videos/labeled")
     wall = time.perf_counter() - start
     print_report(result)
+    for row in result.get("flip_test_effect", []):
+        print(f"  {row['step']:<36} {row['diff']:+.4f}  [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]  better in "
+              f"{row['p_b_better']:.0%} of {row['n_boot']} resamples of {row['groups']} segments (against {plain})")
     print_targets(result["targets"])
     verdict = {}
     t1 = result["table1"].set_index("method")["f1"]
@@ -369,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         "table1_held_out": result["table1_held_out"].to_dict(orient="records"),
         "held_out_windows": result["held_out_windows"], "table2": result["table2"].to_dict(orient="records"),
         "segment_errors": result["segment_errors"], "differences": result.get("differences", []),
+        "flip_test_effect": result.get("flip_test_effect", []),
         "targets": result["targets"],
         **{key: (value.to_dict(orient="records") if hasattr(value, "to_dict") else value)
            for key, value in result.items() if key.endswith("_prior") or key.endswith("_prior_held_out")},

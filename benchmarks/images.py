@@ -51,6 +51,7 @@ from fer_ray.evaluate import metrics  # noqa: E402
 from fer_ray.infer.logits import LogitsStage, column  # noqa: E402
 from fer_ray.infer.systems import ModelEntry, entries, read_index  # noqa: E402
 from fer_ray.runtime import init_ray, machine_info, setup_logging  # noqa: E402
+from fer_ray.train.data import source_of  # noqa: E402
 
 TARGETS = {"photos": ("macro_f1", 0.70), "ckplus48": ("macro_f1", 0.60), "fer2013_test": ("accuracy", 0.66)}
 BATCH = 512
@@ -156,13 +157,21 @@ def flip_effect(truth: np.ndarray, plain: np.ndarray, flipped: np.ndarray, group
             "p_flip_better": f1["p_b_better"], "accuracy_diff": float((b == y).mean() - (a == y).mean())}
 
 
-def print_table(results: dict, title: str) -> None:
+def trained_on(faces: str, source: str) -> bool:
+    """Whether a training faces output holds items of `source` (e.g. another benchmark's output that mixed
+    CK+ into training, scored with --score-only)."""
+    return any(source_of(key) == source for key in shards.done_markers(faces, schema.FACES_TABLE))
+
+
+def print_table(results: dict, title: str, seen: tuple[str, ...] = ()) -> None:
     print(f"\n{title}\n\n| set | faces | macro-F1 [95 % CI] | accuracy [95 % CI] | majority F1 / acc | chance F1 / acc | target |")
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
         metric, bar = TARGETS[name]
         gap = r[metric] - bar
         verdict = f"{metric} >= {bar:.2f}: " + ("met" if gap >= 0 else f"missed by {-gap:.2f}")
+        if name in seen:
+            verdict = f"not a held-out figure: {name} was in training"
         print(f"| {name} | {r['faces']} | {r['macro_f1']:.3f} [{r['macro_f1_ci'][0]:.3f}, {r['macro_f1_ci'][1]:.3f}] "
               f"| {r['accuracy']:.3f} [{r['accuracy_ci'][0]:.3f}, {r['accuracy_ci'][1]:.3f}] "
               f"| {r['majority_f1']:.3f} / {r['majority_accuracy']:.3f} | {r['chance_f1']:.3f} / {r['chance_accuracy']:.3f} "
@@ -217,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
               for name, (truth, logits, groups) in scored[False].items()}
     timings["score"] = time.perf_counter() - t0
     wall = time.perf_counter() - start
-    print_table(results[False], "Each face scored once (annotate's default):")
-    print_table(results[True], "With the flip test (annotate --flip-test: each face also scored mirrored):")
+    seen = ("ckplus48",) if trained_on(train_faces, "ckplus48") else ()
+    print_table(results[False], "Each face scored once (annotate's default):", seen)
+    print_table(results[True], "With the flip test (annotate --flip-test: each face also scored mirrored):", seen)
     print("\nThe flip test's effect (paired: the same resamples of each set's groups):")
     for name, e in effect.items():
         print(f"- {name}: macro-F1 {e['macro_f1_diff']:+.3f} [{e['macro_f1_diff_ci'][0]:+.3f}, "
@@ -228,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
           f"machine: {host['cpus']} CPUs, {host['cpu_model']}, load avg at start {host['load_average_at_start'][0]:.1f}")
     summary = {"command": " ".join(sys.argv), "wall_s": wall, "step_s": timings, "machine": host,
                "args": vars(args), "results": results[False], "results_flip_test": results[True],
-               "flip_test_effect": effect, "targets": TARGETS,
+               "flip_test_effect": effect, "targets": TARGETS, "trained_on_scored_sets": list(seen),
                "model": read_index(models)["models"][args.model]}
     target = storage.join(out, "images.json")
     storage.write_text(target, json.dumps(summary, indent=2, default=float))

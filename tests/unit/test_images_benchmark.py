@@ -73,3 +73,13 @@ def test_flip_effect_is_the_paired_change_of_each_figure():
     plain_f1 = IMAGES["score"](truth, plain, groups)["macro_f1"]
     assert fixed["macro_f1_diff"] == pytest.approx(1.0 - plain_f1) and fixed["accuracy_diff"] == pytest.approx(2 / 6)
     assert fixed["macro_f1_diff_ci"][0] >= 0 and fixed["p_flip_better"] > 0.5
+
+
+def test_a_model_trained_on_ck_plus_is_not_scored_as_cross_dataset(tmp_path):
+    from fer_ray import schema, shards
+
+    faces = str(tmp_path / "faces")
+    shards.mark_done(faces, schema.FACES_TABLE, "taiwanese_dev_train/batch-00000", [])
+    assert not IMAGES["trained_on"](faces, "ckplus48")
+    shards.mark_done(faces, schema.FACES_TABLE, "ckplus48/batch-00000", [])  # another benchmark's mix
+    assert IMAGES["trained_on"](faces, "ckplus48")
