@@ -66,13 +66,26 @@ def labelled_videos(data: str) -> list[str]:
     return sorted(p.stem for p in Path(data, "videos", "labeled").glob("*.mp4") if p.with_suffix(".txt").exists())
 
 
-def train_config(source: str, out: str, epochs: int | None, seed: int | None = None) -> str:
-    """The train config, with every model's epochs replaced by --epochs and the seed by --seed when given,
-    saved under the output."""
+def epochs_arg(text: str) -> int | dict[str, int]:
+    """--epochs: N (every model) or NAME=N[,NAME=N...] (those models only)."""
+    if "=" not in text:
+        return int(text)
+    pairs = [item.split("=", 1) for item in text.split(",")]
+    return {name.strip(): int(value) for name, value in pairs}
+
+
+def train_config(source: str, out: str, epochs: int | dict[str, int] | None, seed: int | None = None) -> str:
+    """The train config, with the epochs --epochs names (every model's for a bare number) and the seed
+    replaced when given, saved under the output."""
     raw = yaml.safe_load(storage.read_bytes(source).decode())
     if epochs is not None:
+        wanted = epochs if isinstance(epochs, dict) else {m["name"]: epochs for m in raw["models"]}
+        unknown = sorted(set(wanted) - {m["name"] for m in raw["models"]})
+        if unknown:
+            raise SystemExit(f"--epochs: no model {unknown} in {source}; its models: "
+                             f"{', '.join(m['name'] for m in raw['models'])}")
         for model in raw["models"]:
-            model["epochs"] = int(epochs)
+            model["epochs"] = int(wanted.get(model["name"], model["epochs"]))
     if seed is not None:
         raw["seed"] = int(seed)
     target = storage.join(out, "train_config.yaml")
@@ -323,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="face geometry of every source (fer: FER2013's framing, with --face-size 48 and "
                              "configs/accuracy_fer.yaml)")
     parser.add_argument("--face-size", dest="face_size", type=int, default=112, help="aligned crop side")
-    parser.add_argument("--epochs", type=int, help="override every model's epochs")
+    parser.add_argument("--epochs", type=epochs_arg,
+                        help="override every model's epochs (N) or some models' (NAME=N[,NAME=N...])")
     parser.add_argument("--seed", type=int, help="override the train config's seed (initialisation, sampling)")
     parser.add_argument("--flip-test", dest="flip_test", action="store_true",
                         help="annotate with the flip test (each face also scored mirrored)")

@@ -74,3 +74,19 @@ def test_targets_give_each_measured_figure_its_interval_and_verdict(capsys):
     ACCURACY["print_targets"](rows)
     printed = capsys.readouterr().out
     assert "see benchmarks/images.py" in printed and ("met" in printed or "missed by" in printed)
+
+
+def test_epochs_override_every_model_or_the_named_ones(tmp_path):
+    import yaml
+
+    config = str(Path(__file__).resolve().parents[2] / "configs" / "accuracy_fer.yaml")
+    parse, write = ACCURACY["epochs_arg"], ACCURACY["train_config"]
+
+    def epochs(arg: str) -> dict:
+        models = yaml.safe_load(open(write(config, str(tmp_path), parse(arg))))["models"]
+        return {m["name"]: m["epochs"] for m in models}
+
+    assert epochs("5") == {"expr_cnn": 5, "coarse_cnn": 5, "negative_cnn": 5}
+    assert epochs("expr_cnn=14") == {"expr_cnn": 14, "coarse_cnn": 2, "negative_cnn": 3}
+    with pytest.raises(SystemExit, match="no model \\['expr'\\].*expr_cnn, coarse_cnn, negative_cnn"):
+        write(config, str(tmp_path), parse("expr=14"))
