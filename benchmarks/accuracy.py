@@ -2,7 +2,7 @@
 dev videos and print the CFC-SP Table 1 / Table 4 analogues, per-class F1 and macro-F1.
 
     python benchmarks/accuracy.py [--data ../shared/data] [--output accuracy_out] [--config configs/accuracy.yaml]
-        [--videos tw_TW01 tw_TW07 ...] [--fer2013-limit N] [--ckplus-limit N] [--epochs N] [--seed N]
+        [--videos tw_TW01 tw_TW07 ...] [--fer2013-limit N] [--ckplus-limit N] [--epochs N|NAME=N,...] [--seed N]
         [--geometry arcface|fer --face-size N] [--flip-test]
     # RECIPES.md's recipe: every source in FER2013's framing, a pretrained small CNN fine-tuned into the cascade
     python benchmarks/accuracy.py --config configs/accuracy_fer.yaml --geometry fer --face-size 48 \
