@@ -141,6 +141,12 @@ def pooled_truth(truth, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(y), np.concatenate(groups)
 
 
+def pooled_predictions(videos, truth, system, window, names: list[str]) -> np.ndarray:
+    """`system`'s per-frame labels of the `names` videos end to end, in pooled_truth's order."""
+    predicted = ablations.predict(videos, truth, system, window)
+    return np.concatenate([predicted[v] for v in names])
+
+
 def differences(videos, truth, base, full, windows: dict) -> list[dict]:
     """Table 1's steps as paired differences in macro-F1 with 95 % intervals from resampling ground-truth
     segments (one photo held 1-6 s: its frames are one sample, not a hundred)."""
@@ -148,8 +154,7 @@ def differences(videos, truth, base, full, windows: dict) -> list[dict]:
     y, groups = pooled_truth(truth, names)
 
     def labels_of(system, window):
-        predicted = ablations.predict(videos, truth, system, window)
-        return np.concatenate([predicted[v] for v in names])
+        return pooled_predictions(videos, truth, system, window, names)
 
     raw = {"baseline": labels_of(base, 0), "cascade": labels_of(full, 0)}
     steps = [("C-F over the baseline", raw["baseline"], raw["cascade"])]
@@ -269,7 +274,7 @@ def flip_differences(plain: str, flipped: str, label_dir: str) -> list[dict]:
         systems.insert(0, ("baseline", ablations.System(expr=tuple(expr))))
     out = []
     for name, system in systems:
-        a, b = (np.concatenate([ablations.predict(videos, truth, system, 0)[v] for v in names]) for videos in runs)
+        a, b = (pooled_predictions(videos, truth, system, 0, names) for videos in runs)
         out.append({"step": f"flip test on the {name}", **metrics.paired_bootstrap(y, a, b, groups)})
     return out
 

@@ -169,9 +169,10 @@ def print_table(results: dict, title: str, seen: tuple[str, ...] = ()) -> None:
     for name, r in results.items():
         metric, bar = TARGETS[name]
         gap = r[metric] - bar
-        verdict = f"{metric} >= {bar:.2f}: " + ("met" if gap >= 0 else f"missed by {-gap:.2f}")
         if name in seen:
             verdict = f"not a held-out figure: {name} was in training"
+        else:
+            verdict = f"{metric} >= {bar:.2f}: " + ("met" if gap >= 0 else f"missed by {-gap:.2f}")
         print(f"| {name} | {r['faces']} | {r['macro_f1']:.3f} [{r['macro_f1_ci'][0]:.3f}, {r['macro_f1_ci'][1]:.3f}] "
               f"| {r['accuracy']:.3f} [{r['accuracy_ci'][0]:.3f}, {r['accuracy_ci'][1]:.3f}] "
               f"| {r['majority_f1']:.3f} / {r['majority_accuracy']:.3f} | {r['chance_f1']:.3f} / {r['chance_accuracy']:.3f} "
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     timings = step.seconds
 
     train_faces, models = storage.join(out, "faces"), storage.join(out, "models")
-    if args.score_only and not storage.exists(storage.join(models, "models.json")):
+    if args.score_only and not storage.exists(storage.join(models, schema.MODELS_INDEX)):
         raise SystemExit(f"--score-only: no trained models under {models}: run without it first")
     if not args.score_only:
         step("preprocess", ["--input", inputs["train_photos"], "--output", train_faces, *geometry])
