@@ -369,10 +369,11 @@ def main(argv: list[str] | None = None) -> int:
                                                 validation_videos=[]))[1]
     geometry = ["--geometry", args.geometry, "--face-size", str(args.face_size)]
     step("preprocess", ["--input", train_csv, "--output", faces, "--allow-root", data, *geometry])
-    for name, limit in (("ckplus48", args.ckplus_limit), ("fer2013", args.fer2013_limit)):
+    # fer2013's labels.csv holds its test split too: training takes its train rows only
+    for name, limit, split in (("ckplus48", args.ckplus_limit, []), ("fer2013", args.fer2013_limit, ["--split", "train"])):
         if limit > 0:
             step("preprocess", ["--input", f"{data}/images/{name}/labels.csv", "--output", faces,
-                                "--limit", str(limit), *geometry])
+                                "--limit", str(limit), *split, *geometry])
     step("train_all", ["--config", train_config(args.config, out, args.epochs, args.seed), "--faces", faces,
                        "--output", models])
     step("annotate", ["--input", manifest, "--allow-root", data, "--models", models, "--output", annotated, "--system", "cfc_sp",

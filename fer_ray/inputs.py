@@ -321,11 +321,14 @@ def _image_side(uri: str) -> int:
 
 
 def from_image_set(labels_uri: str, limit: int | None = None, batch_size: int = 256, seed: int = 0,
-                   kind: str | None = None, name: str | None = None, allowed_roots=()) -> Inputs:
-    """Batches of images from a labelled set: `labels.csv` with path,label[,subject] (paths relative to it).
+                   kind: str | None = None, name: str | None = None, allowed_roots=(),
+                   split: str | None = None) -> Inputs:
+    """Batches of images from a labelled set: `labels.csv` with path,label[,subject][,split] (paths relative
+    to it).
 
     An image outside the labels.csv's folder and `allowed_roots` is rejected before anything reads it.
-    Images are batched in a seeded random order (see below); `limit` takes a seeded random subset.
+    `split` keeps only the rows of that split (e.g. fer2013's "train"), before `limit` takes a seeded
+    random subset. Images are batched in a seeded random order (see below).
     `kind` None: "face_crop" when the first image's longest side is <= FACE_CROP_MAX_SIDE, else "image".
     """
     if batch_size < 1:
@@ -338,7 +341,7 @@ def from_image_set(labels_uri: str, limit: int | None = None, batch_size: int = 
     base = _parent(labels_uri)
     roots = _roots(base, allowed_roots)
     name = name or storage.basename(base)
-    records = table.to_dict("records")
+    records = _split_rows(table, labels_uri, split)
     # Seeded shuffle before batching: image sets are often sorted by class, and training streams shards
     # nearly in file order, so every shard should mix classes and subjects. `limit` keeps the first ones.
     order = np.random.default_rng(seed).permutation(len(records))
@@ -383,8 +386,25 @@ def from_image_set(labels_uri: str, limit: int | None = None, batch_size: int = 
 # --------------------------------------------------------------------------- directories
 
 
+def _split_rows(table, labels_uri: str, split: str | None) -> list[dict]:
+    """The rows of `split` (all rows when None). A set with a split column used whole gets a warning: a
+    training run fed fer2013's labels.csv whole also trains on its test split."""
+    has_split = schema.SPLIT in table.columns
+    if split is None:
+        if has_split and table[schema.SPLIT].nunique() > 1:
+            log.warning("%s: %d splits in its %s column, all of them used (--split NAME takes one)",
+                        labels_uri, table[schema.SPLIT].nunique(), schema.SPLIT)
+        return table.to_dict("records")
+    if not has_split:
+        raise ValueError(f"{labels_uri}: split {split!r} asked for, but labels.csv has no {schema.SPLIT} column")
+    kept = table[table[schema.SPLIT].map(_text) == split]
+    if kept.empty:  # the file's own split names are not quoted: they are its contents
+        raise ValueError(f"{labels_uri}: no row of split {split!r} among its {len(table)} rows")
+    return kept.to_dict("records")
+
+
 def from_directory(uri: str, limit: int | None = None, image_batch_size: int = 256, seed: int = 0,
-                   allowed_roots=()) -> Inputs:
+                   allowed_roots=(), split: str | None = None) -> Inputs:
     """Every video under a folder or S3 prefix (id: its path relative to the folder, no extension), with
     `<stem>.txt` beside it as its label file, plus every labelled image set (a `labels.csv`) under it.
     A file that resolves outside the folder and `allowed_roots` (a symlink out of it) is rejected."""
@@ -394,8 +414,8 @@ def from_directory(uri: str, limit: int | None = None, image_batch_size: int = 2
     set_roots = sorted(_parent(f) for f in files if storage.basename(f) == LABELS_CSV)
     out = Inputs()
     for set_root in set_roots:  # a set is named after its folder, however the job was pointed at it
-        out.extend(from_image_set(storage.join(set_root, LABELS_CSV), limit=limit,
-                                  batch_size=image_batch_size, seed=seed, allowed_roots=roots.roots))
+        out.extend(from_image_set(storage.join(set_root, LABELS_CSV), limit=limit, batch_size=image_batch_size,
+                                  seed=seed, allowed_roots=roots.roots, split=split))
     present = set(files)
     for file in files:
         if not file.lower().endswith(VIDEO_EXTENSIONS):
@@ -420,22 +440,23 @@ def from_directory(uri: str, limit: int | None = None, image_batch_size: int = 2
 
 
 def discover(source: str, limit: int | None = None, image_batch_size: int = 256, seed: int = 0,
-             allowed_roots=()) -> Inputs:
+             allowed_roots=(), split: str | None = None) -> Inputs:
     """Work items from a manifest (.csv/.parquet), a `labels.csv` image set, a folder/prefix, or one video.
 
-    `allowed_roots`: folders / prefixes besides the input's own that its files may be read from."""
+    `allowed_roots`: folders / prefixes besides the input's own that its files may be read from.
+    `split`: only that split's rows of an image set (its labels.csv's split column)."""
     source = str(source)
     lower = source.lower().rstrip("/")
     if storage.basename(lower) == LABELS_CSV:
         result = from_image_set(source, limit=limit, batch_size=image_batch_size, seed=seed,
-                                allowed_roots=allowed_roots)
+                                allowed_roots=allowed_roots, split=split)
     elif lower.endswith((".csv", ".parquet")):
         result = from_manifest(source, allowed_roots=allowed_roots)
     elif lower.endswith(VIDEO_EXTENSIONS) and not storage.is_dir(source):
         result = Inputs(items=[work_item(storage.stem(source), source)])
     elif storage.is_dir(source) or storage.is_s3(source):
         result = from_directory(source, limit=limit, image_batch_size=image_batch_size, seed=seed,
-                                allowed_roots=allowed_roots)
+                                allowed_roots=allowed_roots, split=split)
     else:
         raise FileNotFoundError(f"input {source!r} is not a manifest, labels.csv, video or folder that exists")
     ids = Counter(item[schema.VIDEO_ID] for item in result.items)

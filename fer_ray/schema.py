@@ -32,6 +32,7 @@ URI = "uri"
 LABEL_URI = "label_uri"
 KIND = "kind"  # "video" | "image" | "face_crop"
 SUBJECT = "subject"
+SPLIT = "split"  # an image set's labels.csv: the split a row belongs to (fer2013: train / test)
 # A video annotated per person (Aff-Wild2's `<video>_left.txt` / `<video>_right.txt`): the subject names, in
 # left-to-right order, comma-separated ("left,right"); the two main face tracks take these names.
 SUBJECTS = "subjects"

@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--all-faces", dest="all_faces", action="store_true", default=None,
                         help="every face of a frame, each with a track id (default: one face per frame)")
     parser.add_argument("--limit", type=int, help="at most N images per labelled image set (seeded sample)")
+    parser.add_argument("--split", help="only this split's rows of an image set (its labels.csv's split column, "
+                        "e.g. fer2013's train)")
     parser.add_argument("--num-workers", dest="num_workers", type=int, help="detector actors at most")
     parser.add_argument("--worker-cpus", dest="worker_cpus", type=float, help="CPUs per actor")
     parser.add_argument("--decode-workers", dest="decode_workers", type=int,

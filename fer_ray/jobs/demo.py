@@ -130,12 +130,12 @@ def _preprocess(cfg: DemoConfig, train_csv: str, faces: str) -> None:
     from fer_ray.jobs import preprocess
 
     data = str(Path(cfg.data).resolve())
-    sources = [("taiwanese_dev_train", train_csv, cfg.taiwanese_limit, [data]),  # photos stay in the data folder
-               ("ckplus48", f"{data}/images/ckplus48/labels.csv", cfg.ckplus_limit, []),
-               ("fer2013", f"{data}/images/fer2013/labels.csv", cfg.fer2013_limit, [])]
+    sources = [("taiwanese_dev_train", train_csv, cfg.taiwanese_limit, [data], None),  # photos stay in the data folder
+               ("ckplus48", f"{data}/images/ckplus48/labels.csv", cfg.ckplus_limit, [], None),
+               ("fer2013", f"{data}/images/fer2013/labels.csv", cfg.fer2013_limit, [], "train")]  # not its test split
     jobs = []
-    for name, source, limit, roots in sources:
-        job = preprocess.PreprocessConfig(input=source, output=faces, limit=limit, allowed_roots=roots,
+    for name, source, limit, roots, split in sources:
+        job = preprocess.PreprocessConfig(input=source, output=faces, limit=limit, allowed_roots=roots, split=split,
                                           geometry=cfg.geometry, face_size=cfg.face_size)
         job.validate()
         config.save(job, storage.join(faces, f"preprocess-{name}.yaml"))

@@ -39,6 +39,7 @@ class PreprocessConfig(FacesConfig):
     input: str = ""  # manifest (.csv/.parquet), labels.csv, folder or s3:// prefix, or one video
     output: str = ""  # folder or s3:// prefix; faces/, failures/, summary.json go under it
     limit: int | None = None  # at most this many images per labelled image set (seeded sample)
+    split: str | None = None  # only this split's rows of an image set (its labels.csv's split column)
     seed: int = 0
     image_batch_size: int = 256  # images per work item / shard
     strict: bool = False  # job exits 1 when anything failed
@@ -51,6 +52,8 @@ class PreprocessConfig(FacesConfig):
             raise ValueError(f"image_batch_size must be >= 1, got {self.image_batch_size}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1 or null, got {self.limit}")
+        if self.split is not None and not self.split.strip():
+            raise ValueError("split must be a split's name (e.g. train) or null")
         super().validate()
 
 
@@ -73,7 +76,7 @@ def run_many(configs: list[PreprocessConfig]) -> dict:
     items, rejected = [], []
     for config in configs:
         found = discover(config.input, limit=config.limit, image_batch_size=config.image_batch_size,
-                         seed=config.seed, allowed_roots=config.allowed_roots)
+                         seed=config.seed, allowed_roots=config.allowed_roots, split=config.split)
         log.info("%s: %d work items (%d videos/images), %d rejected", config.input, len(found.items),
                  found.num_units, len(found.rejected))
         items += found.items

@@ -357,6 +357,10 @@ def test_demo_writes_everything_to_s3(trained, s3_server):
     assert len(summary["input"]) == 3 and summary["geometry"] == "fer"
     for name in sources:
         assert f"demo/preprocess/preprocess-{name}.yaml" in keys, name
+    # fer2013's labels.csv holds its test split too: none of it may reach training
+    fer = [row["video_id"] for row in summary["items_rows"] if row["video_id"].startswith("fer2013/")]
+    members = [m for v in fer for m in shards.read_marker(f"{out}/preprocess", schema.FACES_TABLE, v)["members"]]
+    assert len(members) == 1500 and all(m.startswith("fer2013/train/") for m in members), members[:3]
     # training: every model of the train config has a checkpoint and is indexed
     index = storage.read_json(f"{out}/models/models.json")
     assert set(index["models"]) == set(EPOCHS)

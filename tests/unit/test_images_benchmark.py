@@ -83,3 +83,22 @@ def test_a_model_trained_on_ck_plus_is_not_scored_as_cross_dataset(tmp_path):
     assert not IMAGES["trained_on"](faces, "ckplus48")
     shards.mark_done(faces, schema.FACES_TABLE, "ckplus48/batch-00000", [])  # another benchmark's mix
     assert IMAGES["trained_on"](faces, "ckplus48")
+
+
+def test_a_scored_set_with_images_from_training_is_not_a_held_out_figure(tmp_path):
+    """The leak this guards against: a benchmark fed fer2013's labels.csv whole (train and test rows) to
+    training; scoring its model on the test split here named the same images fer2013_test/... ."""
+    from fer_ray import schema, shards
+
+    train, test, photos = (str(tmp_path / n) for n in ("train", "fer2013_test", "photos"))
+    members = ["fer2013/train/happy/Training_1", "fer2013/test/angry/PrivateTest_7"]
+    shards.mark_done(train, schema.FACES_TABLE, "fer2013/batch-00000", [], members=members)
+    shards.mark_done(test, schema.FACES_TABLE, "fer2013_test/batch-00000", [],
+                     members=["fer2013_test/angry/PrivateTest_7", "fer2013_test/sad/PrivateTest_8"])
+    shards.mark_done(photos, schema.FACES_TABLE, "taiwanese_dev_heldout/batch-00000", [],
+                     members=["taiwanese_dev_heldout/0101a02"])
+    seen = IMAGES["not_held_out"](train, {"fer2013_test": test, "photos": photos})
+    assert seen == {"fer2013_test": "1 of its images were in training"}
+    shards.mark_done(train, schema.FACES_TABLE, "ckplus48/batch-00000", [], members=["ckplus48/images/anger/S1"])
+    seen = IMAGES["not_held_out"](train, {"fer2013_test": test, "photos": photos, "ckplus48": photos})
+    assert seen["ckplus48"] == "ckplus48 was in training" and "photos" not in seen

@@ -267,3 +267,52 @@ def test_jobs_pass_allow_root_to_discover(tmp_path):
     for job in ("preprocess", "annotate"):
         args = load_job(job).parse_args(["--input", manifest, "--allow-root", "a", "--allow-root", "s3://b/x"])
         assert args.allowed_roots == ["a", "s3://b/x"], job
+
+
+def _split_set(tmp_path, splits: list[str]) -> str:
+    """A labels.csv of tiny grey crops, one per entry of `splits` (its split column)."""
+    from PIL import Image
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for i in range(len(splits)):
+        Image.new("L", (48, 48), color=10 * i).save(folder / f"{i}.png")
+    rows = [(f"{i}.png", "Happiness", "", split) for i, split in enumerate(splits)]
+    write_manifest(folder / "labels.csv", rows, header=("path", "label", "subject", "split"))
+    return str(folder / "labels.csv")
+
+
+def test_split_keeps_only_that_splits_rows_before_the_limit(tmp_path, caplog):
+    """fer2013's labels.csv holds train and test rows: a training set takes split=train, and its limit samples
+    among those rows only, so no test face reaches training however large the limit."""
+    labels_csv = _split_set(tmp_path, ["train", "test", "train", "test", "train"])
+
+    def ids(**kwargs) -> set[str]:
+        found = inputs.discover(labels_csv, **kwargs)
+        return {m[schema.VIDEO_ID] for item in found.items for m in item[inputs.MEMBERS]}
+
+    assert ids(split="train") == {"set/0", "set/2", "set/4"}
+    assert ids(split="test", limit=5) == {"set/1", "set/3"}
+    assert len(ids(split="train", limit=2)) == 2 and ids(split="train", limit=2) <= {"set/0", "set/2", "set/4"}
+    assert ids(split="train") == ids(split="train", seed=3)  # whatever the order, the same rows
+    with caplog.at_level("WARNING", logger="fer_ray.inputs"):
+        assert len(ids()) == 5  # no split asked: every row, and a warning that says how to take one
+    assert "2 splits" in caplog.text and "--split" in caplog.text
+
+
+def test_a_split_the_set_lacks_is_an_error_that_does_not_quote_the_file(tmp_path):
+    labels_csv = _split_set(tmp_path, ["secret-split-name", "train"])
+    with pytest.raises(ValueError, match="no row of split 'test' among its 2 rows") as error:
+        inputs.discover(labels_csv, split="test")
+    assert "secret-split-name" not in str(error.value)
+    (tmp_path / "plain").mkdir()
+    write_manifest(tmp_path / "plain" / "labels.csv", [("a.png", "Anger")], header=("path", "label"))
+    with pytest.raises(ValueError, match="has no split column"):
+        inputs.discover(str(tmp_path / "plain" / "labels.csv"), split="train")
+
+
+def test_fer2013_train_split_holds_no_test_face():
+    fer = need_shared("images", "fer2013", "labels.csv")
+    found = inputs.discover(str(fer), split="train", limit=40000)
+    members = [m for item in found.items for m in item[inputs.MEMBERS]]
+    assert len(members) == 28709 and all(m[schema.VIDEO_ID].startswith("fer2013/train/") for m in members)

@@ -13,6 +13,7 @@ SMOKE = str(Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml")
 CASES = [
     ("preprocess", ["--input", "in", "--output", "out", "--stride", "0"], "stride must be >= 1"),
     ("preprocess", ["--input", "in", "--output", "out", "--device", "cuda"], "worker_gpus is 0"),
+    ("preprocess", ["--input", "in", "--output", "out", "--split", " "], "split must be a split's name"),
     ("annotate", ["--input", "in", "--models", "m", "--output", "out", "--system", "nope"],
      "system 'nope' unknown; valid: cfc_sp, baseline, mao, prl"),
     ("annotate", ["--input", "in", "--models", "m", "--output", "out", "--decode-workers", "-1"],
