@@ -13,7 +13,8 @@ on one local Ray instance (fer_ray.jobs.demo's inputs, the jobs' command lines t
 a rerun on the same --output resumes):
 1. preprocess taiwanese_dev minus ALL 7 performers of videos/labeled (TW01 TW07 TW11 TW14 TW18 TW21 TW29,
    whatever --videos says); with --ckplus-limit / --fer2013-limit also seeded samples of those grey 48-px
-   sets (default none: mixed in, they lowered the videos' macro-F1, see benchmarks/README.md);
+   sets, fer2013's from its train split only (default none: mixed in, they lowered the videos' macro-F1,
+   see benchmarks/README.md);
 2. train_all with --config (default configs/accuracy.yaml: narrow stand-ins for IResNet / Swin / HRNet /
    RepVGG + a small ResNet baseline, a few epochs over capped images; --epochs overrides every model's);
 3. annotate the labelled dev videos of the held-out performers (all 7, or --videos) with the cfc_sp system,
@@ -334,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(ROOT / "configs" / "accuracy.yaml"))
     parser.add_argument("--videos", nargs="+", help="labelled dev videos to annotate (default: all 7)")
     parser.add_argument("--fer2013-limit", dest="fer2013_limit", type=int, default=0,
-                        help="add a seeded sample of N fer2013 faces to training (default 0: none)")
+                        help="add a seeded sample of N faces of fer2013's train split to training "
+                             "(default 0: none)")
     parser.add_argument("--ckplus-limit", dest="ckplus_limit", type=int, default=0,
                         help="add a seeded sample of N ckplus48 faces to training (default 0: none)")
     parser.add_argument("--geometry", choices=("arcface", "fer"), default="arcface",

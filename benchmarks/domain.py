@@ -62,7 +62,7 @@ def prepare(data: str, out: str, fer2013: int) -> tuple[str, str]:
     run_job("preprocess", ["--input", train_csv, "--output", faces, "--allow-root", data])
     run_job("preprocess", ["--input", f"{data}/images/ckplus48/labels.csv", "--output", faces])
     run_job("preprocess", ["--input", f"{data}/images/fer2013/labels.csv", "--output", faces,
-                           "--limit", str(fer2013)])
+                           "--limit", str(fer2013), "--split", "train"])
     run_job("preprocess", ["--input", manifest, "--allow-root", data, "--output", video_faces, "--stride", "3", "--track-every", "5"])
     return faces, video_faces
 
