@@ -43,6 +43,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "KINDS",
     "MEMBERS",
+    "InputError",
     "Inputs",
     "discover",
     "from_directory",
@@ -62,6 +63,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 LABELS_CSV = "labels.csv"
 FACE_CROP_MAX_SIDE = 64
 STAGE = "inputs"
+
+
+class InputError(ValueError):
+    """An input list the job cannot read as asked (a missing column, a split it lacks): the job stops with
+    this one line before it starts Ray."""
 
 
 @dataclass
@@ -255,7 +261,7 @@ def from_manifest(uri: str, allowed_roots=()) -> Inputs:
     missing = {schema.VIDEO_ID, schema.URI} - set(table.columns)
     if missing:
         # the header is the file's content: say what is missing, never quote what is there
-        raise ValueError(f"{uri}: manifest lacks column(s) {', '.join(sorted(missing))} "
+        raise InputError(f"{uri}: manifest lacks column(s) {', '.join(sorted(missing))} "
                          f"(its header row has {len(table.columns)} column(s))")
     base = _parent(uri)
     roots = _roots(base, allowed_roots)
@@ -336,7 +342,7 @@ def from_image_set(labels_uri: str, limit: int | None = None, batch_size: int = 
     table = _read_table(labels_uri)
     missing = {"path", "label"} - set(table.columns)
     if missing:
-        raise ValueError(f"{labels_uri}: labels.csv lacks column(s) {', '.join(sorted(missing))} "
+        raise InputError(f"{labels_uri}: labels.csv lacks column(s) {', '.join(sorted(missing))} "
                          f"(its header row has {len(table.columns)} column(s))")
     base = _parent(labels_uri)
     roots = _roots(base, allowed_roots)
@@ -396,10 +402,10 @@ def _split_rows(table, labels_uri: str, split: str | None) -> list[dict]:
                         labels_uri, table[schema.SPLIT].nunique(), schema.SPLIT)
         return table.to_dict("records")
     if not has_split:
-        raise ValueError(f"{labels_uri}: split {split!r} asked for, but labels.csv has no {schema.SPLIT} column")
+        raise InputError(f"{labels_uri}: split {split!r} asked for, but labels.csv has no {schema.SPLIT} column")
     kept = table[table[schema.SPLIT].map(_text) == split]
     if kept.empty:  # the file's own split names are not quoted: they are its contents
-        raise ValueError(f"{labels_uri}: no row of split {split!r} among its {len(table)} rows")
+        raise InputError(f"{labels_uri}: no row of split {split!r} among its {len(table)} rows")
     return kept.to_dict("records")
 
 

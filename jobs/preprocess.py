@@ -20,6 +20,7 @@ if __package__ in (None, "") and str(Path(__file__).resolve().parents[1]) not in
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python jobs/preprocess.py` from a checkout
 
 from fer_ray import config, storage  # noqa: E402
+from fer_ray.inputs import InputError  # noqa: E402
 from fer_ray.jobs import preprocess  # noqa: E402
 from fer_ray.preprocess.config import GEOMETRIES  # noqa: E402
 from fer_ray.runtime import add_verbose_flag, init_ray, setup_logging  # noqa: E402
@@ -86,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     if not cfg.input:
         raise SystemExit("--input (or input: in --config) is required")
     config.save(cfg, storage.join(cfg.output, "preprocess.yaml"))
-    init_ray(address=address)
-    summary = preprocess.run(cfg)
+    try:  # Ray starts once the inputs are read: an input list the job cannot use is one line, no traceback
+        summary = preprocess.run(cfg, start=lambda: init_ray(address=address))
+    except (InputError, FileNotFoundError) as exc:
+        raise SystemExit(f"preprocess: {exc}") from None
     print_table(summary["items_rows"], summary)
     return 1 if cfg.strict and summary["failed"] else 0
 

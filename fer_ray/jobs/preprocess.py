@@ -57,19 +57,21 @@ class PreprocessConfig(FacesConfig):
         super().validate()
 
 
-def run(config: PreprocessConfig) -> dict:
+def run(config: PreprocessConfig, start=None) -> dict:
     """Preprocess every input of `config.input`; returns the summary (also written as summary.json)."""
-    return run_many([config])
+    return run_many([config], start=start)
 
 
-def run_many(configs: list[PreprocessConfig]) -> dict:
+def run_many(configs: list[PreprocessConfig], start=None) -> dict:
     """Several inputs (each config's input, limit and allowed roots) into the one output and face settings of
-    the first, in one pass of the face stages: one set of actors starts, and summary.json covers them all."""
+    the first, in one pass of the face stages: one set of actors starts, and summary.json covers them all.
+    `start`, when given, is called once the inputs are read (the job starts Ray there: a bad input list
+    then stops it before Ray starts)."""
     from fer_ray.inputs import discover
 
     if not configs:
         raise ValueError("run_many: no inputs to preprocess")
-    first, start = configs[0], time.perf_counter()
+    first, began = configs[0], time.perf_counter()
     # one output, and the same settings of everything that changes a face row (its fingerprint)
     if len({(c.output, c.fingerprint()) for c in configs}) > 1:
         raise ValueError("run_many: every input goes to one output with the same face settings")
@@ -81,11 +83,13 @@ def run_many(configs: list[PreprocessConfig]) -> dict:
                  found.num_units, len(found.rejected))
         items += found.items
         rejected += found.rejected
+    if start is not None:
+        start()
     for reject in rejected:
         log.warning("rejected %s: %s", reject["video_id"], reject["error"])
         shards.write_failure(first.output, reject["video_id"], reject["uri"], reject["stage"], reject["error"])
     rows = run_items(items, first, first.output)
-    summary = summarise(rows, rejected, time.perf_counter() - start)
+    summary = summarise(rows, rejected, time.perf_counter() - began)
     inputs = [c.input for c in configs]
     storage.write_json(storage.join(first.output, "summary.json"),
                        summary | {"input": inputs[0] if len(inputs) == 1 else inputs, "items_rows": rows,

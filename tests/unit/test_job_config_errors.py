@@ -61,3 +61,20 @@ def test_preprocess_run_many_refuses_inputs_it_cannot_put_in_one_output(tmp_path
     with pytest.raises(ValueError, match="one output with the same face settings"):
         run_many([config(), config(face_size=64)])
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv", [["--split", "train"], []], ids=["split-it-lacks", "missing-column"])
+def test_an_input_list_preprocess_cannot_use_is_one_line_before_ray(argv, tmp_path, monkeypatch):
+    """A labels.csv asked for a split it has no column for, or one without a label column: one line naming
+    the file, and Ray never starts (the job reads its inputs first)."""
+    job, started = load_job("preprocess"), []
+    monkeypatch.setattr(job, "init_ray", lambda **kwargs: started.append(kwargs))
+    (tmp_path / "set").mkdir()
+    header = "path,label\n" if argv else "path\n"
+    (tmp_path / "set" / "labels.csv").write_text(header + "a.png" + (",Anger" if argv else "") + "\n")
+    with pytest.raises(SystemExit) as caught:
+        job.main(["--input", str(tmp_path / "set" / "labels.csv"), "--output", str(tmp_path / "out"), *argv])
+    text = str(caught.value.code)
+    expected = "has no split column" if argv else "labels.csv lacks column(s) label"
+    assert text.startswith(f"preprocess: {tmp_path / 'set' / 'labels.csv'}: ") and expected in text, text
+    assert started == []
