@@ -372,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     geometry = ["--geometry", args.geometry, "--face-size", str(args.face_size)]
     step("preprocess", ["--input", train_csv, "--output", faces, "--allow-root", data, *geometry])
     # fer2013's labels.csv holds its test split too: training takes its train rows only
-    for name, limit, split in (("ckplus48", args.ckplus_limit, []), ("fer2013", args.fer2013_limit, ["--split", "train"])):
+    sampled = (("ckplus48", args.ckplus_limit, []), ("fer2013", args.fer2013_limit, ["--split", "train"]))
+    for name, limit, split in sampled:
         if limit > 0:
             step("preprocess", ["--input", f"{data}/images/{name}/labels.csv", "--output", faces,
                                 "--limit", str(limit), *split, *geometry])

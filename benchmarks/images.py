@@ -157,30 +157,30 @@ def flip_effect(truth: np.ndarray, plain: np.ndarray, flipped: np.ndarray, group
             "p_flip_better": f1["p_b_better"], "accuracy_diff": float((b == y).mean() - (a == y).mean())}
 
 
-def trained_on(faces: str, source: str) -> bool:
-    """Whether a training faces output holds items of `source` (e.g. another benchmark's output that mixed
-    CK+ into training, scored with --score-only)."""
-    return any(source_of(key) == source for key in shards.done_markers(faces, schema.FACES_TABLE))
+def trained_on(markers: dict[str, dict], source: str) -> bool:
+    """Whether a training faces output (its done markers) holds items of `source` (e.g. another benchmark's
+    output that mixed CK+ into training, scored with --score-only)."""
+    return any(source_of(key) == source for key in markers)
 
 
-def image_names(faces: str) -> set[str]:
-    """The file names (no folder, no extension) of the images a faces output was made from: how one face
-    is recognised across outputs whose sets are named differently (fer2013/test/... in a benchmark that fed
-    fer2013's labels.csv whole, fer2013_test/... here)."""
-    return {member.rsplit("/", 1)[-1] for marker in shards.done_markers(faces, schema.FACES_TABLE).values()
-            for member in marker.get("members", [])}
+def image_names(markers: dict[str, dict]) -> set[str]:
+    """The file names (no folder, no extension) of the images behind a faces output's done markers: how one
+    face is recognised across outputs whose sets are named differently (fer2013/test/... in a benchmark that
+    fed fer2013's labels.csv whole, fer2013_test/... here)."""
+    return {member.rsplit("/", 1)[-1] for marker in markers.values() for member in marker.get("members", [])}
 
 
 def not_held_out(train_faces: str, scored: dict[str, str]) -> dict[str, str]:
     """Scored sets whose figure is not a held-out one, and why: CK+ when any CK+ face was in training (its
     target is cross-dataset), any set with an image that was in training."""
-    seen = image_names(train_faces)
+    markers = shards.done_markers(train_faces, schema.FACES_TABLE)  # read once: both checks use them
+    seen = image_names(markers)
     why = {}
     for name, faces in scored.items():
-        shared = len(image_names(faces) & seen)
+        shared = len(image_names(shards.done_markers(faces, schema.FACES_TABLE)) & seen)
         if shared:
             why[name] = f"{shared} of its images were in training"
-    if "ckplus48" in scored and trained_on(train_faces, "ckplus48"):
+    if "ckplus48" in scored and trained_on(markers, "ckplus48"):
         why.setdefault("ckplus48", "ckplus48 was in training")
     return why
 

@@ -389,17 +389,15 @@ def from_image_set(labels_uri: str, limit: int | None = None, batch_size: int = 
     return out
 
 
-# --------------------------------------------------------------------------- directories
-
-
 def _split_rows(table, labels_uri: str, split: str | None) -> list[dict]:
     """The rows of `split` (all rows when None). A set with a split column used whole gets a warning: a
     training run fed fer2013's labels.csv whole also trains on its test split."""
     has_split = schema.SPLIT in table.columns
     if split is None:
-        if has_split and table[schema.SPLIT].nunique() > 1:
+        splits = table[schema.SPLIT].nunique() if has_split else 0
+        if splits > 1:
             log.warning("%s: %d splits in its %s column, all of them used (--split NAME takes one)",
-                        labels_uri, table[schema.SPLIT].nunique(), schema.SPLIT)
+                        labels_uri, splits, schema.SPLIT)
         return table.to_dict("records")
     if not has_split:
         raise InputError(f"{labels_uri}: split {split!r} asked for, but labels.csv has no {schema.SPLIT} column")
@@ -407,6 +405,9 @@ def _split_rows(table, labels_uri: str, split: str | None) -> list[dict]:
     if kept.empty:  # the file's own split names are not quoted: they are its contents
         raise InputError(f"{labels_uri}: no row of split {split!r} among its {len(table)} rows")
     return kept.to_dict("records")
+
+
+# --------------------------------------------------------------------------- directories
 
 
 def from_directory(uri: str, limit: int | None = None, image_batch_size: int = 256, seed: int = 0,

@@ -6,9 +6,10 @@
 Uses the shared real data: training faces from the image sets (taiwanese_dev minus the held-out
 performers, ckplus48, a sample of fer2013's train split) aligned to FER2013's framing at 48 px,
 configs/demo.yaml (a small CNN pretrained on every face, then CFC-SP's coarse and negative nets fine-tuned
-from it; `--train-config configs/smoke.yaml` checks the plumbing in minutes), two held-out performers' labelled videos to calibrate
-on and two others' to annotate and evaluate. Every step is the library's own job (fer_ray.jobs.demo), run in
-this process on one local Ray instance; a rerun resumes and skips finished work. About 12-13 min on 2 cores.
+from it; `--train-config configs/smoke.yaml` checks the plumbing in minutes), two held-out performers'
+labelled videos to calibrate on and two others' to annotate and evaluate. Every step is the library's own
+job (fer_ray.jobs.demo), run in this process on one local Ray instance; a rerun resumes and skips finished
+work. About 12-14 min on 2 cores.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ fer_ray.evaluate.run, fer_ray.render) run in this process on one Ray instance; j
 Uses the shared real data: training faces from the image sets (taiwanese_dev minus the held-out performers,
 ckplus48, a sample of fer2013's train split), all aligned to FER2013's framing at 48 px; configs/demo.yaml
 (RECIPES.md's small CNN pretrained on every face, then CFC-SP's coarse and negative nets fine-tuned from it;
-configs/smoke.yaml checks the plumbing only); the labelled videos of two held-out performers to calibrate the SP window and prior
-correction, and of two others to annotate and evaluate. Every step saves its resolved config beside its
-output as the job's command line would; a rerun resumes and skips finished work.
+configs/smoke.yaml checks the plumbing only); the labelled videos of two held-out performers to calibrate the
+SP window and prior correction, and of two others to annotate and evaluate. Every step saves its resolved
+config beside its output as the job's command line would; a rerun resumes and skips finished work.
 """
 
 from __future__ import annotations

@@ -80,9 +80,9 @@ def test_a_model_trained_on_ck_plus_is_not_scored_as_cross_dataset(tmp_path):
 
     faces = str(tmp_path / "faces")
     shards.mark_done(faces, schema.FACES_TABLE, "taiwanese_dev_train/batch-00000", [])
-    assert not IMAGES["trained_on"](faces, "ckplus48")
+    assert not IMAGES["trained_on"](shards.done_markers(faces, schema.FACES_TABLE), "ckplus48")
     shards.mark_done(faces, schema.FACES_TABLE, "ckplus48/batch-00000", [])  # another benchmark's mix
-    assert IMAGES["trained_on"](faces, "ckplus48")
+    assert IMAGES["trained_on"](shards.done_markers(faces, schema.FACES_TABLE), "ckplus48")
 
 
 def test_a_scored_set_with_images_from_training_is_not_a_held_out_figure(tmp_path):
