@@ -119,8 +119,7 @@ def logits_of(trainer: Trainer, x: list) -> np.ndarray:
     for start in range(0, len(found), 1024):
         pick = found[start:start + 1024]
         batch = torch.stack([x[i] for i in pick]).to(trainer.device)
-        with torch.autocast(trainer.device.type, dtype=torch.bfloat16, enabled=trainer.amp):
-            out[pick] = model(batch).float().cpu().numpy()
+        out[pick] = trainer._forward(batch, model).float().cpu().numpy()
     return out
 
 

@@ -11,7 +11,8 @@
 - Both run `fit`, the one epoch loop, over a batch source (`temporal_batches`, `memory_batches`,
   `streamed_batches`: epoch -> train and validation batches).
 
-On CUDA the forward/backward run under bf16 autocast with channels_last frame inputs; on CPU plain float32.
+The forward/backward run under bf16 autocast with channels_last frame inputs where the spec's `precision`
+says so (auto: on CUDA, and on CPUs with native bf16), else in float32; each epoch row records which.
 Validation metrics over the task's classes: macro-F1 (every class, zero when absent: the ABAW convention),
 accuracy and the ABAW2 score 0.67 * F1 + 0.33 * accuracy; with several workers the confusion matrices are
 summed across ranks first.
@@ -35,7 +36,8 @@ from fer_ray.train import data, sampler
 from fer_ray.train.config import ModelSpec, spec_from_dict
 from fer_ray.train.losses import build_loss, class_weights
 
-__all__ = ["Trainer", "confusion_metrics", "fit", "train_func", "train_local", "training_prior", "STATE_FILE"]
+__all__ = ["Trainer", "autocast_device", "confusion_metrics", "fit", "train_func", "train_local", "training_prior",
+           "STATE_FILE"]
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
@@ -86,6 +88,24 @@ def training_prior(spec: ModelSpec, class_counts) -> list[float]:
     return (drawn / total).tolist() if total > 0 else drawn.tolist()
 
 
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs whose oneDNN kernels do bfloat16 in hardware (AVX512-BF16, AMX); elsewhere it is emulated
+    and slower than float32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without oneDNN
+        return False
+
+
+def autocast_device(device: torch.device, precision: str) -> str | None:
+    """The device type to run bf16 autocast on ("cuda", "cpu"), or None for float32."""
+    if precision == "float32":
+        return None
+    if precision == "bfloat16" or device.type == "cuda":
+        return device.type
+    return "cpu" if device.type == "cpu" and cpu_has_native_bf16() else None
+
+
 class Trainer:
     """Model + optimiser + loss + schedule for one ModelSpec; framework-free (Ray wraps it, tests call it)."""
 
@@ -98,7 +118,8 @@ class Trainer:
         torch.manual_seed(seed)
         self.spec, self.seed = spec, seed
         self.device = torch.device(device)
-        self.amp = self.device.type == "cuda"
+        self.amp = autocast_device(self.device, spec.precision)  # None: float32
+        self.precision = "bfloat16" if self.amp else "float32"
         model = create_model(spec.arch, spec.num_classes, **spec.model_kwargs)
         if spec.pretrained:
             load_pretrained(model, spec.pretrained)
@@ -136,11 +157,10 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.amp:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                return self.model(x)
-        return self.model(x)
+    def _forward(self, x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+        model = self.model if model is None else model
+        with torch.autocast(self.amp or self.device.type, dtype=torch.bfloat16, enabled=bool(self.amp)):
+            return model(x)
 
     def train_epoch(self, batches: Iterable, max_steps: int | None = None, sync: bool = False) -> dict:
         """One pass (at most max_steps); with `sync` every rank stops as soon as one runs out of batches."""
@@ -184,12 +204,7 @@ class Trainer:
             if max_steps is not None and step >= max_steps:
                 break
             x, y = self._inputs(x), y.to(self.device)
-            if self.amp:
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    logits = model(x)
-            else:
-                logits = model(x)
-            logits = logits.float()
+            logits = self._forward(x, model).float()
             loss_sum += torch.tensor([float(self.loss_fn(logits, y)) * y.numel(), y.numel()], dtype=torch.float64)
             pred = logits.argmax(-1).reshape(-1).cpu()
             true = y.reshape(-1).cpu()
@@ -258,7 +273,8 @@ def fit(trainer: Trainer, batches: Batches, *, start_epoch: int = 0, history: li
         train_batches, val_batches = batches(epoch)
         stats = trainer.train_epoch(train_batches, spec.max_steps_per_epoch, sync=sync)
         val, cm = trainer.evaluate(val_batches, spec.max_val_steps)
-        row = {**_epoch_row(epoch, stats, val, start, time.time(), lr), **(tags or {})}
+        row = {**_epoch_row(epoch, stats, val, start, time.time(), lr), "precision": trainer.precision,
+               **(tags or {})}
         if _better(row, best):
             best = dict(row)
         history.append({**row, "confusion": cm.tolist()})
@@ -415,4 +431,5 @@ def train_local(spec: ModelSpec | dict, train_rows, val_rows, *, seed: int = 0, 
     make = temporal_batches if spec.kind in ("clip", "sequence") else memory_batches
     history = fit(trainer, make(trainer, train_rows, val_rows),
                   on_epoch=None if on_epoch is None else lambda epoch, row, history, best: on_epoch(row, trainer))
-    return trainer.core.eval(), history
+    # contiguous again, as a model built from the checkpoint is: the same kernels, the same outputs
+    return trainer.core.to(memory_format=torch.contiguous_format).eval(), history

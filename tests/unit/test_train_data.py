@@ -14,7 +14,7 @@ from PIL import Image
 from fer_ray import labels, schema
 from fer_ray.config import ConfigError, load
 from fer_ray.train import augment, data
-from fer_ray.train.config import AugmentConfig, ModelSpec, TrainConfig
+from fer_ray.train.config import AugmentConfig, ModelSpec, TrainConfig, spec_from_dict
 
 
 def _jpeg(value: int, size: int = 64) -> bytes:
@@ -271,13 +271,14 @@ def _two_class_faces(n: int) -> dict:
     return cols
 
 
-def test_train_local_learns_and_reloads_identically(tmp_path):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_train_local_learns_and_reloads_identically(tmp_path, precision):
     from fer_ray.models import create_model, load_checkpoint, save_checkpoint
     from fer_ray.train.loop import train_local
 
     cols = _two_class_faces(48)  # two easy classes: dark vs bright faces
     spec = ModelSpec(name="t", arch="resnet_smoke", task="coarse", epochs=3, batch_size=8, lr=3e-3,
-                     input_size=32, augment=AugmentConfig(enabled=False))
+                     input_size=32, augment=AugmentConfig(enabled=False), precision=precision)
     spec.validate()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a shared 2-core box: spinning intra-op threads make this 50x slower under load
@@ -288,6 +289,7 @@ def test_train_local_learns_and_reloads_identically(tmp_path):
     assert len(history) == 3 and history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
     assert history[-1]["val_accuracy"] > 0.5  # two classes present; BatchNorm running stats still settling
     assert {"epoch_start", "epoch_end", "val_macro_f1", "val_abaw2", "train_loss"} <= set(history[0])
+    assert {row["precision"] for row in history} == {precision}
     uri = str(tmp_path / "ck.pt")
     save_checkpoint(uri, model, {"name": spec.arch, "task": spec.task, "num_classes": 5, "input_size": 32,
                                  "kind": "frame", "config": {}, "metrics": {}})
@@ -415,3 +417,14 @@ def test_a_resumed_run_trains_the_same_model_as_an_uninterrupted_one():
     fit(resumed, memory_batches(resumed, rows, rows), start_epoch=1, history=checkpoints[0]["history"])
     for (name, a), (_, b) in zip(whole.core.state_dict().items(), resumed.core.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_precision_auto_takes_bf16_where_the_hardware_does_it():
+    from fer_ray.train.loop import autocast_device, cpu_has_native_bf16
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert autocast_device(cpu, "float32") is None and autocast_device(gpu, "float32") is None
+    assert autocast_device(cpu, "bfloat16") == "cpu" and autocast_device(gpu, "auto") == "cuda"
+    assert autocast_device(cpu, "auto") == ("cpu" if cpu_has_native_bf16() else None)
+    with pytest.raises(ConfigError, match="precision"):
+        spec_from_dict({"name": "t", "arch": "resnet_smoke", "precision": "half"})
