@@ -352,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     start, host = time.perf_counter(), machine_info()
     data, out = str(Path(args.data).resolve()), args.output
     held_out = labelled_videos(data)  # every performer with a labelled video leaves the training set
+    if not held_out:
+        raise SystemExit(f"--data {data}: no labelled dev video (an .mp4 beside its .txt) in videos/labeled")
     videos = args.videos or held_out
     unknown = sorted(set(videos) - set(held_out))
     if unknown:

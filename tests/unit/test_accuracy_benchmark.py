@@ -90,3 +90,11 @@ def test_epochs_override_every_model_or_the_named_ones(tmp_path):
     assert epochs("expr_cnn=14") == {"expr_cnn": 14, "coarse_cnn": 2, "negative_cnn": 3}
     with pytest.raises(SystemExit, match="no model \\['expr'\\].*expr_cnn, coarse_cnn, negative_cnn"):
         write(config, str(tmp_path), parse("expr=14"))
+
+
+def test_a_data_folder_without_labelled_videos_is_one_line(tmp_path):
+    (tmp_path / "videos" / "labeled").mkdir(parents=True)
+    (tmp_path / "videos" / "labeled" / "tw_X.mp4").write_bytes(b"")  # no labels beside it
+    for data in (tmp_path, tmp_path / "missing"):
+        with pytest.raises(SystemExit, match="no labelled dev video"):
+            ACCURACY["main"](["--data", str(data), "--output", str(tmp_path / "out")])
