@@ -3,6 +3,7 @@
     python benchmarks/train.py                       # CPU: smoke variants + real sizes at a small batch
     python benchmarks/train.py --models resnet_smoke,iresnet152 --batch 8 --steps 5
     python benchmarks/train.py --gpu --batch 128     # CUDA: bf16 autocast + channels_last, share of bf16 peak
+    python benchmarks/train.py --models fer_cnn --batch 128 --precision float32   # against the default auto
 
 Measures forward + loss + backward + optimiser step (the data pipeline is excluded: inputs are random
 normalised tensors already on the device). FLOPs per image come from torch's FlopCounterMode on one
@@ -35,13 +36,14 @@ def peak_tflops(name: str) -> float | None:
     return None
 
 
-def bench(arch: str, batch: int, steps: int, warmup: int, device: str) -> dict:
+def bench(arch: str, batch: int, steps: int, warmup: int, device: str, precision: str = "auto") -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from fer_ray.train.config import AugmentConfig, ModelSpec
     from fer_ray.train.loop import Trainer
 
-    spec = ModelSpec(name=arch, arch=arch, task="expr", batch_size=batch, augment=AugmentConfig(enabled=False))
+    spec = ModelSpec(name=arch, arch=arch, task="expr", batch_size=batch, augment=AugmentConfig(enabled=False),
+                     precision=precision)
     spec.validate()
     trainer = Trainer(spec, device)
     t = spec.clip_length if spec.kind != "frame" else 1
@@ -61,7 +63,7 @@ def bench(arch: str, batch: int, steps: int, warmup: int, device: str) -> dict:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     images_per_s = batch * t * steps / seconds
-    return {"model": arch, "kind": spec.kind, "size": spec.input_size, "batch": batch, "frames": t,
+    return {"model": arch, "precision": trainer.precision, "kind": spec.kind, "size": spec.input_size, "batch": batch, "frames": t,
             "images_per_s": images_per_s, "gflop_per_image": flops_per_image / 1e9,
             "tflops": images_per_s * flops_per_image / 1e12,
             "params_m": sum(p.numel() for p in trainer.core.parameters()) / 1e6}
@@ -74,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--gpu", action="store_true", help="CUDA, bf16 autocast, channels_last")
+    parser.add_argument("--gpu", action="store_true", help="CUDA (bf16 autocast, channels_last)")
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                        help="the train config's precision (auto: bf16 on CUDA and on CPUs with native bf16)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -88,14 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     batch = args.batch or (64 if args.gpu else 8)
     device_name = torch.cuda.get_device_name() if args.gpu else f"CPU x{torch.get_num_threads()} threads"
     peak = peak_tflops(device_name) if args.gpu else None
-    print(f"device: {device_name}; {'bf16 autocast, channels_last' if args.gpu else 'float32'}; batch {batch}")
+    print(f"device: {device_name}; precision {args.precision}; batch {batch}")
     header = f"{'model':28s} {'kind':8s} {'size':>4s} {'frames':>6s} {'Mparams':>8s} {'GFLOP/img':>9s} " \
              f"{'img/s':>9s} {'TFLOP/s':>8s}" + (f" {'%peak':>6s}" if peak else "")
     print(header)
     print("-" * len(header))
     for name in names:
         try:
-            r = bench(name, batch, args.steps, args.warmup, device)
+            r = bench(name, batch, args.steps, args.warmup, device, args.precision)
         except Exception as exc:  # one model failing (e.g. out of memory) must not hide the others
             print(f"{name:28s} failed: {type(exc).__name__}: {str(exc)[:120]}")
             if device == "cuda":
