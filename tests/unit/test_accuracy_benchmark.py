@@ -62,14 +62,17 @@ def test_prior_tables_from_the_recorded_priors():
 def test_targets_give_each_measured_figure_its_interval_and_verdict(capsys):
     videos = ablations.group_logits(_logits())
     base, full = ablations.System(expr=("expr/baseline",)), ablations.full_system(videos)
-    rows = ACCURACY["targets"](videos, TRUTH, base, full)
+    windows = {"v1": 0, "v2": 0}  # unsmoothed: on these logits 256 scores otherwise
+    rows = ACCURACY["targets"](videos, TRUTH, base, full, windows)
     assert [r["threshold"] for r in rows] == [t[2] for t in ACCURACY["TARGETS"]]
     measured = {r["target"]: r for r in rows if r["f1"] is not None}
-    assert len(measured) == 2 and all(r["f1"] is None for r in rows[2:])
-    cascade, single = rows[0], rows[1]
-    assert cascade["f1"] == pytest.approx(ablations.evaluate(videos, TRUTH, full, ACCURACY["WINDOW"])["f1"])
+    assert len(measured) == 3 and all(r["f1"] is None for r in rows[3:])
+    calibrated, paper, single = rows[:3]
+    assert calibrated["f1"] == pytest.approx(ablations.evaluate(videos, TRUTH, full, windows)["f1"])
+    assert calibrated["f1"] != paper["f1"]  # the per-video windows, not 256
+    assert paper["f1"] == pytest.approx(ablations.evaluate(videos, TRUTH, full, ACCURACY["WINDOW"])["f1"])
     assert single["f1"] == pytest.approx(ablations.evaluate(videos, TRUTH, base, 0)["f1"])
-    for row in (cascade, single):
+    for row in (calibrated, paper, single):
         assert row["ci_low"] <= row["f1"] <= row["ci_high"] and row["met"] == (row["f1"] >= row["threshold"])
     ACCURACY["print_targets"](rows)
     printed = capsys.readouterr().out
