@@ -109,6 +109,10 @@ class ModelSpec:
     # Fine-tune: start from the trained weights of this other model of the config (a pretraining stage, e.g.
     # an 8-class backbone on every face), all but a classifier of another size; trained after it.
     init_from: str | None = None
+    # Added to the config's seed for this model (initialisation, augmentation, sampling): ensemble members
+    # fine-tuned from one checkpoint on the same rows are otherwise the same model. A run's --seed still
+    # moves every model.
+    seed_offset: int = 0
     # Frame models: read this worker's train/val rows into memory once instead of streaming them from Ray
     # Data every epoch. For small face sets (thousands of ~5 KB crops), where the per-epoch stream start-up
     # costs more than the epoch itself; temporal models always hold their rows in memory.

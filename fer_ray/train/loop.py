@@ -427,7 +427,7 @@ def train_local(spec: ModelSpec | dict, train_rows, val_rows, *, seed: int = 0, 
 
         _, task_y = data.usable_rows(train_rows, spec.task, spec.ignored_labels)
         class_counts = np.bincount(task_y, minlength=len(labels.TASK_CLASSES[spec.task])).tolist()
-    trainer = Trainer(spec, device, class_counts, seed=seed)
+    trainer = Trainer(spec, device, class_counts, seed=seed + spec.seed_offset)
     make = temporal_batches if spec.kind in ("clip", "sequence") else memory_batches
     history = fit(trainer, make(trainer, train_rows, val_rows),
                   on_epoch=None if on_epoch is None else lambda epoch, row, history, best: on_epoch(row, trainer))

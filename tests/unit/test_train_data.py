@@ -428,3 +428,19 @@ def test_precision_auto_takes_bf16_where_the_hardware_does_it():
     assert autocast_device(cpu, "auto") == ("cpu" if cpu_has_native_bf16() else None)
     with pytest.raises(ConfigError, match="precision"):
         spec_from_dict({"name": "t", "arch": "resnet_smoke", "precision": "half"})
+
+
+def test_seed_offset_gives_an_ensemble_member_its_own_draws():
+    from fer_ray.train.loop import train_local
+
+    cols = _two_class_faces(16)
+    x = torch.randn(2, 3, 32, 32)
+    outputs = []
+    for offset in (0, 0, 1):
+        spec = ModelSpec(name="t", arch="resnet_smoke", task="coarse", epochs=1, batch_size=8, input_size=32,
+                         precision="float32", seed_offset=offset)
+        spec.validate()
+        model, _ = train_local(spec, cols, cols, device="cpu")
+        with torch.inference_mode():
+            outputs.append(model(x))
+    assert torch.equal(outputs[0], outputs[1]) and not torch.allclose(outputs[0], outputs[2])
