@@ -12,7 +12,7 @@
   `streamed_batches`: epoch -> train and validation batches).
 
 The forward/backward run under bf16 autocast with channels_last frame inputs where the spec's `precision`
-says so (auto: on CUDA, and on CPUs with native bf16), else in float32; each epoch row records which.
+says so (auto: on CUDA only), else in float32; each epoch row records which.
 Validation metrics over the task's classes: macro-F1 (every class, zero when absent: the ABAW convention),
 accuracy and the ABAW2 score 0.67 * F1 + 0.33 * accuracy; with several workers the confusion matrices are
 summed across ranks first.
@@ -98,12 +98,12 @@ def cpu_has_native_bf16() -> bool:
 
 
 def autocast_device(device: torch.device, precision: str) -> str | None:
-    """The device type to run bf16 autocast on ("cuda", "cpu"), or None for float32."""
-    if precision == "float32":
-        return None
-    if precision == "bfloat16" or device.type == "cuda":
+    """The device type to run bf16 autocast on ("cuda", "cpu"), or None for float32 (auto on a CPU)."""
+    if precision == "bfloat16":
+        if device.type == "cpu" and not cpu_has_native_bf16():
+            log.warning("precision bfloat16 on a CPU without native bf16: emulated, slower than float32")
         return device.type
-    return "cpu" if device.type == "cpu" and cpu_has_native_bf16() else None
+    return "cuda" if precision == "auto" and device.type == "cuda" else None
 
 
 class Trainer:

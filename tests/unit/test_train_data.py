@@ -419,13 +419,13 @@ def test_a_resumed_run_trains_the_same_model_as_an_uninterrupted_one():
         assert torch.equal(a, b), name
 
 
-def test_precision_auto_takes_bf16_where_the_hardware_does_it():
-    from fer_ray.train.loop import autocast_device, cpu_has_native_bf16
+def test_precision_auto_is_bf16_on_gpus_only():
+    from fer_ray.train.loop import autocast_device
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert autocast_device(cpu, "float32") is None and autocast_device(gpu, "float32") is None
     assert autocast_device(cpu, "bfloat16") == "cpu" and autocast_device(gpu, "auto") == "cuda"
-    assert autocast_device(cpu, "auto") == ("cpu" if cpu_has_native_bf16() else None)
+    assert autocast_device(cpu, "auto") is None
     with pytest.raises(ConfigError, match="precision"):
         spec_from_dict({"name": "t", "arch": "resnet_smoke", "precision": "half"})
 
