@@ -231,10 +231,10 @@ def print_targets(rows: list[dict]) -> None:
     print("\nTargets (issue #13), figure [95 % interval]:")
     for row in rows:
         if row["f1"] is None:
-            print(f"  {row['target']:<66} target >= {row['threshold']:.2f}: see benchmarks/images.py")
+            print(f"  {row['target']:<74} target >= {row['threshold']:.2f}: see benchmarks/images.py")
             continue
         verdict = "met" if row["met"] else f"missed by {row['threshold'] - row['f1']:.2f}"
-        print(f"  {row['target']:<66} {row['f1']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]  "
+        print(f"  {row['target']:<74} {row['f1']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]  "
               f"target >= {row['threshold']:.2f}: {verdict}")
 
 
