@@ -205,7 +205,8 @@ def _trial(tune_config: dict, run: TrainRun, datasets: DatasetFactory) -> None:
     storage_path, filesystem = _ray_storage(run.output)
     trainer = TorchTrainer(
         train_func,
-        train_loop_config={"spec": spec_dict, "class_counts": run.class_counts[name], "seed": run.seed + spec_dict["seed_offset"]},
+        train_loop_config={"spec": spec_dict, "class_counts": run.class_counts[name],
+                           "seed": run.seed + spec_dict["seed_offset"]},
         scaling_config=ray.train.ScalingConfig(num_workers=spec_dict["num_workers"], use_gpu=use_gpu,
                                                resources_per_worker=resources),
         datasets=datasets(run, spec_dict),
