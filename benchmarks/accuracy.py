@@ -75,9 +75,10 @@ def epochs_arg(text: str) -> int | dict[str, int]:
     return {name.strip(): int(value) for name, value in pairs}
 
 
-def train_config(source: str, out: str, epochs: int | dict[str, int] | None, seed: int | None = None) -> str:
-    """The train config, with the epochs --epochs names (every model's for a bare number) and the seed
-    replaced when given, saved under the output."""
+def train_config(source: str, out: str, epochs: int | dict[str, int] | None, seed: int | None = None,
+                 precision: str | None = None) -> str:
+    """The train config, with the epochs --epochs names (every model's for a bare number), the seed and every
+    model's precision replaced when given, saved under the output."""
     raw = yaml.safe_load(storage.read_bytes(source).decode())
     if epochs is not None:
         wanted = epochs if isinstance(epochs, dict) else {m["name"]: epochs for m in raw["models"]}
@@ -89,6 +90,8 @@ def train_config(source: str, out: str, epochs: int | dict[str, int] | None, see
             model["epochs"] = int(wanted.get(model["name"], model["epochs"]))
     if seed is not None:
         raw["seed"] = int(seed)
+    for model in raw["models"] if precision else []:
+        model["precision"] = precision
     target = storage.join(out, "train_config.yaml")
     storage.write_text(target, yaml.safe_dump(raw, sort_keys=False))
     return target
@@ -353,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=epochs_arg,
                         help="override every model's epochs (N) or some models' (NAME=N[,NAME=N...])")
     parser.add_argument("--seed", type=int, help="override the train config's seed (initialisation, sampling)")
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"),
+                        help="override every model's training precision (bfloat16: also on the CPU)")
     parser.add_argument("--flip-test", dest="flip_test", action="store_true",
                         help="annotate with the flip test (each face also scored mirrored)")
     args = parser.parse_args(argv)
@@ -386,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         if limit > 0:
             step("preprocess", ["--input", f"{data}/images/{name}/labels.csv", "--output", faces,
                                 "--limit", str(limit), *split, *geometry])
-    step("train_all", ["--config", train_config(args.config, out, args.epochs, args.seed), "--faces", faces,
+    step("train_all", ["--config", train_config(args.config, out, args.epochs, args.seed, args.precision), "--faces", faces,
                        "--output", models])
     step("annotate", ["--input", manifest, "--allow-root", data, "--models", models, "--output", annotated, "--system", "cfc_sp",
                       "--window", str(WINDOW), "--keep-logits", "--stride", "1", "--track-every", "5",

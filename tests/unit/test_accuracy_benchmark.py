@@ -93,6 +93,11 @@ def test_epochs_override_every_model_or_the_named_ones(tmp_path):
     assert epochs("expr_cnn=14") == {"expr_cnn": 14, "coarse_cnn": 2, "negative_cnn": 3}
     with pytest.raises(SystemExit, match="no model \\['expr'\\].*expr_cnn, coarse_cnn, negative_cnn"):
         write(config, str(tmp_path), parse("expr=14"))
+    from fer_ray.config import load
+    from fer_ray.train.config import TrainConfig
+
+    saved = load(TrainConfig, write(config, str(tmp_path), None, 1, "bfloat16"))
+    assert saved.seed == 1 and {m.precision for m in saved.models} == {"bfloat16"}
 
 
 def test_a_data_folder_without_labelled_videos_is_one_line(tmp_path):
