@@ -101,8 +101,8 @@ class ModelSpec:
     use_gpu: bool | None = None           # None: use a GPU when the cluster has one
     # Forward/backward arithmetic. auto: bfloat16 autocast (with channels_last frame inputs) on a CUDA GPU,
     # float32 on a CPU. bfloat16 on a CPU that does it natively (AVX512-BF16 / AMX) trains the 48-px FerCNN
-    # 3x as fast on the 2-core AMD EPYC and equals float32 on fer2013, but both its accuracy-benchmark runs
-    # scored 0.02-0.06 below the float32 run on the dev videos and photos (benchmarks/README.md): opt in.
+    # 3x as fast on the 2-core AMD EPYC and equals float32 on fer2013 and (over two seeds) on the dev videos
+    # (benchmarks/README.md); opt in until the test suite has run with it as the CPU default.
     # Weights, optimiser state and the loss stay float32.
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
     clip_length: int | None = None        # frames per input; default from the registry (1, 9 or 64)
