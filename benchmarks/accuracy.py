@@ -56,6 +56,7 @@ from fer_ray.runtime import (  # noqa: E402
     machine_info,
     setup_logging,
 )
+from fer_ray.train.config import PRECISIONS  # noqa: E402
 
 WINDOW = ablations.DEFAULT_WINDOW
 # The paper's sweep (0, 32 ... 512) plus 8 and 16: the dev videos' expression segments last 30-180 frames
@@ -261,7 +262,8 @@ def tables(annotated: str, label_dir: str, index: dict | None = None) -> dict:
         per_class = {"baseline": per_class_f1(videos, truth, base, 0),
                      "baseline + SP": per_class_f1(videos, truth, base, WINDOW), **per_class}
     out["per_class"] = per_class
-    out["targets"] = targets(videos, truth, base if tasks["expr"] else None, full, out["held_out_windows"]["cascade"])
+    out["targets"] = targets(videos, truth, base if tasks["expr"] else None, full,
+                             out["held_out_windows"]["cascade"])
     if tasks["expr"]:
         out["differences"] = differences(videos, truth, base, full, out["held_out_windows"])
         corrected = prior_corrected(videos, index or {})
@@ -356,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=epochs_arg,
                         help="override every model's epochs (N) or some models' (NAME=N[,NAME=N...])")
     parser.add_argument("--seed", type=int, help="override the train config's seed (initialisation, sampling)")
-    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"),
+    parser.add_argument("--precision", choices=PRECISIONS,
                         help="override every model's training precision (bfloat16: also on the CPU)")
     parser.add_argument("--flip-test", dest="flip_test", action="store_true",
                         help="annotate with the flip test (each face also scored mirrored)")
@@ -391,8 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         if limit > 0:
             step("preprocess", ["--input", f"{data}/images/{name}/labels.csv", "--output", faces,
                                 "--limit", str(limit), *split, *geometry])
-    step("train_all", ["--config", train_config(args.config, out, args.epochs, args.seed, args.precision), "--faces", faces,
-                       "--output", models])
+    train_yaml = train_config(args.config, out, args.epochs, args.seed, args.precision)
+    step("train_all", ["--config", train_yaml, "--faces", faces, "--output", models])
     step("annotate", ["--input", manifest, "--allow-root", data, "--models", models, "--output", annotated, "--system", "cfc_sp",
                       "--window", str(WINDOW), "--keep-logits", "--stride", "1", "--track-every", "5",
                       "--flip-test" if args.flip_test else "--no-flip-test"])

@@ -101,6 +101,14 @@ def scores(truth: np.ndarray, predicted: np.ndarray, draws: int = 2000) -> dict:
             "macro_f1": float(f1), "macro_f1_ci": np.percentile(boot_f1, [2.5, 97.5]).tolist()}
 
 
+def reference(truth: np.ndarray) -> dict:
+    """The majority-class and chance figures of the same faces, over the classes present (as the F1 above)."""
+    from fer_ray.evaluate import metrics
+
+    classes = np.unique(truth)
+    return metrics.reference_scores(np.searchsorted(classes, truth), num_classes=len(classes))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--faces", required=True, help="an accuracy.py output's faces folder")
@@ -122,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{run['train_images'] / run['train_seconds']:6.0f} "
               f"{run['accuracy']:.3f} [{run['accuracy_ci'][0]:.3f}, {run['accuracy_ci'][1]:.3f}]   "
               f"{run['macro_f1']:.3f} [{run['macro_f1_ci'][0]:.3f}, {run['macro_f1_ci'][1]:.3f}]")
+    ref = reference(np.asarray(runs[0]["truth"]))
+    print(f"majority class / chance on the same faces: macro-F1 {ref['majority_f1']:.3f} / {ref['chance_f1']:.3f}, "
+          f"accuracy {ref['majority_accuracy']:.3f} / {ref['chance_accuracy']:.3f}")
     for seed in args.seeds:
         pair = {r["precision"]: r for r in runs if r["seed"] == seed}
         print(f"seed {seed}: bf16 - float32 accuracy {pair['bfloat16']['accuracy'] - pair['float32']['accuracy']:+.3f}, "

@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from fer_ray.train.config import PRECISIONS  # noqa: E402
+
 SMOKE = ["iresnet_tiny", "swin_tiny_smoke", "hrnet_smoke", "repvgg_smoke", "resnet_smoke",
          "mao_cnn_gru_smoke", "prl_fusion_smoke"]
 REAL = ["iresnet152", "swin_s", "hrnet_w18", "repvgg_b1", "resnet50", "regnety_016", "mao_cnn_gru", "prl_fusion"]
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--gpu", action="store_true", help="CUDA (bf16 autocast, channels_last)")
-    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="the train config's precision (auto: bf16 on CUDA, float32 on a CPU)")
     args = parser.parse_args(argv)
     if args.threads:

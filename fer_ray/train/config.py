@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from fer_ray import labels, storage
 from fer_ray.config import ConfigError
@@ -72,6 +72,10 @@ class AugmentConfig:
                 raise ConfigError(f"augment.{name} is a probability, got {value}")
 
 
+Precision = Literal["auto", "float32", "bfloat16"]  # a model's training arithmetic (ModelSpec.precision)
+PRECISIONS = get_args(Precision)  # the command lines' --precision choices
+
+
 @dataclass
 class ModelSpec:
     """One model to train. `name` is the run name (unique, used in output paths); `arch` a registry name."""
@@ -104,7 +108,7 @@ class ModelSpec:
     # 3x as fast on the 2-core AMD EPYC and equals float32 on fer2013 and (over two seeds) on the dev videos
     # (benchmarks/README.md); opt in until the test suite has run with it as the CPU default.
     # Weights, optimiser state and the loss stay float32.
-    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    precision: Precision = "auto"
     clip_length: int | None = None        # frames per input; default from the registry (1, 9 or 64)
     kind: str | None = None               # resolved from the registry: frame | clip | sequence
     after: list[str] = field(default_factory=list)  # models that must finish first (e.g. a frozen backbone's)
