@@ -44,41 +44,43 @@ def log_softmax(scores: np.ndarray, axis: int = -1) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
 
-def ensemble_probs(scores: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:
+def ensemble_probs(probs: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:
     """Sum of per-model softmax probabilities (CFC-SP coarse net), each model weighted if weights are given.
 
+    `probs` are probability rows (softmax already applied, as VideoScores holds them): a second softmax
+    here would flatten a confident 0.95 to about 0.27 over 8 classes and weaken every ensemble and window.
     The result is not renormalized: the coarse net's argmax is all the cascade needs, and
     `abaw_probs` normalizes rows when it builds the 8-class vector.
     """
-    if len(scores) == 0:
+    if len(probs) == 0:
         raise ValueError("ensemble of zero models")
     if weights is None:
-        weights = [1.0] * len(scores)
-    if len(weights) != len(scores):
-        raise ValueError(f"{len(weights)} weights for {len(scores)} models")
-    total = np.zeros(np.shape(scores[0]), dtype=np.float64)
-    for model_scores, weight in zip(scores, weights):
-        if np.shape(model_scores) != total.shape:
-            raise ValueError(f"score shapes differ: {np.shape(model_scores)} vs {total.shape}")
-        total += float(weight) * softmax(model_scores)
+        weights = [1.0] * len(probs)
+    if len(weights) != len(probs):
+        raise ValueError(f"{len(weights)} weights for {len(probs)} models")
+    total = np.zeros(np.shape(probs[0]), dtype=np.float64)
+    for model_probs, weight in zip(probs, weights):
+        if np.shape(model_probs) != total.shape:
+            raise ValueError(f"probability shapes differ: {np.shape(model_probs)} vs {total.shape}")
+        total += float(weight) * np.asarray(model_probs, dtype=np.float64)
     return total
 
 
-def weighted_ensemble(scores: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
-    """Mao et al. weighted-sum ensemble: sum_m weights[m] * softmax(scores[m]) / sum(weights).
+def weighted_ensemble(probs: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
+    """Mao et al. weighted-sum ensemble: sum_m weights[m] * probs[m] / sum(weights).
 
     Dividing by the weight total keeps rows summing to 1, so the output is itself a probability vector.
     Every model needs a weight; a weight for an absent model is an error, not silently ignored.
     """
-    missing = sorted(set(scores) - set(weights))
-    extra = sorted(set(weights) - set(scores))
+    missing = sorted(set(probs) - set(weights))
+    extra = sorted(set(weights) - set(probs))
     if missing or extra:
-        raise ValueError(f"weights and models differ: no weight for {missing}, no scores for {extra}")
-    names = sorted(scores)
+        raise ValueError(f"weights and models differ: no weight for {missing}, no probabilities for {extra}")
+    names = sorted(probs)
     total = float(sum(weights[name] for name in names))
     if total <= 0:
         raise ValueError("ensemble weights must sum to a positive number")
-    return ensemble_probs([scores[n] for n in names], [weights[n] for n in names]) / total
+    return ensemble_probs([probs[n] for n in names], [weights[n] for n in names]) / total
 
 
 def log_prior(prior: Sequence[float]) -> np.ndarray:

@@ -131,6 +131,14 @@ def test_predictions_by_hand(videos):
     np.testing.assert_allclose(out["probs"].sum(axis=1), 1.0)
 
 
+def test_predicted_probabilities_are_the_models(videos):
+    """Every model says Happiness 0.97 on v2's frame 0: the cascade and the baseline report 0.97 (the
+    probabilities are summed as they are, not passed through a second softmax, which made it 0.31)."""
+    for system in (ablations.full_system(videos), ablations.System(expr=("expr/baseline",))):
+        out = ablations.predict_video(videos["v2"], system, 0, 20)
+        assert out["probs"][0, H] == pytest.approx(0.97, abs=1e-6), system.name
+
+
 def test_table1(videos):
     table = ablations.table1(videos, TRUTH, window=WIDE)
     assert table["method"].tolist() == ["baseline", "baseline + SP", "baseline + C-F", "baseline + C-F + SP"]

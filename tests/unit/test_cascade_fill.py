@@ -15,9 +15,9 @@ def test_softmax_stable_and_normalized():
     np.testing.assert_allclose(probs, [[0.5, 0.5], [0.25, 0.75]])
 
 
-def test_ensemble_sums_softmax_with_weights():
-    a = np.log(np.array([[0.7, 0.3]]))
-    b = np.log(np.array([[0.1, 0.9]]))
+def test_ensemble_sums_probabilities_with_weights():
+    a = np.array([[0.7, 0.3]])
+    b = np.array([[0.1, 0.9]])
     np.testing.assert_allclose(cascade.ensemble_probs([a, b]), [[0.8, 1.2]])
     np.testing.assert_allclose(cascade.ensemble_probs([a, b], [3.0, 1.0]), [[2.2, 1.8]])
     with pytest.raises(ValueError):
@@ -25,7 +25,7 @@ def test_ensemble_sums_softmax_with_weights():
 
 
 def test_weighted_ensemble_mao():
-    scores = {"gru": np.log([[0.6, 0.4]]), "transformer": np.log([[0.2, 0.8]])}
+    scores = {"gru": np.array([[0.6, 0.4]]), "transformer": np.array([[0.2, 0.8]])}
     out = cascade.weighted_ensemble(scores, {"gru": 0.75, "transformer": 0.25})
     np.testing.assert_allclose(out, [[0.5, 0.5]])
     with pytest.raises(ValueError):
