@@ -89,9 +89,11 @@ def test_epochs_override_every_model_or_the_named_ones(tmp_path):
         models = yaml.safe_load(open(write(config, str(tmp_path), parse(arg))))["models"]
         return {m["name"]: m["epochs"] for m in models}
 
-    assert epochs("5") == {"expr_cnn": 5, "coarse_cnn": 5, "negative_cnn": 5}
-    assert epochs("expr_cnn=14") == {"expr_cnn": 14, "coarse_cnn": 2, "negative_cnn": 3}
-    with pytest.raises(SystemExit, match="no model \\['expr'\\].*expr_cnn, coarse_cnn, negative_cnn"):
+    names = ["expr_cnn", "expr_cnn_b", "coarse_cnn", "coarse_cnn_b", "negative_cnn", "negative_cnn_b"]
+    assert epochs("5") == dict.fromkeys(names, 5)
+    assert epochs("expr_cnn=14,coarse_cnn=3") == {**dict.fromkeys(names, 5), "expr_cnn": 14, "expr_cnn_b": 20,
+                                                  "coarse_cnn": 3}
+    with pytest.raises(SystemExit, match="no model \\['expr'\\].*expr_cnn, expr_cnn_b, coarse_cnn"):
         write(config, str(tmp_path), parse("expr=14"))
     from fer_ray.config import load
     from fer_ray.train.config import TrainConfig
@@ -106,3 +108,13 @@ def test_a_data_folder_without_labelled_videos_is_one_line(tmp_path):
     for data in (tmp_path, tmp_path / "missing"):
         with pytest.raises(SystemExit, match="no labelled dev video"):
             ACCURACY["main"](["--data", str(data), "--output", str(tmp_path / "out")])
+
+
+def test_the_baseline_is_one_model_when_several_are_pretrained():
+    """Two pretraining seeds (expr_cnn, expr_cnn_b) feed the cascade's ensembles; the baseline row is still
+    the single model, the first by name."""
+    videos = ablations.group_logits(_logits())
+    for scores in videos.values():
+        scores.probs["expr/baseline_b"] = scores.probs["expr/baseline"][:, ::-1]
+    assert ablations.models_by_task(videos)["expr"] == ["expr/baseline", "expr/baseline_b"]
+    assert ACCURACY["baseline_models"](videos) == ["expr/baseline"]
