@@ -119,7 +119,7 @@ def logits_of(trainer: Trainer, x: list) -> np.ndarray:
     for start in range(0, len(found), 1024):
         pick = found[start:start + 1024]
         batch = torch.stack([x[i] for i in pick]).to(trainer.device)
-        out[pick] = trainer._forward(batch, model).float().cpu().numpy()
+        out[pick] = trainer.forward(batch, model).float().cpu().numpy()
     return out
 
 

@@ -87,10 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     if not cfg.input:
         raise SystemExit("--input (or input: in --config) is required")
     config.save(cfg, storage.join(cfg.output, "preprocess.yaml"))
-    try:  # Ray starts once the inputs are read: an input list the job cannot use is one line, no traceback
-        summary = preprocess.run(cfg, start=lambda: init_ray(address=address))
+    started = []
+
+    def start() -> None:  # called once the inputs are read
+        started.append(True)
+        init_ray(address=address)
+
+    try:
+        summary = preprocess.run(cfg, start=start)
     except (InputError, FileNotFoundError) as exc:
-        raise SystemExit(f"preprocess: {exc}") from None
+        if started:  # not the input list: a missing file mid-run is a fault to show whole
+            raise
+        raise SystemExit(f"preprocess: {exc}") from None  # an input list the job cannot use: one line
     print_table(summary["items_rows"], summary)
     return 1 if cfg.strict and summary["failed"] else 0
 

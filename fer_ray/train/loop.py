@@ -157,7 +157,8 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def _forward(self, x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+        """`model`'s (default: the trained one's) outputs under the spec's precision: bf16 autocast when amp."""
         model = self.model if model is None else model
         with torch.autocast(self.amp or self.device.type, dtype=torch.bfloat16, enabled=bool(self.amp)):
             return model(x)
@@ -178,7 +179,7 @@ class Trainer:
                 break
             x, y = batch
             x, y = self._inputs(x), y.to(self.device)
-            logits = self._forward(x)
+            logits = self.forward(x)
             loss = self.loss_fn(logits.float(), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -204,7 +205,7 @@ class Trainer:
             if max_steps is not None and step >= max_steps:
                 break
             x, y = self._inputs(x), y.to(self.device)
-            logits = self._forward(x, model).float()
+            logits = self.forward(x, model).float()
             loss_sum += torch.tensor([float(self.loss_fn(logits, y)) * y.numel(), y.numel()], dtype=torch.float64)
             pred = logits.argmax(-1).reshape(-1).cpu()
             true = y.reshape(-1).cpu()
