@@ -2,7 +2,7 @@
 (benchmarks/accuracy.py) cannot measure.
 
     python benchmarks/images.py [--data ../shared/data] [--output images_out] [--config configs/demo.yaml]
-        [--model expr_cnn] [--fer2013-limit 12000] [--epochs N] [--seed N] [--score-only]
+        [--model expr_cnn[,expr_cnn_b]] [--fer2013-limit 12000] [--epochs N] [--seed N] [--score-only]
 
 Trains one 8-class model of --config (default configs/demo.yaml's `expr_cnn`, RECIPES.md's FerCNN; every face
 in FER2013's framing at 48 px) on:
@@ -24,6 +24,8 @@ majority-class and chance figures of the same faces. Every set is scored twice: 
 and with annotate's flip test (each face also scored mirrored, the two softmaxes averaged). Not part of
 `make test`. Writes <output>/images.json. A rerun on the same --output reuses the faces and the trained model;
 --score-only scores the model an earlier run left in <output>/models without touching its training faces.
+--model with several names (an accuracy.py run's two pretraining seeds) scores their ensemble: the mean of
+their softmax probabilities, as annotate's expr ensemble sums them.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from cli_jobs import TimedSteps  # noqa: E402
 
 from fer_ray import labels, schema, shards, storage  # noqa: E402
 from fer_ray.evaluate import metrics  # noqa: E402
+from fer_ray.infer import cascade  # noqa: E402
 from fer_ray.infer.logits import LogitsStage, column  # noqa: E402
 from fer_ray.infer.systems import ModelEntry, entries, read_index  # noqa: E402
 from fer_ray.runtime import init_ray, machine_info, setup_logging  # noqa: E402
@@ -99,9 +102,18 @@ def model_entry(models: str, name: str) -> ModelEntry:
     return found[name]
 
 
-def predict(stage: LogitsStage, entry: ModelEntry, faces: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(labels, 8-class logits, subjects) of every labelled row of a faces output; rows without a face get
-    NaN logits."""
+def ensemble_logits(per_model: list[np.ndarray]) -> np.ndarray:
+    """One model's logits as they are; several models' the log of their mean softmax probabilities (the
+    arg-max of annotate's expr ensemble). NaN rows (no face) stay NaN."""
+    if len(per_model) == 1:
+        return per_model[0]
+    with np.errstate(divide="ignore"):  # a class every model gives probability 0: log 0 = -inf, still last
+        return np.log(np.mean([cascade.softmax(logits) for logits in per_model], axis=0))
+
+
+def predict(stage: LogitsStage, models: list[ModelEntry], faces: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(labels, 8-class logits of the models' ensemble, subjects) of every labelled row of a faces output;
+    rows without a face get NaN logits."""
     table = shards.read_table(faces, schema.FACES_TABLE, schema.FACES_SCHEMA,
                               columns=[schema.FACE, schema.LABEL, schema.SUBJECT])
     truth = np.asarray(table.column(schema.LABEL).to_pylist(), dtype=np.int64)
@@ -110,7 +122,8 @@ def predict(stage: LogitsStage, entry: ModelEntry, faces: str) -> tuple[np.ndarr
     logits = []
     for start in range(0, table.num_rows, BATCH):
         chunk = table.slice(start, BATCH)
-        logits.append(stage({schema.FACE: np.asarray(chunk.column(schema.FACE).to_pylist(), dtype=object)})[column(entry)])
+        out = stage({schema.FACE: np.asarray(chunk.column(schema.FACE).to_pylist(), dtype=object)})
+        logits.append(ensemble_logits([np.asarray(out[column(entry)], dtype=np.float64) for entry in models]))
     return truth, np.concatenate(logits), subjects
 
 
@@ -207,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--output", default="images_out")
     parser.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
-    parser.add_argument("--model", default="expr_cnn", help="the 8-class model of --config to train and score")
+    parser.add_argument("--model", default="expr_cnn", type=lambda text: text.split(","),
+                        help="the 8-class model of --config to train and score; NAME,NAME,...: their ensemble")
     parser.add_argument("--fer2013-limit", dest="fer2013_limit", type=int, default=12000,
                         help="seeded sample of fer2013 train faces (default 12000)")
     parser.add_argument("--epochs", type=int, help="override the model's epochs")
@@ -237,13 +251,13 @@ def main(argv: list[str] | None = None) -> int:
         step("preprocess", ["--input", inputs[name], "--output", storage.join(out, "score", name), *geometry])
     if not args.score_only:
         step("train_all", ["--config", train_config(args.config, out, args.epochs, args.seed),
-                           "--faces", train_faces, "--output", models, "--models", args.model])
+                           "--faces", train_faces, "--output", models, "--models", ",".join(args.model)])
     t0 = time.perf_counter()
-    entry = model_entry(models, args.model)
+    chosen = [model_entry(models, name) for name in args.model]
     scored = {}
     for flip in (False, True):
-        stage = LogitsStage([entry], threads=os.cpu_count() or 1, flip_test=flip)
-        scored[flip] = {name: predict(stage, entry, storage.join(out, "score", name)) for name in TARGETS}
+        stage = LogitsStage(chosen, threads=os.cpu_count() or 1, flip_test=flip)
+        scored[flip] = {name: predict(stage, chosen, storage.join(out, "score", name)) for name in TARGETS}
     results = {flip: {name: score(*got) for name, got in sets.items()} for flip, sets in scored.items()}
     effect = {name: flip_effect(truth, logits, scored[True][name][1], groups)
               for name, (truth, logits, groups) in scored[False].items()}
@@ -262,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"command": " ".join(sys.argv), "wall_s": wall, "step_s": timings, "machine": host,
                "args": vars(args), "results": results[False], "results_flip_test": results[True],
                "flip_test_effect": effect, "targets": TARGETS, "trained_on_scored_sets": seen,
-               "model": read_index(models)["models"][args.model]}
+               "models": {name: read_index(models)["models"][name] for name in args.model}}
     target = storage.join(out, "images.json")
     storage.write_text(target, json.dumps(summary, indent=2, default=float))
     print(f"results: {target}")

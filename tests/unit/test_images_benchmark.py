@@ -102,3 +102,13 @@ def test_a_scored_set_with_images_from_training_is_not_a_held_out_figure(tmp_pat
     shards.mark_done(train, schema.FACES_TABLE, "ckplus48/batch-00000", [], members=["ckplus48/images/anger/S1"])
     seen = IMAGES["not_held_out"](train, {"fer2013_test": test, "photos": photos, "ckplus48": photos})
     assert seen["ckplus48"] == "ckplus48 was in training" and "photos" not in seen
+
+
+def test_an_ensemble_scores_the_mean_of_its_models_probabilities():
+    confident = np.log([[0.9, 0.1, 1e-9], [0.2, 0.8, 1e-9], [np.nan, np.nan, np.nan]])
+    hedging = np.log([[0.05, 0.5, 0.45], [0.3, 0.3, 0.4], [np.nan, np.nan, np.nan]])
+    assert IMAGES["ensemble_logits"]([confident]) is confident  # one model: its own logits
+    both = IMAGES["ensemble_logits"]([confident, hedging])
+    np.testing.assert_allclose(np.exp(both[:2]), [[0.475, 0.3, 0.225], [0.25, 0.55, 0.2]], atol=1e-8)
+    assert both[:2].argmax(axis=1).tolist() == [0, 1]  # not the sum of logits' answer on row 0 (class 1)
+    assert np.isnan(both[2]).all()  # no face stays no face
