@@ -4,7 +4,7 @@ dev videos and print the CFC-SP Table 1 / Table 4 analogues, per-class F1 and ma
     python benchmarks/accuracy.py [--data ../shared/data] [--output accuracy_out] [--config configs/accuracy.yaml]
         [--videos tw_TW01 tw_TW07 ...] [--fer2013-limit N] [--ckplus-limit N] [--epochs N|NAME=N,...] [--seed N]
         [--geometry arcface|fer --face-size N] [--precision auto|float32|bfloat16] [--flip-test]
-    # the recipe (~45 min on 2 cores): every source in FER2013's framing, two small CNNs pretrained side by side
+    # the recipe (~48 min on 2 cores): every source in FER2013's framing, two small CNNs pretrained side by side
     # and fine-tuned into the cascade's coarse ensemble and negative nets; expr_cnn alone is the baseline
     python benchmarks/accuracy.py --config configs/accuracy_fer.yaml --geometry fer --face-size 48 \
         --fer2013-limit 28709 --ckplus-limit 1000 --flip-test
