@@ -215,10 +215,12 @@ TARGETS = [
 
 def targets(videos, truth, base, full, cascade_windows: dict[str, int]) -> list[dict]:
     """Each target with the figure this run measured, its 95 % interval (resampling ground-truth
-    segments), and whether it is met; figures this benchmark does not measure are None.
+    segments), whether it is met, and the majority-class and chance F1 of the same frames; figures this
+    benchmark does not measure are None.
     cascade_windows: each video's SP window, chosen on the other videos (ablations.held_out_windows)."""
     names = sorted(set(videos) & set(truth))
     y, groups = pooled_truth(truth, names)
+    reference = metrics.reference_scores(y)
     systems = {"cascade, held-out w": (full, cascade_windows), "baseline + C-F + SP": (full, WINDOW),
                "baseline": (base, 0)}
     rows = []
@@ -229,7 +231,8 @@ def targets(videos, truth, base, full, cascade_windows: dict[str, int]) -> list[
             predicted = ablations.predict(videos, truth, system, window)
             figure = metrics.bootstrap_f1(y, np.concatenate([predicted[v] for v in names]), groups)
             row.update(f1=figure["f1"], ci_low=figure["ci_low"], ci_high=figure["ci_high"],
-                       met=bool(figure["f1"] >= threshold))
+                       met=bool(figure["f1"] >= threshold), majority_f1=reference["majority_f1"],
+                       chance_f1=reference["chance_f1"])
         rows.append(row)
     return rows
 
@@ -242,7 +245,8 @@ def print_targets(rows: list[dict]) -> None:
             continue
         verdict = "met" if row["met"] else f"missed by {row['threshold'] - row['f1']:.2f}"
         print(f"  {row['target']:<74} {row['f1']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]  "
-              f"target >= {row['threshold']:.2f}: {verdict}")
+              f"target >= {row['threshold']:.2f}: {verdict} (majority class {row['majority_f1']:.3f}, "
+              f"chance {row['chance_f1']:.3f})")
 
 
 def baseline_models(videos) -> list[str]:

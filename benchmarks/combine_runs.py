@@ -5,7 +5,7 @@
 Each run's models join one cascade (every run's coarse nets in the coarse ensemble, every negative net in the
 negative one) and one expr ensemble (every run's single baseline model), on the frames all runs annotated.
 Prints the issue #13 target rows (CFC-SP at held-out SP windows, at w = 256, the baseline) for the combined
-systems, beside the majority-class and chance figures of the same frames. The runs must have annotated the
+systems, each beside the majority-class and chance figures of the same frames (accuracy.print_targets). The runs must have annotated the
 same videos with the same frames (accuracy.py with the same --videos).
 """
 
@@ -20,9 +20,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from accuracy import WINDOWS, baseline_models, load_truth, pooled_truth, print_targets, targets  # noqa: E402
+from accuracy import WINDOWS, baseline_models, load_truth, print_targets, targets  # noqa: E402
 
-from fer_ray.evaluate import ablations, metrics  # noqa: E402
+from fer_ray.evaluate import ablations  # noqa: E402
 from fer_ray.infer import readers  # noqa: E402
 from fer_ray.infer.predict import System, VideoScores  # noqa: E402
 
@@ -53,12 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     tasks = ablations.models_by_task(videos)
     base = System(expr=tuple(f"{model}@{i}" for i, run in enumerate(runs) for model in baseline_models(run)))
     full = System(coarse=tuple(tasks["coarse"]), negative=tuple(tasks["negative"]))
-    print(f"{len(videos)} videos; cascade {full.name}; baseline ensemble {base.name}")
+    print(f"{len(videos)} videos; cascade {full.name}; baseline ensemble {base.name} (the baseline row below)")
     print_targets(targets(videos, truth, base, full, ablations.held_out_windows(videos, truth, full, WINDOWS)))
-    names = sorted(set(videos) & set(truth))
-    reference = metrics.reference_scores(pooled_truth(truth, names)[0])
-    print(f"majority class / chance macro-F1 on the same frames: {reference['majority_f1']:.3f} / "
-          f"{reference['chance_f1']:.3f} (the baseline row is the runs' baselines as one ensemble)")
     return 0
 
 

@@ -107,8 +107,9 @@ def ensemble_logits(per_model: list[np.ndarray]) -> np.ndarray:
     arg-max of annotate's expr ensemble). NaN rows (no face) stay NaN."""
     if len(per_model) == 1:
         return per_model[0]
+    mean = cascade.ensemble_probs([cascade.softmax(logits) for logits in per_model]) / len(per_model)
     with np.errstate(divide="ignore"):  # a class every model gives probability 0: log 0 = -inf, still last
-        return np.log(np.mean([cascade.softmax(logits) for logits in per_model], axis=0))
+        return np.log(mean)
 
 
 def predict(stage: LogitsStage, models: list[ModelEntry], faces: str) -> tuple[np.ndarray, np.ndarray, list[str]]:

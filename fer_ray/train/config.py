@@ -106,8 +106,8 @@ class ModelSpec:
     # Forward/backward arithmetic. auto: bfloat16 autocast (with channels_last frame inputs) on a CUDA GPU,
     # float32 on a CPU. bfloat16 on a CPU that does it natively (AVX512-BF16 / AMX) trains the 48-px FerCNN
     # 3x as fast on the 2-core AMD EPYC and equals float32 on fer2013 and (over two seeds) on the dev videos
-    # (benchmarks/README.md); opt in until the test suite has run with it as the CPU default.
-    # Weights, optimiser state and the loss stay float32.
+    # (benchmarks/README.md); opt in (configs/accuracy_fer.yaml does), so a config's arithmetic stays the same
+    # on every CPU. Weights, optimiser state and the loss stay float32.
     precision: Precision = "auto"
     clip_length: int | None = None        # frames per input; default from the registry (1, 9 or 64)
     kind: str | None = None               # resolved from the registry: frame | clip | sequence

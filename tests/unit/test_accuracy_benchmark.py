@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_ray.evaluate import ablations
+from fer_ray.evaluate import ablations, metrics
 from tests.unit.test_ablations import TRUTH, _logits
 
 ACCURACY = runpy.run_path(str(Path(__file__).resolve().parents[2] / "benchmarks" / "accuracy.py"), run_name="acc")
@@ -72,11 +72,14 @@ def test_targets_give_each_measured_figure_its_interval_and_verdict(capsys):
     assert calibrated["f1"] != paper["f1"]  # the per-video windows, not 256
     assert paper["f1"] == pytest.approx(ablations.evaluate(videos, TRUTH, full, ACCURACY["WINDOW"])["f1"])
     assert single["f1"] == pytest.approx(ablations.evaluate(videos, TRUTH, base, 0)["f1"])
+    reference = metrics.reference_scores(np.concatenate([TRUTH["v1"], TRUTH["v2"]]))
     for row in (calibrated, paper, single):
         assert row["ci_low"] <= row["f1"] <= row["ci_high"] and row["met"] == (row["f1"] >= row["threshold"])
+        assert (row["majority_f1"], row["chance_f1"]) == (reference["majority_f1"], reference["chance_f1"])
     ACCURACY["print_targets"](rows)
     printed = capsys.readouterr().out
     assert "see benchmarks/images.py" in printed and ("met" in printed or "missed by" in printed)
+    assert printed.count(f"(majority class {reference['majority_f1']:.3f}, chance {reference['chance_f1']:.3f})") == 3
 
 
 def test_epochs_override_every_model_or_the_named_ones(tmp_path):
