@@ -22,14 +22,15 @@ def run(config: TrainConfig) -> dict:
 
 
 def datasets(run: TrainRun, spec: dict) -> dict:
-    """{"train", "val"}: the face rows of the run's split for one model (its spec as a dict)."""
+    """{"train", "val"}: the face rows of one model's split (its spec as a dict; TrainRun.videos)."""
     from fer_ray import raydata
     from fer_ray.train.data import TRAIN_COLUMNS
 
-    train = raydata.faces_dataset(run.faces, run.train_videos, run.read_cpus, TRAIN_COLUMNS)
+    train_ids, val_ids = run.videos(spec)
+    train = raydata.faces_dataset(run.faces, train_ids, run.read_cpus, TRAIN_COLUMNS)
     if spec["kind"] not in ("clip", "sequence"):  # frame models: shards in random order each epoch
         train = train.randomize_block_order()  # (rows are mixed by the loop's shuffle buffer)
-    return {"train": train, "val": raydata.faces_dataset(run.faces, run.val_videos, run.read_cpus, TRAIN_COLUMNS)}
+    return {"train": train, "val": raydata.faces_dataset(run.faces, val_ids, run.read_cpus, TRAIN_COLUMNS)}
 
 
 def select_models(config: TrainConfig, names: list[str]) -> None:

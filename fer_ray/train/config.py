@@ -119,6 +119,11 @@ class ModelSpec:
     # fine-tuned from one checkpoint on the same rows are otherwise the same model. A run's --seed still
     # moves every model.
     seed_offset: int = 0
+    # Added to the config's seed for this model's train/validation split (which subjects, and which images
+    # without one, are held out for validation): ensemble members that train on different rows err more
+    # differently than members that differ in seed_offset alone (benchmarks/README.md). Models with the same
+    # offset share one split.
+    split_seed_offset: int = 0
     # Frame models: read this worker's train/val rows into memory once instead of streaming them from Ray
     # Data every epoch. For small face sets (thousands of ~5 KB crops), where the per-epoch stream start-up
     # costs more than the epoch itself; temporal models always hold their rows in memory.

@@ -38,7 +38,8 @@ from fer_ray import config as config_mod
 from fer_ray import labels, schema, storage
 from fer_ray.train.config import TrainConfig, spec_from_dict, spec_to_dict
 
-__all__ = ["TrainRun", "train_all", "load_config", "data_version", "model_dir", "SUMMARY_FILE", "MODELS_INDEX"]
+__all__ = ["TrainRun", "train_all", "load_config", "data_version", "model_splits", "model_dir", "SUMMARY_FILE",
+           "MODELS_INDEX"]
 
 _LOG = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.json"
@@ -53,8 +54,7 @@ class TrainRun:
 
     output: str
     faces: list[str]  # preprocess outputs
-    train_videos: list[str]
-    val_videos: list[str]
+    splits: dict[int, tuple[list[str], list[str]]]  # split_seed_offset -> (train video ids, val video ids)
     version: str  # of the configs and the data (data_version)
     specs: dict[str, dict]  # model name -> ModelSpec as a dict
     spec_hashes: dict[str, str]  # model name -> hash of its spec and the data: a finished model's marker
@@ -64,6 +64,10 @@ class TrainRun:
     max_failures: int
     read_cpus: float
     face_geometry: dict | None = None  # {"geometry", "face_size"} of the faces trained on (face_geometry)
+
+    def videos(self, spec: dict) -> tuple[list[str], list[str]]:
+        """(train video ids, val video ids) of one model (its spec as a dict)."""
+        return self.splits[spec["split_seed_offset"]]
 
 
 # (run, the model's spec as a dict) -> {"train": dataset, "val": dataset}, for Ray Train
@@ -82,11 +86,25 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def data_version(config: TrainConfig, train_ids: list[str], val_ids: list[str], parts: list[str]) -> str:
-    """Hash of the configs and the data (the complete face parts and the split)."""
+def data_version(config: TrainConfig, splits: dict[int, tuple[list[str], list[str]]], parts: list[str]) -> str:
+    """Hash of the configs and the data (the complete face parts and the splits)."""
     run = {k: v for k, v in config_mod.to_dict(config).items() if k not in ("output", "max_concurrent_trials")}
     return _hash({"config": run, "parts": [storage.basename(storage.join(p, "..")) + "/" + storage.basename(p)
-                                           for p in parts], "train": train_ids, "val": val_ids})[:16]
+                                           for p in parts], "splits": sorted(splits.items())})[:16]
+
+
+def model_splits(config: TrainConfig, summary) -> dict[int, tuple[list[str], list[str]]]:
+    """split_seed_offset -> (train video ids, val video ids), one split per offset the models use."""
+    from fer_ray.train import data
+
+    splits = {}
+    for offset in sorted({m.split_seed_offset for m in config.models}):
+        train_ids, val_ids = data.split_videos(summary, config.val_split, config.val_fraction, config.seed + offset)
+        if not train_ids or not val_ids:
+            raise ValueError(f"cannot split {len(train_ids) + len(val_ids)} video(s) by {config.val_split} into "
+                             "train and validation: need at least two subjects/videos")
+        splits[offset] = (train_ids, val_ids)
+    return splits
 
 
 def _spec_hash(spec_dict: dict, data_hash: str) -> str:
@@ -241,21 +259,18 @@ def _prepare(config: TrainConfig) -> TrainRun:
     from fer_ray.train import data
 
     summary = data.label_summary(config.faces)
-    train_ids, val_ids = data.split_videos(summary, config.val_split, config.val_fraction, config.seed)
-    if not train_ids or not val_ids:
-        raise ValueError(f"cannot split {len(train_ids) + len(val_ids)} video(s) by {config.val_split} into "
-                         "train and validation: need at least two subjects/videos")
+    splits = model_splits(config, summary)
     parts = [p for uri in config.faces for p in shards.complete_parts(uri, schema.FACES_TABLE)]
-    version = data_version(config, train_ids, val_ids, parts)
+    version = data_version(config, splits, parts)
     specs = {m.name: spec_to_dict(m) for m in config.models}
     for spec in specs.values():  # a fine-tuned model starts from its pretraining stage's checkpoint
         if spec["init_from"]:
             spec["pretrained"] = storage.join(model_dir(config.output, spec["init_from"]), CHECKPOINT_FILE)
     return TrainRun(
-        output=config.output, faces=list(config.faces), train_videos=train_ids, val_videos=val_ids,
+        output=config.output, faces=list(config.faces), splits=splits,
         version=version, specs=specs, spec_hashes={n: _spec_hash(s, version) for n, s in specs.items()},
-        class_counts={m.name: data.class_counts(summary, m.task, train_ids, m.ignored_labels).tolist()
-                      for m in config.models},
+        class_counts={m.name: data.class_counts(summary, m.task, splits[m.split_seed_offset][0],
+                                                m.ignored_labels).tolist() for m in config.models},
         train_config={k: v for k, v in config_mod.to_dict(config).items() if k != "models"},
         seed=config.seed, max_failures=config.max_failures, read_cpus=config.read_cpus,
         face_geometry=face_geometry(config.faces),

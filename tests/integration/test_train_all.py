@@ -398,3 +398,31 @@ def test_demo_writes_everything_to_s3(trained, s3_server):
         local.write(storage.read_bytes(f"{out}/overlay_tw_TW01.mp4"))
         local.flush()
         assert len(decord.VideoReader(local.name)) == RENDER_FRAMES
+
+
+def test_each_model_reads_the_split_of_its_split_seed_offset(ray_local, tmp_path):
+    """A model with split_seed_offset 1 trains and validates on another draw of subjects than the run's split,
+    through the dataset factory train_all hands to Ray Train (rows read back through Ray Data), and its class
+    counts are those of its own training videos."""
+    from fer_ray.jobs import train
+    from fer_ray.train import data, launch
+    from fer_ray.train.config import ModelSpec, TrainConfig
+
+    faces = str(tmp_path / "faces")
+    write_face_shards(faces, _synthetic_videos(subjects=10))
+    models = [ModelSpec(name=name, arch="fer_cnn_smoke", split_seed_offset=offset) for name, offset in
+              (("member_a", 0), ("member_b", 1))]
+    config = TrainConfig(output=str(tmp_path / "models"), faces=[faces], models=models, val_fraction=0.3)
+    config.validate()
+    run = launch._prepare(config)
+    seen = {}
+    for name in ("member_a", "member_b"):
+        spec = run.specs[name]
+        sets = train.datasets(run, spec)
+        seen[name] = {side: set(sets[side].unique(schema.VIDEO_ID)) for side in ("train", "val")}
+        train_ids, val_ids = run.videos(spec)
+        assert seen[name] == {"train": set(train_ids), "val": set(val_ids)}
+        summary = data.label_summary([faces])
+        assert run.class_counts[name] == data.class_counts(summary, "expr", train_ids).tolist()
+    assert seen["member_a"]["val"] != seen["member_b"]["val"]
+    assert seen["member_a"]["train"] | seen["member_a"]["val"] == seen["member_b"]["train"] | seen["member_b"]["val"]

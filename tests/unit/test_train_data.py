@@ -172,6 +172,22 @@ def test_subject_split_never_shares_a_subject():
     assert set(by_video[0]) | set(by_video[1]) == set(videos)
 
 
+def test_split_seed_offset_gives_an_ensemble_member_its_own_validation_subjects():
+    from fer_ray.train.launch import model_splits
+
+    videos = {f"S{s:03d}_{k}": f"S{s:03d}" for s in range(30) for k in range(2)}
+    models = [ModelSpec(name=n, arch="resnet_smoke", split_seed_offset=o) for n, o in
+              (("a", 0), ("a_tuned", 0), ("b", 1))]
+    config = TrainConfig(output="out", faces=["faces"], models=models, val_fraction=0.2, seed=3)
+    splits = model_splits(config, _summary(videos))
+    assert sorted(splits) == [0, 1]
+    assert splits[0] == data.split_videos(_summary(videos), "subject", 0.2, 3)  # offset 0: the run's split
+    for train, val in splits.values():
+        assert set(train) | set(val) == set(videos)
+        assert not {videos[v] for v in train} & {videos[v] for v in val}
+    assert set(splits[0][1]) != set(splits[1][1])  # a different draw of validation subjects
+
+
 def test_class_counts_by_task_only_faces():
     summary = pa.table({schema.VIDEO_ID: ["a"] * 5, schema.SUBJECT: ["s"] * 5, schema.LABEL: [0, 1, 4, 5, 1],
                         schema.REASON: [None, None, None, None, "no_face"]})
