@@ -415,6 +415,7 @@ def test_each_model_reads_the_split_of_its_split_seed_offset(ray_local, tmp_path
     config = TrainConfig(output=str(tmp_path / "models"), faces=[faces], models=models, val_fraction=0.3)
     config.validate()
     run = launch._prepare(config)
+    summary = data.label_summary([faces])
     seen = {}
     for name in ("member_a", "member_b"):
         spec = run.specs[name]
@@ -422,7 +423,6 @@ def test_each_model_reads_the_split_of_its_split_seed_offset(ray_local, tmp_path
         seen[name] = {side: set(sets[side].unique(schema.VIDEO_ID)) for side in ("train", "val")}
         train_ids, val_ids = run.videos(spec)
         assert seen[name] == {"train": set(train_ids), "val": set(val_ids)}
-        summary = data.label_summary([faces])
         assert run.class_counts[name] == data.class_counts(summary, "expr", train_ids).tolist()
     assert seen["member_a"]["val"] != seen["member_b"]["val"]
     assert seen["member_a"]["train"] | seen["member_a"]["val"] == seen["member_b"]["train"] | seen["member_b"]["val"]
