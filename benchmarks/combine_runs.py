@@ -5,8 +5,8 @@
 Each run's models join one cascade (every run's coarse nets in the coarse ensemble, every negative net in the
 negative one) and one expr ensemble (every run's single baseline model), on the frames all runs annotated.
 Prints the issue #13 target rows (CFC-SP at held-out SP windows, at w = 256, the baseline) for the combined
-systems, each beside the majority-class and chance figures of the same frames (accuracy.print_targets). The runs must have annotated the
-same videos with the same frames (accuracy.py with the same --videos).
+systems, each beside the majority-class and chance figures of the same frames (accuracy.print_targets). The
+runs must have annotated the same videos with the same frames (accuracy.py with the same --videos).
 """
 
 from __future__ import annotations
