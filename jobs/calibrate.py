@@ -1,15 +1,17 @@
-"""Choose a system's Smooth Predicting window, prior correction and (--flip-test) flip test on labelled
-validation videos; record the choice in models.json, where annotate takes it unless --window /
---prior-correction / --flip-test say otherwise.
+"""Choose a system's Smooth Predicting window, prior correction, video prior and (--flip-test) flip test on
+labelled validation videos; record the choice in models.json, where annotate takes it unless --window /
+--prior-correction / --video-prior / --flip-test say otherwise.
 
     python jobs/calibrate.py --input <validation videos> --labels <EXPR txt dir | labels CSV> \
         --models <train_all output> --output <work uri> [--system cfc_sp|baseline] [--windows 0 8 16 ...] \
-        [--flip-test] [--stride N] [--max-frames N] [--track-every 5] [--allow-root URI] [--config calibrate.yaml]
+        [--video-priors 0 0.5 ...] [--flip-test] [--stride N] [--max-frames N] [--track-every 5] [--allow-root URI] [--config calibrate.yaml]
 
 Validation videos must be of performers neither trained on nor among the videos you will score: their
 labels choose the settings. Writes <output>/annotate/ (the validation run, resumable),
 <output>/calibration.json (the choice, every (correction, window) figure, the majority-class and chance
-figures of the same frames) and models.json's `calibration.<system>`.
+figures of the same frames) and models.json's `calibration.<system>`. The video prior (annotate
+--video-prior) divides each model's mean prediction over a video out of its frames; `--video-priors 0`
+keeps it off.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", help="work folder: the validation run and calibration.json")
     parser.add_argument("--system", help="cfc_sp (default) or baseline")
     parser.add_argument("--windows", type=int, nargs="+", help="SP windows to choose from")
+    parser.add_argument("--video-priors", dest="video_priors", type=float, nargs="+",
+                        help="video prior strengths to choose from (default 0 0.25 0.5 0.75 1; 0 alone: off)")
     parser.add_argument("--flip-test", dest="flip_tests", action="store_const", const=[False, True],
                         help="also try annotate's flip test (each face scored mirrored too), keep the better")
     for flag in ("stride", "max-frames", "track-every"):
@@ -60,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # e.g. no validation video could be annotated: one line, not a traceback
         raise SystemExit(str(exc)) from None
     valid = chosen["validation"]
-    print(f"{cfg.system}: window {chosen['window']}, prior correction {chosen['prior_correction']}, flip test "
-          f"{chosen['flip_test']}; macro-F1 "
+    print(f"{cfg.system}: window {chosen['window']}, prior correction {chosen['prior_correction']}, video prior "
+          f"{chosen['video_prior']:g}, flip test {chosen['flip_test']}; macro-F1 "
           f"{valid['f1']:.3f} on {len(valid['videos'])} validation videos ({valid['annotated_frames']} frames; "
           f"majority class {valid['majority_f1']:.3f}, chance {valid['chance_f1']:.3f}); recorded in "
           f"{storage.join(cfg.models, 'models.json')}")

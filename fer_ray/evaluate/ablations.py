@@ -15,12 +15,14 @@ Tables (pandas DataFrames):
 - table4: SP window sweep of the full system
 `held_out_windows` picks an SP window per video without using that video's labels (leave-one-video-out);
 table1(window=HELD_OUT) scores each system's SP rows at the windows it picks for that system.
+`held_out_settings` picks a window and a video prior together the same way (what calibrate chooses).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -35,7 +37,7 @@ from fer_ray.infer.predict import System, VideoScores, predict_video
 __all__ = [
     "DEFAULT_WINDOW", "DEFAULT_WINDOWS", "System", "VideoScores", "group_logits", "models_by_task",
     "full_system", "predict_video", "predict", "evaluate", "table1", "table2", "table3", "table4",
-    "all_tables", "held_out_windows", "HELD_OUT",
+    "all_tables", "held_out_windows", "held_out_settings", "Setting", "HELD_OUT",
 ]
 
 DEFAULT_WINDOW = 256  # best window in CFC-SP Table 4 (about 8 s at 30 fps)
@@ -109,18 +111,30 @@ def full_system(videos: Mapping[str, VideoScores]) -> System:
     raise ValueError("logits hold no expr models and no coarse+negative pair")
 
 
-Window = int | Mapping[str, int]  # one SP window, or one per video (held_out_windows)
+@dataclass(frozen=True)
+class Setting:
+    """One video's post-processing chosen on the other videos: its SP window and video prior."""
+
+    window: int
+    video_prior: float = 0.0
+
+
+# one SP window, or one per video (held_out_windows), or a window and video prior per video (held_out_settings)
+Window = int | Mapping[str, int] | Mapping[str, Setting]
 HELD_OUT = "held-out"  # table1: each system's SP window chosen per video by held_out_windows
 
 
-def _window_of(window: Window, video_id: str) -> int:
-    return int(window[video_id]) if isinstance(window, Mapping) else int(window)
+def _setting_of(window: Window, video_id: str, system: System) -> tuple[System, int]:
+    value = window[video_id] if isinstance(window, Mapping) else window
+    if isinstance(value, Setting):
+        return replace(system, video_prior=value.video_prior), int(value.window)
+    return system, int(value)
 
 
 def predict(videos: Mapping[str, VideoScores], truth: Mapping[str, np.ndarray], system: System,
             window: Window) -> dict[str, np.ndarray]:
     """video_id -> full-range labels for every video with both logits and ground truth."""
-    return {v: predict_video(videos[v], system, _window_of(window, v), len(truth[v]))["label"]
+    return {v: predict_video(videos[v], *_setting_of(window, v, system), len(truth[v]))["label"]
             for v in sorted(set(videos) & set(truth))}
 
 
@@ -152,17 +166,25 @@ def held_out_windows(videos, truth, system: System | None = None,
     estimate of what SP gives on new videos when the window has to be picked from labelled ones.
     A single video gets the smallest window (there is nothing else to choose from)."""
     system = system or full_system(videos)
+    chosen = held_out_settings(videos, truth, system, windows, (system.video_prior,))
+    return {video: setting.window for video, setting in chosen.items()}
+
+
+def held_out_settings(videos, truth, system: System, windows: Sequence[int] = DEFAULT_WINDOWS,
+                      video_priors: Sequence[float] = (0.0,)) -> dict[str, Setting]:
+    """video_id -> the (window, video prior) with the best macro-F1 on all the *other* videos, as
+    held_out_windows picks a window (ties: the weaker video prior, then the smaller window)."""
     names = sorted(set(videos) & set(truth))
-    ordered = sorted({int(w) for w in windows})
-    predicted = {w: predict(videos, truth, system, w) for w in ordered}
+    grid = [Setting(w, p) for p in sorted({float(p) for p in video_priors}) for w in sorted({int(w) for w in windows})]
+    predicted = [predict(videos, truth, system, {v: setting for v in names}) for setting in grid]
     chosen = {}
     for video in names:
         others = {v: truth[v] for v in names if v != video}
         if not others:
-            chosen[video] = ordered[0]
+            chosen[video] = grid[0]
             continue
-        f1 = [metrics.macro_f1(*_concat(others, {v: predicted[w][v] for v in others})) for w in ordered]
-        chosen[video] = ordered[int(np.argmax(f1))]  # argmax takes the first (smallest) of tied windows
+        f1 = [metrics.macro_f1(*_concat(others, {v: labels_of[v] for v in others})) for labels_of in predicted]
+        chosen[video] = grid[int(np.argmax(f1))]  # argmax takes the first (weakest, smallest) of tied settings
     return chosen
 
 

@@ -1,13 +1,15 @@
-"""Calibration on labelled validation videos: the Smooth Predicting window and whether to divide out the
-models' training priors, chosen where they will be used (videos), never on the videos a run is scored on.
+"""Calibration on labelled validation videos: the Smooth Predicting window, whether to divide out the
+models' training priors and how strongly to divide out each video's own mean prediction (the video prior),
+chosen where they will be used (videos), never on the videos a run is scored on.
 
-`calibrate(videos, truth, system, priors)` scores every (prior correction, ensemble weights, window) of a
-system on the validation videos' stored logits (annotate --keep-logits) and keeps the best pooled macro-F1;
-ties go to no correction, then equal weights, then the smaller window (the simpler choice). Weights are
+`calibrate(videos, truth, system, priors)` scores every (prior correction, video prior, ensemble weights,
+window) of a system on the validation videos' stored logits (annotate --keep-logits) and keeps the best
+pooled macro-F1; ties go to no correction, the weaker video prior, equal weights, then the smaller window
+(the simpler choice). Weights are
 searched for the ensemble with several members (CFC-SP's coarse nets, or a baseline's expr models): each
 0.5, 1 or 2. The result is what `jobs/calibrate.py` records
 in models.json under `calibration.<system>`, and what annotate then uses unless --window /
---prior-correction say otherwise. It carries the validation figures it came from, beside the majority-class
+--prior-correction / --video-prior say otherwise. It carries the validation figures it came from, beside the majority-class
 and chance figures of the same frames, so a report can show why.
 """
 
@@ -26,6 +28,7 @@ from fer_ray.infer.predict import System, VideoScores
 # The paper's sweep plus the short windows that suit segments of 1-6 s (the dev videos' expressions).
 WINDOWS = (0, 8, 16, 32, 64, 128, 256, 512)
 MEMBER_WEIGHTS = (0.5, 1.0, 2.0)
+VIDEO_PRIORS = (0.0, 0.25, 0.5, 0.75, 1.0)  # cascade.correct_video_prior's strengths, off to full
 
 
 def weight_options(system: System) -> list[dict[str, float]]:
@@ -74,8 +77,10 @@ def prior_corrected(videos: Mapping[str, VideoScores], priors: Mapping[str, Sequ
 
 
 def calibrate(videos: Mapping[str, VideoScores], truth: Mapping[str, np.ndarray], system: System,
-              priors: Mapping[str, Sequence[float]] | None = None, windows: Sequence[int] = WINDOWS) -> dict:
-    """{"window", "prior_correction", "validation": {...}}: the best pooled macro-F1 on these videos."""
+              priors: Mapping[str, Sequence[float]] | None = None, windows: Sequence[int] = WINDOWS,
+              video_priors: Sequence[float] = VIDEO_PRIORS) -> dict:
+    """{"window", "prior_correction", "video_prior", "weights", "validation": {...}}: the best pooled
+    macro-F1 on these videos."""
     names = sorted(set(videos) & set(truth))
     if not names:
         raise ValueError("no validation video has both stored logits and labels")
@@ -85,18 +90,20 @@ def calibrate(videos: Mapping[str, VideoScores], truth: Mapping[str, np.ndarray]
         options[True] = corrected
     y_true = np.concatenate([np.asarray(truth[v], dtype=np.int64) for v in names])
     scores = []
-    for correction, scored in options.items():
-        for weights in weight_options(system):
-            weighted = replace(system, weights=weights)
-            for window in sorted({int(w) for w in windows}):
-                predicted = ablations.predict(scored, truth, weighted, window)
-                f1 = metrics.macro_f1(y_true, np.concatenate([predicted[v] for v in names]))
-                scores.append({"prior_correction": correction, "weights": run_names(weights), "window": window,
-                               "f1": float(f1)})
-    best = max(scores, key=lambda s: (s["f1"], not s["prior_correction"], not s["weights"], -s["window"]))
+    grid = itertools.product(options.items(), sorted({float(p) for p in video_priors}), weight_options(system),
+                             sorted({int(w) for w in windows}))
+    for (correction, scored), video_prior, weights, window in grid:
+        predicted = ablations.predict(scored, truth, replace(system, weights=weights, video_prior=video_prior),
+                                      window)
+        f1 = metrics.macro_f1(y_true, np.concatenate([predicted[v] for v in names]))
+        scores.append({"prior_correction": correction, "video_prior": video_prior, "weights": run_names(weights),
+                       "window": window, "f1": float(f1)})
+    best = max(scores, key=lambda s: (s["f1"], not s["prior_correction"], -s["video_prior"], not s["weights"],
+                                      -s["window"]))
     annotated = int((y_true >= 0).sum())
     reference = metrics.reference_scores(y_true)
-    return {"window": best["window"], "prior_correction": best["prior_correction"], "weights": best["weights"],
+    return {"window": best["window"], "prior_correction": best["prior_correction"],
+            "video_prior": best["video_prior"], "weights": best["weights"],
             "validation": {"videos": names, "annotated_frames": annotated, "f1": best["f1"], "grid": scores,
                            "majority_f1": reference["majority_f1"], "chance_f1": reference["chance_f1"]}}
 

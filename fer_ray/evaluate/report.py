@@ -137,6 +137,7 @@ def _headline_rows(headline: Mapping) -> list[tuple[str, str]]:
     if chosen:
         rows.append(("Calibrated on validation videos", (
             f"window {chosen['window']}, prior correction {'on' if chosen['prior_correction'] else 'off'}"
+            + (f", video prior {chosen['video_prior']:g}" if chosen.get("video_prior") else "")
             + (", flip test on" if chosen.get("flip_test") else "")
             + (", weights " + ", ".join(f"{k} {v:g}" for k, v in sorted(chosen["weights"].items()))
                if chosen.get("weights") else "") + ": "

@@ -23,6 +23,7 @@ from fer_ray import labels
 __all__ = [
     "softmax", "ensemble_probs", "weighted_ensemble", "route", "abaw_probs", "normalize_rows",
     "MODEL_NAME_SEP", "model_name", "split_model_name", "num_scores", "log_prior", "correct_prior",
+    "correct_video_prior",
 ]
 
 _ABAW_OF_COARSE = np.asarray(labels.ABAW_OF_COARSE, dtype=np.int64)
@@ -94,6 +95,22 @@ def log_prior(prior: Sequence[float]) -> np.ndarray:
 def correct_prior(probs: np.ndarray, prior: Sequence[float]) -> np.ndarray:
     """Probabilities with the training prior divided out: softmax(logits - log_prior(prior)), from probs."""
     return normalize_rows(np.asarray(probs, dtype=np.float64) * np.exp(-log_prior(prior)))
+
+
+def correct_video_prior(probs: np.ndarray, strength: float) -> np.ndarray:
+    """Probabilities with the video's own mean prediction divided out, raised to `strength` (0: unchanged,
+    1: every class's mean share over the video made equal).
+
+    Why: one person's resting face reads as one expression to a model (a mouth that turns down looks sad
+    on every frame), so that class wins too often across the whole video. Dividing by the video's mean
+    prediction takes out what all its frames share and leaves what changes from frame to frame; a strength
+    below 1 keeps part of the mean, since a video of mostly Neutral frames should still lean Neutral. Rows
+    are frames of one video (or one face track) with scores; the strength is calibrated on labelled videos."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if strength == 0 or probs.shape[0] == 0:
+        return probs
+    mean = np.maximum(probs.mean(axis=0), 1e-12)  # a class no frame gives any weight stays at zero
+    return normalize_rows(probs / mean ** float(strength))
 
 
 def normalize_rows(values: np.ndarray) -> np.ndarray:

@@ -155,7 +155,7 @@ class VideoPostprocess:
     def __init__(self, output: str, entries: list[ModelEntry], system: str, window: int, version: str,
                  weights: dict[str, float] | None = None, keep_logits: bool = False,
                  extras: list[ModelEntry] | None = None, sources: dict[str, str] | None = None,
-                 subjects: dict[str, list[str]] | None = None, photos: list[str] = ()):
+                 subjects: dict[str, list[str]] | None = None, photos: list[str] = (), video_prior: float = 0.0):
         """`extras`: models whose logits are only kept (for ablations), never part of the prediction.
         `sources`: video id -> fingerprint of its faces (the faces done marker's), recorded in the
         predictions marker so a video whose faces are redone is annotated again."""
@@ -164,7 +164,7 @@ class VideoPostprocess:
         self.subjects = dict(subjects or {})  # video id -> subject names (left to right) of its main tracks
         self.photos = set(photos)  # photos are one-frame videos without an ABAW submission file
         self.window, self.version, self.keep_logits = window, version, keep_logits
-        self.system = system_of(entries, system, weights)
+        self.system = system_of(entries, system, weights, video_prior)
         self.heads = TemporalHeads(list(entries) + list(extras or []))
 
     def _scores(self, batch: dict, face: np.ndarray) -> dict[str, np.ndarray]:

@@ -7,9 +7,11 @@ exactly the code that produced the predictions.
 A `System` says which models it combines:
 - expr models only: the sum of their softmax probabilities, argmax over the 8 ABAW classes;
 - coarse + negative models: the CFC-SP cascade (coarse ensemble, negative ensemble, routing).
-Smooth Predicting is applied to each ensemble's probabilities (rows = frames with that system's logits,
-in frame order) before the argmax/routing; frames where any of the system's models has no logits count as
-"no face" and are filled from the nearest frames (fer_ray.infer.fill), as the submission is.
+A system's video prior (0 by default) first divides each model's mean prediction over the video's rows out
+of its frames (cascade.correct_video_prior). Smooth Predicting is then applied to each ensemble's
+probabilities (rows = frames with that system's logits, in frame order) before the argmax/routing; frames
+where any of the system's models has no logits count as "no face" and are filled from the nearest frames
+(fer_ray.infer.fill), as the submission is.
 """
 
 from __future__ import annotations
@@ -26,18 +28,24 @@ __all__ = ["System", "VideoScores", "predict_video"]
 
 @dataclass(frozen=True)
 class System:
-    """Which models a prediction combines; weights (model -> weight) default to 1 each."""
+    """Which models a prediction combines; weights (model -> weight) default to 1 each.
+
+    video_prior: how strongly each model's mean prediction over the video is divided out of its frames
+    before the ensemble (cascade.correct_video_prior; 0 off, 1 full)."""
 
     expr: tuple[str, ...] = ()
     coarse: tuple[str, ...] = ()
     negative: tuple[str, ...] = ()
     weights: Mapping[str, float] = field(default_factory=dict)
+    video_prior: float = 0.0
 
     def __post_init__(self):
         if bool(self.coarse) != bool(self.negative):
             raise ValueError("a cascade needs both coarse and negative models")
         if bool(self.expr) == bool(self.coarse):
             raise ValueError("a system is either expr models or a coarse+negative cascade")
+        if not 0.0 <= self.video_prior <= 1.0:
+            raise ValueError(f"video_prior must lie in [0, 1], got {self.video_prior}")
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -52,8 +60,8 @@ class System:
         return f"coarse[{part(self.coarse)}]>negative[{part(self.negative)}]"
 
     def ensemble(self, video: VideoScores, names: Sequence[str], rows: np.ndarray) -> np.ndarray:
-        return cascade.ensemble_probs([video.probs[n][rows] for n in names],
-                                      [float(self.weights.get(n, 1.0)) for n in names])
+        members = [cascade.correct_video_prior(video.probs[n][rows], self.video_prior) for n in names]
+        return cascade.ensemble_probs(members, [float(self.weights.get(n, 1.0)) for n in names])
 
 
 @dataclass

@@ -105,17 +105,18 @@ def ablation_extras(all_entries: list[ModelEntry], system: str, chosen: list[Mod
     return [e for e in _default_models(all_entries, other) if e not in chosen]
 
 
-def system_of(chosen: list[ModelEntry], system: str, weights: dict[str, float] | None = None) -> System:
+def system_of(chosen: list[ModelEntry], system: str, weights: dict[str, float] | None = None,
+              video_prior: float = 0.0) -> System:
     """The predict.System combining the chosen models (weights by run name)."""
     keys = {task: tuple(e.key for e in chosen if e.task == task) for task in ("expr", "coarse", "negative")}
     by_key = {e.key: float((weights or {}).get(e.name, 1.0)) for e in chosen}
     if system == "cfc_sp":
         if not keys["coarse"] or not keys["negative"] or keys["expr"]:
             raise ValueError("cfc_sp needs coarse and negative models (and no expr models)")
-        return System(coarse=keys["coarse"], negative=keys["negative"], weights=by_key)
+        return System(coarse=keys["coarse"], negative=keys["negative"], weights=by_key, video_prior=video_prior)
     if not keys["expr"] or keys["coarse"] or keys["negative"]:
         raise ValueError(f"{system} needs expr models only")
-    return System(expr=keys["expr"], weights=by_key)
+    return System(expr=keys["expr"], weights=by_key, video_prior=video_prior)
 
 
 def check_prior_correction(chosen: list[ModelEntry]) -> None:
@@ -133,9 +134,9 @@ def check_prior_correction(chosen: list[ModelEntry]) -> None:
 
 def model_version(index: dict, chosen: list[ModelEntry], system: str, window: int,
                   weights: dict[str, float] | None = None, prior_correction: bool = False,
-                  flip_test: bool = False) -> str:
+                  flip_test: bool = False, video_prior: float = 0.0) -> str:
     """A short stable id of what produced a prediction: the index version, the models, system, window,
-    prior correction and flip test."""
+    prior corrections and flip test."""
     fields = {
         "index": index.get("version", ""), "system": system, "window": window,
         "models": [(e.name, e.checkpoint.rsplit("/", 2)[-2:]) for e in chosen],
@@ -145,6 +146,8 @@ def model_version(index: dict, chosen: list[ModelEntry], system: str, window: in
         fields["prior_correction"] = True
     if flip_test:
         fields["flip_test"] = True
+    if video_prior:
+        fields["video_prior"] = float(video_prior)
     payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
@@ -156,7 +159,7 @@ def resolve(config) -> tuple[list[ModelEntry], list[ModelEntry], str]:
     available = entries(index, config.models)
     chosen = select(available, config.system, config.model_names)
     version = model_version(index, chosen, config.system, config.window, config.weights, config.prior_correction,
-                            bool(config.flip_test))
+                            bool(config.flip_test), float(config.video_prior or 0.0))
     extras = ablation_extras(available, config.system, chosen) if config.keep_logits else []
     if config.prior_correction:
         check_prior_correction(chosen + extras)

@@ -64,6 +64,10 @@ class AnnotateConfig:
     keep_logits: bool = False  # also write per-model logits (the ablation tables read them)
     prior_correction: bool | None = None  # divide out each frame model's training class prior (models.json);
     # None: what models.json's calibration chose for this system, else off
+    # divide each model's mean prediction over a video (or face track), to this power, out of its frames: a
+    # person's resting face read as one expression (cascade.correct_video_prior); 0 off, 1 full.
+    # None: what models.json's calibration chose for this system, else off
+    video_prior: float | None = None
     flip_test: bool | None = None  # also score each face mirrored and average (frame models; 2 forward passes);
     # None: what models.json's calibration chose for this system, else off
     since: str | None = None  # only videos modified after this ISO time, or "last" (previous run's start)
@@ -93,6 +97,8 @@ class AnnotateConfig:
             raise cfg.ConfigError(f"system {self.system!r} unknown; valid: {', '.join(systems.SYSTEMS)}")
         if self.window is not None and self.window < 0:
             raise cfg.ConfigError(f"window must be >= 0 (0 disables Smooth Predicting), got {self.window}")
+        if self.video_prior is not None and not 0.0 <= self.video_prior <= 1.0:
+            raise cfg.ConfigError(f"video_prior must lie in [0, 1] (0 off, 1 full), got {self.video_prior}")
         if self.batch_size < 1 or self.num_workers < 1:
             raise cfg.ConfigError("batch_size and num_workers must be >= 1")
         if self.worker_gpus < 0:
@@ -151,25 +157,28 @@ def recorded_calibration(config: AnnotateConfig, index: dict | None = None) -> d
 
 
 def calibrated(config: AnnotateConfig) -> AnnotateConfig:
-    """`config` with the face geometry, window, prior correction and flip test it left open (None) taken from
-    models.json: the training faces' geometry, and the calibration of its system (jobs/calibrate.py), else
-    the defaults (window 256, no correction, no flip test)."""
+    """`config` with the face geometry, window, prior corrections and flip test it left open (None) taken
+    from models.json: the training faces' geometry, and the calibration of its system (jobs/calibrate.py),
+    else the defaults (window 256, no correction, no flip test)."""
     index = systems.read_index(config.models)
     config = trained_geometry(config, index)
     if config.window is not None and config.prior_correction is not None and config.flip_test is not None \
-            and config.weights:
+            and config.video_prior is not None and config.weights:
         return config
     chosen = recorded_calibration(config, index)
     window = config.window if config.window is not None else int(chosen.get("window", DEFAULT_WINDOW))
     prior = config.prior_correction if config.prior_correction is not None \
         else bool(chosen.get("prior_correction", False))
     flip = config.flip_test if config.flip_test is not None else bool(chosen.get("flip_test", False))
+    video_prior = config.video_prior if config.video_prior is not None else float(chosen.get("video_prior", 0.0))
     weights = config.weights or dict(chosen.get("weights") or {})
     if chosen:
-        log.info("%s: calibrated on %d validation videos: window %d, prior correction %s, flip test %s, weights %s "
-                 "(flags override)", config.system, len(chosen.get("validation", {}).get("videos", [])), window,
-                 prior, flip, weights or "equal")
-    return replace(config, window=window, prior_correction=prior, flip_test=flip, weights=weights)
+        log.info("%s: calibrated on %d validation videos: window %d, prior correction %s, video prior %g, "
+                 "flip test %s, weights %s (flags override)", config.system,
+                 len(chosen.get("validation", {}).get("videos", [])), window, prior, video_prior, flip,
+                 weights or "equal")
+    return replace(config, window=window, prior_correction=prior, flip_test=flip, weights=weights,
+                   video_prior=video_prior)
 
 
 def trained_geometry(config: AnnotateConfig, index: dict) -> AnnotateConfig:
@@ -196,10 +205,11 @@ def calibration_used(config: AnnotateConfig) -> dict | None:
         return None
     valid = chosen.get("validation", {})
     used = chosen.get("window") == config.window and chosen.get("prior_correction") == config.prior_correction \
+        and float(chosen.get("video_prior", 0.0)) == float(config.video_prior or 0.0) \
         and bool(chosen.get("flip_test", False)) == bool(config.flip_test) \
         and dict(chosen.get("weights") or {}) == dict(config.weights or {})
     return {"window": chosen.get("window"), "prior_correction": chosen.get("prior_correction"),
-            "flip_test": bool(chosen.get("flip_test", False)),
+            "video_prior": float(chosen.get("video_prior", 0.0)), "flip_test": bool(chosen.get("flip_test", False)),
             "weights": chosen.get("weights") or {}, "used": used,
             "validation_videos": valid.get("videos", []), "validation_f1": valid.get("f1"),
             "validation_majority_f1": valid.get("majority_f1"), "validation_chance_f1": valid.get("chance_f1")}
@@ -270,7 +280,7 @@ def logits_step(config: AnnotateConfig, models) -> Step:
 def postprocess_kwargs(config: AnnotateConfig, entries, extras, version: str, sources: dict[str, str] | None):
     return {"output": config.output, "entries": entries, "extras": extras, "system": config.system,
             "window": config.window, "version": version, "weights": config.weights,
-            "keep_logits": config.keep_logits, "sources": sources}
+            "keep_logits": config.keep_logits, "sources": sources, "video_prior": float(config.video_prior or 0.0)}
 
 
 def _annotate(parts: list[str], columns: list[str], plan: list[Step], videos: int) -> list[dict]:

@@ -1,4 +1,4 @@
-"""The calibrate job: choose a system's Smooth Predicting window, prior correction and (when asked) flip test on
+"""The calibrate job: choose a system's Smooth Predicting window, prior corrections and (when asked) flip test on
 labelled validation videos and record them in models.json, where annotate takes them by default.
 
 `run(config)` annotates the validation videos (window 0, no correction, logits kept) under
@@ -37,6 +37,7 @@ class CalibrateConfig:
     output: str
     system: str = "cfc_sp"
     windows: list[int] = field(default_factory=lambda: list(calibration.WINDOWS))
+    video_priors: list[float] = field(default_factory=lambda: list(calibration.VIDEO_PRIORS))  # [0.0]: never
     flip_tests: list[bool] = field(default_factory=lambda: [False])  # annotate's flip test settings to try
     annotate: dict = field(default_factory=dict)  # more annotate options (stride, max_frames, track_every, ...)
 
@@ -45,9 +46,12 @@ class CalibrateConfig:
             raise cfg.ConfigError(f"system {self.system!r} cannot be calibrated yet; valid: cfc_sp, baseline")
         if not self.windows or any(w < 0 for w in self.windows):
             raise cfg.ConfigError(f"windows must be one or more values >= 0, got {self.windows}")
+        if not self.video_priors or any(not 0.0 <= p <= 1.0 for p in self.video_priors):
+            raise cfg.ConfigError(f"video_priors must be one or more values in [0, 1], got {self.video_priors}")
         if not self.flip_tests:
             raise cfg.ConfigError("flip_tests must hold false, true or both")
-        fixed = {"input", "models", "output", "system", "window", "prior_correction", "flip_test", "keep_logits"}
+        fixed = {"input", "models", "output", "system", "window", "prior_correction", "video_prior", "flip_test",
+                 "keep_logits"}
         if set(self.annotate) & fixed:
             raise cfg.ConfigError(f"annotate options may not set {', '.join(sorted(set(self.annotate) & fixed))}: "
                                   "the calibrate job sets them")
@@ -62,14 +66,16 @@ def run(config: CalibrateConfig) -> dict:
         annotated = storage.join(config.output, "annotate_flip" if flip and found else "annotate")
         job = annotate.load_config({**config.annotate, "input": source, "models": config.models,
                                     "output": annotated, "system": config.system, "window": 0,
-                                    "prior_correction": False, "flip_test": flip, "keep_logits": True})
+                                    "prior_correction": False, "video_prior": 0.0, "flip_test": flip,
+                                    "keep_logits": True})
         summary = annotate.run(job)
         if not summary["videos"]:
             raise ValueError(f"calibrate: no validation video could be annotated ({nothing_annotated(summary)})")
         source = source if annotate.is_faces_output(source) else annotated  # where this run's faces are
         videos = ablations.group_logits(readers.read_logits(annotated))
         found[flip] = calibration.calibrate(videos, load_truth(config.labels, sorted(videos)),
-                                            calibration.system_for(videos, config.system), priors, config.windows)
+                                            calibration.system_for(videos, config.system), priors, config.windows,
+                                            config.video_priors)
         found[flip] |= {"flip_test": flip, "model_version": summary["model_version"]}
     chosen = max(found.values(), key=lambda c: (c["validation"]["f1"], not c["flip_test"]))
     if len(found) > 1:
@@ -79,9 +85,9 @@ def run(config: CalibrateConfig) -> dict:
     storage.write_json(storage.join(config.output, "calibration.json"), chosen)
     index.setdefault("calibration", {})[config.system] = chosen
     storage.write_json(storage.join(config.models, schema.MODELS_INDEX), index)  # one whole file, atomically
-    log.info("%s: window %d, prior correction %s, flip test %s: macro-F1 %.3f on %d validation videos "
-             "(majority %.3f, chance %.3f)", config.system, chosen["window"], chosen["prior_correction"],
-             chosen["flip_test"],
+    log.info("%s: window %d, prior correction %s, video prior %g, flip test %s: macro-F1 %.3f on %d validation "
+             "videos (majority %.3f, chance %.3f)", config.system, chosen["window"], chosen["prior_correction"],
+             chosen["video_prior"], chosen["flip_test"],
              chosen["validation"]["f1"], len(chosen["validation"]["videos"]), chosen["validation"]["majority_f1"],
              chosen["validation"]["chance_f1"])
     return chosen

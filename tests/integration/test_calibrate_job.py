@@ -1,6 +1,6 @@
 """jobs/calibrate.py on the session's reference faces (tests/golden.py: three labelled dev videos and an
 unlabelled one, every 5th of the first 120 frames): it annotates them with logits kept, with and without the
-flip test, chooses the window, prior correction and flip test on their labels, and records the choice in
+flip test, chooses the window, prior correction, video prior and flip test on their labels, and records the choice in
 models.json, which annotate then uses."""
 
 from __future__ import annotations
@@ -25,9 +25,13 @@ def test_calibration_is_recorded_and_annotate_uses_it(dev_reference, ray_local):
     assert recorded == chosen and chosen["window"] in (0, 4, 16)
     valid = chosen["validation"]
     assert valid["videos"] == ["tw_TW01", "tw_TW07", "tw_TW11"]  # the labelled ones; the unlabelled is not scored
-    grid = {(g["prior_correction"], g["window"]): g["f1"] for g in valid["grid"]}
-    assert {w for _, w in grid} == {0, 4, 16} and valid["f1"] == max(grid.values())
-    assert grid[(chosen["prior_correction"], chosen["window"])] == valid["f1"]
+    def key(g):  # one grid point: corrections, the ensemble members' weights, window
+        return g["prior_correction"], g["video_prior"], tuple(sorted(g["weights"].items())), g["window"]
+
+    grid = {key(g): g["f1"] for g in valid["grid"]}
+    assert len(grid) == len(valid["grid"]) and valid["f1"] == max(grid.values())
+    assert {k[-1] for k in grid} == {0, 4, 16} and {k[1] for k in grid} == set(calibration.VIDEO_PRIORS)
+    assert grid[key(chosen)] == valid["f1"]
     # the flip test run scored the same faces: the better of the two is kept, the plain one on a tie
     assert valid["flip_test_f1"][{True: "on", False: "off"}[chosen["flip_test"]]] == valid["f1"]
     assert chosen["flip_test"] == (valid["flip_test_f1"]["on"] > valid["flip_test_f1"]["off"])
@@ -37,8 +41,8 @@ def test_calibration_is_recorded_and_annotate_uses_it(dev_reference, ray_local):
     assert set(calibration.WINDOWS) >= {0, 16}
     # annotate takes the recorded choice unless its flags say otherwise
     config = annotate.calibrated(annotate.load_config({"input": "x", "models": models, "output": "y"}))
-    assert (config.window, config.prior_correction, config.flip_test) == (
-        chosen["window"], chosen["prior_correction"], chosen["flip_test"])
+    assert (config.window, config.prior_correction, config.video_prior, config.flip_test) == (
+        chosen["window"], chosen["prior_correction"], chosen["video_prior"], chosen["flip_test"])
     flag = annotate.calibrated(annotate.load_config({"input": "x", "models": models, "output": "y",
                                                      "flip_test": not chosen["flip_test"]}))
     assert flag.flip_test is not chosen["flip_test"] and flag.window == chosen["window"]

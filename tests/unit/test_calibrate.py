@@ -52,8 +52,8 @@ def _set(make, names):
 def test_validation_videos_choose_the_window_the_scored_ones_would_not():
     validation, validation_truth = _set(_steady, ["s1", "s2"])
     scored, scored_truth = _set(_flicker, ["f1", "f2"])
-    chosen = calibration.calibrate(validation, validation_truth, SYSTEM, windows=(0, 8, 64))
-    would = calibration.calibrate(scored, scored_truth, SYSTEM, windows=(0, 8, 64))
+    chosen = calibration.calibrate(validation, validation_truth, SYSTEM, windows=(0, 8, 64), video_priors=(0.0,))
+    would = calibration.calibrate(scored, scored_truth, SYSTEM, windows=(0, 8, 64), video_priors=(0.0,))
     assert chosen["window"] > 0 and would["window"] == 0  # the scored videos would have picked no smoothing
     assert chosen["validation"]["videos"] == ["s1", "s2"]  # only the validation videos' labels were read
     grid = {(g["prior_correction"], g["window"]): g["f1"] for g in chosen["validation"]["grid"]}
@@ -73,9 +73,9 @@ def test_prior_correction_is_chosen_when_it_helps_on_validation():
     probs[30:, H] = 0.45
     videos = {"v": VideoScores(np.arange(60), {"expr/base": probs})}
     prior = [0.9] + [0.1 / 7] * 7
-    chosen = calibration.calibrate(videos, {"v": truth}, SYSTEM, {"base": prior}, windows=(0,))
+    chosen = calibration.calibrate(videos, {"v": truth}, SYSTEM, {"base": prior}, windows=(0,), video_priors=(0.0,))
     assert chosen["prior_correction"] is True and chosen["window"] == 0
-    uncorrected = calibration.calibrate(videos, {"v": truth}, SYSTEM, {}, windows=(0,))
+    uncorrected = calibration.calibrate(videos, {"v": truth}, SYSTEM, {}, windows=(0,), video_priors=(0.0,))
     assert uncorrected["prior_correction"] is False and chosen["validation"]["f1"] > uncorrected["validation"]["f1"]
 
 
