@@ -67,10 +67,12 @@ def for_system(logits: dict, chosen) -> dict:
     return {k: v for k, v in logits.items() if not k.startswith(COLUMN_PREFIX) or k in keep}
 
 
-def postprocess(output: str, entries, system: str, logits: dict, window: int = 256) -> tuple[dict, dict]:
+def postprocess(output: str, entries, system: str, logits: dict, window: int = 256,
+                video_prior: float = 0.0) -> tuple[dict, dict]:
     """(summary row, predictions columns as numpy) of one VideoPostprocess call."""
     chosen = systems.select(entries, system)
-    summary = VideoPostprocess(output, chosen, system, window, version="test")(for_system(logits, chosen))
+    post = VideoPostprocess(output, chosen, system, window, version="test", video_prior=video_prior)
+    summary = post(for_system(logits, chosen))
     video_id = summary[schema.VIDEO_ID][0]
     assert shards.is_done(output, PREDICTIONS, video_id)
     table = storage.read_parquet_many(shards.complete_parts(output, PREDICTIONS, [video_id]))
@@ -143,6 +145,20 @@ def test_window_changes_only_the_smoothing(tmp_path, entries, stage, varied, sys
         expected = cascade.normalize_rows(smoothing.smooth(raw[schema.PROBS][face], 256))
         np.testing.assert_allclose(smooth[schema.PROBS][face], expected, atol=1e-5)
         assert smooth[schema.LABEL][face].tolist() == expected.argmax(axis=1).tolist()
+
+
+def test_the_video_prior_divides_the_videos_mean_out_of_each_frame(tmp_path, entries, stage, varied):
+    """The baseline (one expr model): the written probabilities are its softmax over the face frames divided
+    by their mean to the power of the video prior, rows normalised; window 0 so nothing else moves them."""
+    logits = stage(varied)
+    _, raw = postprocess(str(tmp_path / "p0"), entries, "baseline", logits, window=0)
+    _, fixed = postprocess(str(tmp_path / "p1"), entries, "baseline", logits, window=0, video_prior=0.5)
+    face = raw[schema.FACE_FOUND]
+    probs = raw[schema.PROBS][face]
+    expected = cascade.normalize_rows(probs / probs.mean(axis=0) ** 0.5)
+    np.testing.assert_allclose(fixed[schema.PROBS][face], expected, atol=1e-5)
+    assert not np.allclose(expected, probs, atol=1e-4)  # the untrained model leans: the correction moves it
+    assert fixed[schema.LABEL][face].tolist() == expected.argmax(axis=1).tolist()
 
 
 @pytest.mark.parametrize("system", ["cfc_sp", "baseline", "mao"])
