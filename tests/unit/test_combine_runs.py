@@ -37,3 +37,22 @@ def test_runs_over_different_frames_are_refused():
     with pytest.raises(SystemExit, match="v1: the runs annotated different frames"):
         COMBINE["combine"]([run, other])
     assert np.array_equal(COMBINE["combine"]([run])["v2"].frames, run["v2"].frames)
+
+
+VIDEO_PRIOR = runpy.run_path(str(Path(__file__).resolve().parents[2] / "benchmarks" / "video_prior.py"),
+                             run_name="video_prior")
+
+
+def test_video_prior_benchmark_scores_what_the_held_out_choices_predict():
+    videos = ablations.group_logits(_logits())
+    full, names = ablations.full_system(videos), sorted(TRUTH)
+    got = VIDEO_PRIOR["held_out"](videos, TRUTH, full, (0, 4), names)
+    chosen = ablations.held_out_settings(videos, TRUTH, full, (0, 4), VIDEO_PRIOR["calibration"].VIDEO_PRIORS)
+    assert got["chosen"] == {v: (s.window, s.video_prior) for v, s in chosen.items()}
+    assert got["with"] == pytest.approx(ablations.evaluate(videos, TRUTH, full, chosen)["f1"])
+    alone = ablations.held_out_windows(videos, TRUTH, full, (0, 4))
+    assert got["without"] == pytest.approx(ablations.evaluate(videos, TRUTH, full, alone)["f1"])
+    assert got["diff"]["diff"] == pytest.approx(got["with"] - got["without"])
+    rows = VIDEO_PRIOR["surface"](videos, TRUTH, full, names)
+    assert len(rows) == len(VIDEO_PRIOR["calibration"].VIDEO_PRIORS)
+    assert rows[0][0] == pytest.approx(ablations.evaluate(videos, TRUTH, full, 0)["f1"])  # strength 0, no SP
