@@ -165,6 +165,8 @@ def test_the_report_says_what_the_calibration_chose_and_on_what(tmp_path):
                                                        "videos (majority 0.090, chance 0.080)")
     flipped = dict(report._headline_rows(headline | {"calibration": used | {"flip_test": True}}))
     assert flipped["Calibrated on validation videos"].startswith("window 16, prior correction off, flip test on:")
+    leaning = dict(report._headline_rows(headline | {"calibration": used | {"video_prior": 0.5}}))
+    assert leaning["Calibrated on validation videos"].startswith("window 16, prior correction off, video prior 0.5:")
 
 
 def test_ensemble_weights_are_chosen_when_one_member_is_better():
