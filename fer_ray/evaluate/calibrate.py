@@ -5,12 +5,11 @@ chosen where they will be used (videos), never on the videos a run is scored on.
 `calibrate(videos, truth, system, priors)` scores every (prior correction, video prior, ensemble weights,
 window) of a system on the validation videos' stored logits (annotate --keep-logits) and keeps the best
 pooled macro-F1; ties go to no correction, the weaker video prior, equal weights, then the smaller window
-(the simpler choice). Weights are
-searched for the ensemble with several members (CFC-SP's coarse nets, or a baseline's expr models): each
-0.5, 1 or 2. The result is what `jobs/calibrate.py` records
-in models.json under `calibration.<system>`, and what annotate then uses unless --window /
---prior-correction / --video-prior say otherwise. It carries the validation figures it came from, beside the majority-class
-and chance figures of the same frames, so a report can show why.
+(the simpler choice). Weights are searched for the ensemble with several members (CFC-SP's coarse nets, or
+a baseline's expr models): each 0.5, 1 or 2. The result is what `jobs/calibrate.py` records in models.json
+under `calibration.<system>`, and what annotate then uses unless --window / --prior-correction /
+--video-prior say otherwise. It carries the validation figures it came from, beside the majority-class and
+chance figures of the same frames, so a report can show why.
 """
 
 from __future__ import annotations
