@@ -49,9 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "are distributed unlike the training set's); default: what jobs/calibrate.py recorded, "
                         "else off")
     parser.add_argument("--video-prior", dest="video_prior", type=float,
-                        help="0-1: divide each model's mean prediction over a video (or face track), to this power, "
-                        "out of its frames (a person whose resting face reads as one expression); 0 off; default: "
-                        "what jobs/calibrate.py recorded, else 0")
+                        help="0 to below 1: divide each model's mean prediction over a video (or face track), to "
+                        "this power, out of its frames (a person whose resting face reads as one expression); 0 "
+                        "off; default: what jobs/calibrate.py recorded, else 0")
     parser.add_argument("--flip-test", dest="flip_test", action=argparse.BooleanOptionalAction, default=None,
                         help="also score each face mirrored left-right and average the two (frame models; twice "
                         "the model time); default: what jobs/calibrate.py recorded, else off")

@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--system", help="cfc_sp (default) or baseline")
     parser.add_argument("--windows", type=int, nargs="+", help="SP windows to choose from")
     parser.add_argument("--video-priors", dest="video_priors", type=float, nargs="+",
-                        help="video prior strengths to choose from (default 0 0.25 0.5 0.75 1; 0 alone: off)")
+                        help="video prior strengths to choose from (default 0 0.25 0.5 0.75; 0 alone: off)")
     parser.add_argument("--flip-test", dest="flip_tests", action="store_const", const=[False, True],
                         help="also try annotate's flip test (each face scored mirrored too), keep the better")
     for flag in ("stride", "max-frames", "track-every"):

@@ -27,7 +27,7 @@ from fer_ray.infer.predict import System, VideoScores
 # The paper's sweep plus the short windows that suit segments of 1-6 s (the dev videos' expressions).
 WINDOWS = (0, 8, 16, 32, 64, 128, 256, 512)
 MEMBER_WEIGHTS = (0.5, 1.0, 2.0)
-VIDEO_PRIORS = (0.0, 0.25, 0.5, 0.75, 1.0)  # cascade.correct_video_prior's strengths, off to full
+VIDEO_PRIORS = (0.0, 0.25, 0.5, 0.75)  # cascade.correct_video_prior's strengths, from off
 
 
 def weight_options(system: System) -> list[dict[str, float]]:

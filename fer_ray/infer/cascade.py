@@ -98,16 +98,20 @@ def correct_prior(probs: np.ndarray, prior: Sequence[float]) -> np.ndarray:
 
 
 def correct_video_prior(probs: np.ndarray, strength: float) -> np.ndarray:
-    """Probabilities with the video's own mean prediction divided out, raised to `strength` (0: unchanged,
-    1: every class's mean share over the video made equal).
+    """Probabilities with the video's own mean prediction divided out, raised to `strength` in [0, 1)
+    (0: unchanged).
 
     Why: one person's resting face reads as one expression to a model (a mouth that turns down looks sad
     on every frame), so that class wins too often across the whole video. Dividing by the video's mean
     prediction takes out what all its frames share and leaves what changes from frame to frame; a strength
-    below 1 keeps part of the mean, since a video of mostly Neutral frames should still lean Neutral. Rows
-    are frames of one video (or one face track) with scores; the strength is calibrated on labelled videos."""
+    below 1 keeps part of the mean, since a video of mostly Neutral frames should still lean Neutral, and
+    a video whose frames all say the same keeps that answer (p / p**s = p**(1 - s): same argmax); 1 would
+    flatten it to uniform. Rows are frames of one video (or one face track) with scores; one frame (a
+    photo) says nothing about the person and stays as it is. The strength is calibrated on labelled videos."""
+    if not 0.0 <= strength < 1.0:
+        raise ValueError(f"video prior strength must lie in [0, 1), got {strength}")
     probs = np.asarray(probs, dtype=np.float64)
-    if strength == 0 or probs.shape[0] == 0:
+    if strength == 0 or probs.shape[0] < 2:
         return probs
     mean = np.maximum(probs.mean(axis=0), 1e-12)  # a class no frame gives any weight stays at zero
     return normalize_rows(probs / mean ** float(strength))

@@ -31,7 +31,7 @@ class System:
     """Which models a prediction combines; weights (model -> weight) default to 1 each.
 
     video_prior: how strongly each model's mean prediction over the video is divided out of its frames
-    before the ensemble (cascade.correct_video_prior; 0 off, 1 full)."""
+    before the ensemble (cascade.correct_video_prior; 0 off, below 1)."""
 
     expr: tuple[str, ...] = ()
     coarse: tuple[str, ...] = ()
@@ -44,8 +44,8 @@ class System:
             raise ValueError("a cascade needs both coarse and negative models")
         if bool(self.expr) == bool(self.coarse):
             raise ValueError("a system is either expr models or a coarse+negative cascade")
-        if not 0.0 <= self.video_prior <= 1.0:
-            raise ValueError(f"video_prior must lie in [0, 1], got {self.video_prior}")
+        if not 0.0 <= self.video_prior < 1.0:
+            raise ValueError(f"video_prior must lie in [0, 1), got {self.video_prior}")
 
     @property
     def models(self) -> tuple[str, ...]:

@@ -65,7 +65,7 @@ class AnnotateConfig:
     prior_correction: bool | None = None  # divide out each frame model's training class prior (models.json);
     # None: what models.json's calibration chose for this system, else off
     # divide each model's mean prediction over a video (or face track), to this power, out of its frames: a
-    # person's resting face read as one expression (cascade.correct_video_prior); 0 off, 1 full.
+    # person's resting face read as one expression (cascade.correct_video_prior); 0 off, below 1.
     # None: what models.json's calibration chose for this system, else off
     video_prior: float | None = None
     flip_test: bool | None = None  # also score each face mirrored and average (frame models; 2 forward passes);
@@ -97,8 +97,8 @@ class AnnotateConfig:
             raise cfg.ConfigError(f"system {self.system!r} unknown; valid: {', '.join(systems.SYSTEMS)}")
         if self.window is not None and self.window < 0:
             raise cfg.ConfigError(f"window must be >= 0 (0 disables Smooth Predicting), got {self.window}")
-        if self.video_prior is not None and not 0.0 <= self.video_prior <= 1.0:
-            raise cfg.ConfigError(f"video_prior must lie in [0, 1] (0 off, 1 full), got {self.video_prior}")
+        if self.video_prior is not None and not 0.0 <= self.video_prior < 1.0:
+            raise cfg.ConfigError(f"video_prior must lie in [0, 1) (0 off), got {self.video_prior}")
         if self.batch_size < 1 or self.num_workers < 1:
             raise cfg.ConfigError("batch_size and num_workers must be >= 1")
         if self.worker_gpus < 0:

@@ -46,8 +46,8 @@ class CalibrateConfig:
             raise cfg.ConfigError(f"system {self.system!r} cannot be calibrated yet; valid: cfc_sp, baseline")
         if not self.windows or any(w < 0 for w in self.windows):
             raise cfg.ConfigError(f"windows must be one or more values >= 0, got {self.windows}")
-        if not self.video_priors or any(not 0.0 <= p <= 1.0 for p in self.video_priors):
-            raise cfg.ConfigError(f"video_priors must be one or more values in [0, 1], got {self.video_priors}")
+        if not self.video_priors or any(not 0.0 <= p < 1.0 for p in self.video_priors):
+            raise cfg.ConfigError(f"video_priors must be one or more values in [0, 1), got {self.video_priors}")
         if not self.flip_tests:
             raise cfg.ConfigError("flip_tests must hold false, true or both")
         fixed = {"input", "models", "output", "system", "window", "prior_correction", "video_prior", "flip_test",

@@ -60,18 +60,28 @@ def test_dividing_out_the_videos_mean_turns_a_shared_bias_back():
     video = _biased(truth)
     probs = video.probs["expr/base"]
     assert np.array_equal(cascade.correct_video_prior(probs, 0.0), probs)  # strength 0: unchanged
-    full = cascade.correct_video_prior(probs, 1.0)
-    assert np.allclose(full.sum(axis=1), 1.0)  # still probability rows
+    corrected = cascade.correct_video_prior(probs, 0.75)
+    assert np.allclose(corrected.sum(axis=1), 1.0)  # still probability rows
     assert (_labels(video, 0.0, truth)[truth == N] == SA).all()  # raw: every Neutral frame read as Sadness
-    assert np.array_equal(_labels(video, 1.0, truth), truth)  # the video's own mean taken out: all right
+    assert np.array_equal(_labels(video, 0.75, truth), truth)  # the video's own mean taken out: all right
     # the correction is the video's own: the same frames in a video of Happiness only stay as they were
     happy = VideoScores(np.arange(5), {"expr/base": np.stack([_row({N: 0.4, SA: 0.5})] * 5)})
     assert (_labels(happy, 0.0, np.zeros(5, int)) == SA).all()
 
 
-def test_a_system_refuses_a_video_prior_outside_zero_to_one():
+def test_a_video_that_never_changes_keeps_its_answer_and_a_photo_its_probabilities():
+    steady = np.stack([_row({N: 0.4, SA: 0.5})] * 30)  # every frame alike: nothing to tell apart
+    for strength in (0.25, 0.5, 0.75):
+        assert (cascade.correct_video_prior(steady, strength).argmax(axis=1) == SA).all()
+    photo = steady[:1]  # a photo is a one-frame video: its mean is itself and says nothing about the person
+    np.testing.assert_array_equal(cascade.correct_video_prior(photo, 0.75), photo)
+
+
+def test_a_system_refuses_a_video_prior_outside_zero_to_below_one():
     with pytest.raises(ValueError, match="video_prior must lie in"):
-        System(expr=("expr/base",), video_prior=1.5)
+        System(expr=("expr/base",), video_prior=1.0)  # 1 would flatten a steady video to uniform
+    with pytest.raises(ValueError, match="strength must lie in"):
+        cascade.correct_video_prior(np.full((2, 8), 0.125), 1.5)
     with pytest.raises(cfg.ConfigError, match="video_prior must lie in"):
         annotate.load_config({"input": "in", "models": "m", "output": "o", "video_prior": -0.1})
 
@@ -94,9 +104,9 @@ def test_validation_videos_choose_the_video_prior_the_scored_ones_would_not():
 def test_held_out_settings_never_use_the_videos_own_labels():
     videos = {"b0": _biased(_truth(0)), "b1": _biased(_truth(1)), "f0": _fair(_truth(0))}
     truth = {name: _truth(int(name[1])) for name in videos}
-    chosen = ablations.held_out_settings(videos, truth, SYSTEM, windows=(0, 8), video_priors=(0.0, 1.0))
+    chosen = ablations.held_out_settings(videos, truth, SYSTEM, windows=(0, 8), video_priors=(0.0, 0.75))
     # held out, the fair video gets the strength the biased ones chose, and pays for it on its own frames
-    assert chosen["f0"] == ablations.Setting(0, 1.0)
+    assert chosen["f0"] == ablations.Setting(0, 0.75)
     labels_of = ablations.predict(videos, truth, SYSTEM, chosen)
     assert (labels_of["f0"] != truth["f0"]).any() and np.array_equal(labels_of["b0"], truth["b0"])
     # the window-only pick is the same function with the system's own video prior
@@ -119,7 +129,7 @@ def test_annotate_takes_the_recorded_video_prior_unless_told(tmp_path):
 
 def test_the_video_prior_is_part_of_the_model_version():
     index = {"version": "i"}
-    versions = {systems.model_version(index, [], "cfc_sp", 8, video_prior=p) for p in (0.0, 0.5, 1.0)}
+    versions = {systems.model_version(index, [], "cfc_sp", 8, video_prior=p) for p in (0.0, 0.5, 0.75)}
     assert len(versions) == 3
     # off leaves the version of runs from before the video prior existed as it was
     assert systems.model_version(index, [], "cfc_sp", 8, video_prior=0.0) == systems.model_version(
