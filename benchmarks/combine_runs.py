@@ -4,7 +4,7 @@
 
 Each run's models join one cascade (every run's coarse nets in the coarse ensemble, every negative net in the
 negative one) and one expr ensemble (every run's single baseline model), on the frames all runs annotated.
-Prints the issue #13 target rows (CFC-SP at held-out SP windows and video priors, at w = 256, the baseline) for the combined
+Prints the issue #13 target rows (CFC-SP at held-out SP windows, at w = 256, the baseline) for the combined
 systems, each beside the majority-class and chance figures of the same frames (accuracy.print_targets). The
 runs must have annotated the same videos with the same frames (accuracy.py with the same --videos).
 """
@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import WINDOWS, baseline_models, load_truth, print_targets, targets  # noqa: E402
 
 from fer_ray.evaluate import ablations  # noqa: E402
-from fer_ray.evaluate import calibrate as calibration  # noqa: E402
 from fer_ray.infer import readers  # noqa: E402
 from fer_ray.infer.predict import System, VideoScores  # noqa: E402
 
@@ -55,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     base = System(expr=tuple(f"{model}@{i}" for i, run in enumerate(runs) for model in baseline_models(run)))
     full = System(coarse=tuple(tasks["coarse"]), negative=tuple(tasks["negative"]))
     print(f"{len(videos)} videos; cascade {full.name}; baseline ensemble {base.name} (the baseline row below)")
-    settings = ablations.held_out_settings(videos, truth, full, WINDOWS, calibration.VIDEO_PRIORS)
-    print_targets(targets(videos, truth, base, full, settings))
+    print_targets(targets(videos, truth, base, full, ablations.held_out_windows(videos, truth, full, WINDOWS)))
     return 0
 
 

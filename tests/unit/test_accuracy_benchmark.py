@@ -121,3 +121,23 @@ def test_the_baseline_is_one_model_when_several_are_pretrained():
         scores.probs["expr/baseline_b"] = scores.probs["expr/baseline"][:, ::-1]
     assert ablations.models_by_task(videos)["expr"] == ["expr/baseline", "expr/baseline_b"]
     assert ACCURACY["baseline_models"](videos) == ["expr/baseline"]
+
+
+def test_the_video_prior_rows_and_steps_score_the_held_out_choices():
+    videos = ablations.group_logits(_logits())
+    base, full = ablations.System(expr=("expr/baseline",)), ablations.full_system(videos)
+    tuned = {"cascade": (full, (0, 4)), "baseline": (base, (0,))}
+    settings = {name: ablations.held_out_settings(videos, TRUTH, system, windows, (0.0, 0.5))
+                for name, (system, windows) in tuned.items()}
+    rows = {row["system"]: row for row in ACCURACY["video_prior_rows"](videos, TRUTH, tuned, settings)}
+    for name, (system, _) in tuned.items():
+        assert rows[name]["f1"] == pytest.approx(ablations.evaluate(videos, TRUTH, system, settings[name])["f1"])
+        assert rows[name]["ci_low"] <= rows[name]["f1"] <= rows[name]["ci_high"]
+        assert rows[name]["chosen"] == {v: (s.window, s.video_prior) for v, s in settings[name].items()}
+    windows = {"baseline": {"v1": 0, "v2": 0}, "cascade": {"v1": 4, "v2": 0}}
+    steps = {row["step"]: row for row in ACCURACY["differences"](videos, TRUTH, base, full, windows, settings)}
+    step = steps["video prior on the cascade + SP"]
+    expected = (ablations.evaluate(videos, TRUTH, full, settings["cascade"])["f1"]
+                - ablations.evaluate(videos, TRUTH, full, windows["cascade"])["f1"])
+    assert step["diff"] == pytest.approx(expected)
+    assert "video prior on the baseline" in steps
