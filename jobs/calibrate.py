@@ -4,11 +4,12 @@ labelled validation videos; record the choice in models.json, where annotate tak
 
     python jobs/calibrate.py --input <validation videos> --labels <EXPR txt dir | labels CSV> \
         --models <train_all output> --output <work uri> [--system cfc_sp|baseline] [--windows 0 8 16 ...] \
-        [--video-priors 0 0.5 ...] [--flip-test] [--stride N] [--max-frames N] [--track-every 5] [--allow-root URI] [--config calibrate.yaml]
+        [--video-priors 0 0.5 ...] [--flip-test] [--stride N] [--max-frames N] [--track-every 5] \
+        [--allow-root URI] [--config calibrate.yaml]
 
 Validation videos must be of performers neither trained on nor among the videos you will score: their
 labels choose the settings. Writes <output>/annotate/ (the validation run, resumable),
-<output>/calibration.json (the choice, every (correction, window) figure, the majority-class and chance
+<output>/calibration.json (the choice, every (corrections, weights, window) figure, the majority-class and chance
 figures of the same frames) and models.json's `calibration.<system>`. The video prior (annotate
 --video-prior) divides each model's mean prediction over a video out of its frames; `--video-priors 0`
 keeps it off.
