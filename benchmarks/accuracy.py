@@ -182,8 +182,8 @@ def differences(videos, truth, base, full, windows: dict, settings: dict | None 
     for name, system in (("baseline", base), ("cascade", full)):
         steps += [(f"SP w={WINDOW} on the {name}", raw[name], labels_of(system, WINDOW)),
                   (f"SP held-out w on the {name}", raw[name], labels_of(system, windows[name]))]
-    for name, system, before in (("baseline", base, 0), ("cascade + SP", full, windows["cascade"])):
-        key = name.split()[0]
+    for key, name, system, before in (("baseline", "baseline", base, 0),
+                                      ("cascade", "cascade + SP", full, windows["cascade"])):
         if settings and key in settings:
             steps.append((f"video prior on the {name}", labels_of(system, before), labels_of(system, settings[key])))
     return [{"step": step, **metrics.paired_bootstrap(y, a, b, groups)} for step, a, b in steps]

@@ -49,8 +49,8 @@ def held_out(videos, truth, system, windows, names) -> dict:
 
 def report(run: str, annotated: str, label_dir: str) -> None:
     videos = ablations.group_logits(readers.read_logits(f"{run}/{annotated}"))
-    names = sorted(set(videos) & set(load_truth(label_dir, sorted(videos))))
-    truth = load_truth(label_dir, names)
+    truth = load_truth(label_dir, sorted(videos))  # the videos that have labels
+    names = sorted(truth)
     reference = metrics.reference_scores(pooled_truth(truth, names)[0])
     full = ablations.full_system(videos)
     print(f"\n{run}: {len(names)} videos; majority class {reference['majority_f1']:.3f}, chance "
