@@ -3,11 +3,11 @@ dev videos and print the CFC-SP Table 1 / Table 4 analogues, per-class F1 and ma
 
     python benchmarks/accuracy.py [--data ../shared/data] [--output accuracy_out] [--config configs/accuracy.yaml]
         [--videos tw_TW01 tw_TW07 ...] [--fer2013-limit N] [--ckplus-limit N] [--epochs N|NAME=N,...] [--seed N]
-        [--geometry arcface|fer --face-size N] [--precision auto|float32|bfloat16] [--flip-test]
+        [--geometry arcface|fer --face-size N] [--precision auto|float32|bfloat16] [--flip-test] [--adapt-bn S]
     # the recipe (~48 min on 2 cores): every source in FER2013's framing, two small CNNs pretrained side by side
     # and fine-tuned into the cascade's coarse ensemble and negative nets; expr_cnn alone is the baseline
     python benchmarks/accuracy.py --config configs/accuracy_fer.yaml --geometry fer --face-size 48 \
-        --fer2013-limit 28709 --ckplus-limit 1000 --flip-test
+        --fer2013-limit 28709 --ckplus-limit 1000 --flip-test --adapt-bn 0.5
 
 Not part of `make test` (it trains for tens of minutes on CPU). Steps, each the real job run in this process
 on one local Ray instance (fer_ray.jobs.demo's inputs, the jobs' command lines through benchmarks/cli_jobs.py;
@@ -20,7 +20,9 @@ a rerun on the same --output resumes):
    RepVGG + a small ResNet baseline, a few epochs over capped images; --epochs overrides every model's);
 3. annotate the labelled dev videos of the held-out performers (all 7, or --videos) with the cfc_sp system,
    --stride 1 --track-every 5 (every frame predicted) and --keep-logits (with --flip-test: annotate's flip test,
-   under annotate_flip/ and evaluate_flip/, so a rerun of the same --output compares it with the plain run);
+   under annotate_flip/ and evaluate_flip/, so a rerun of the same --output compares it with the plain run;
+   with --adapt-bn S: per-video normalisation at strength S, under annotate[_flip]_adapt<S>/, compared
+   likewise with the run without it);
 4. evaluate (metrics.json, report.html) and, from the stored logits, Table 1 (baseline / + C-F / + SP /
    both) at the paper's window and at held-out windows (each video's SP window picked on the other videos),
    Table 4 (SP window sweep) and per-class F1 of the baseline and the cascade.
@@ -312,9 +314,10 @@ def tables(annotated: str, label_dir: str, index: dict | None = None) -> dict:
     return out
 
 
-def flip_differences(plain: str, flipped: str, label_dir: str) -> list[dict]:
-    """The flip test's paired effect in macro-F1 on the baseline and the cascade (no SP): the same models'
-    plain run (`plain`) against the flip test's (`flipped`), on the same frames and resampled segments."""
+def flip_differences(plain: str, flipped: str, label_dir: str, what: str = "flip test") -> list[dict]:
+    """An annotate option's paired effect in macro-F1 on the baseline and the cascade (no SP): the same
+    models' run without it (`plain`) against the run with it (`flipped`; the flip test, or per-video
+    normalisation), on the same frames and resampled segments."""
     runs = [ablations.group_logits(readers.read_logits(uri)) for uri in (plain, flipped)]
     truth = load_truth(label_dir, sorted(runs[1]))
     names = sorted(set(runs[0]) & set(runs[1]) & set(truth))
@@ -326,7 +329,7 @@ def flip_differences(plain: str, flipped: str, label_dir: str) -> list[dict]:
     out = []
     for name, system in systems:
         a, b = (pooled_predictions(videos, truth, system, 0, names) for videos in runs)
-        out.append({"step": f"flip test on the {name}", **metrics.paired_bootstrap(y, a, b, groups)})
+        out.append({"step": f"{what} on the {name}", **metrics.paired_bootstrap(y, a, b, groups)})
     return out
 
 
@@ -405,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="override every model's training precision (bfloat16: also on the CPU)")
     parser.add_argument("--flip-test", dest="flip_test", action="store_true",
                         help="annotate with the flip test (each face also scored mirrored)")
+    parser.add_argument("--adapt-bn", dest="adapt_bn", type=float, default=0.0, metavar="S",
+                        help="annotate with per-video normalisation at strength S (each video scored with BatchNorm "
+                             "statistics S its own faces'; default 0: off)")
     args = parser.parse_args(argv)
     start, host = time.perf_counter(), machine_info()
     data, out = str(Path(args.data).resolve()), args.output
@@ -418,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     train_cfg = DemoConfig(data=data, output=out, videos=held_out, validation_videos=[])
     train_cfg.validate()
     faces, models = storage.join(out, "faces"), storage.join(out, "models")
-    suffix = "_flip" if args.flip_test else ""
+    suffix = ("_flip" if args.flip_test else "") + (f"_adapt{args.adapt_bn:g}" if args.adapt_bn else "")
     annotated, report = storage.join(out, f"annotate{suffix}"), storage.join(out, f"evaluate{suffix}")
     init_ray()
     step = TimedSteps()
@@ -440,17 +446,23 @@ def main(argv: list[str] | None = None) -> int:
     step("train_all", ["--config", train_yaml, "--faces", faces, "--output", models])
     step("annotate", ["--input", manifest, "--allow-root", data, "--models", models, "--output", annotated, "--system", "cfc_sp",
                       "--window", str(WINDOW), "--keep-logits", "--stride", "1", "--track-every", "5",
-                      "--flip-test" if args.flip_test else "--no-flip-test"])
+                      "--flip-test" if args.flip_test else "--no-flip-test",
+                      "--adapt-bn", str(args.adapt_bn)])
     step("evaluate", ["--predictions", annotated, "--labels", f"{data}/videos/labeled", "--output", report,
                       "--logits", annotated, "--window", str(WINDOW), "--windows", *map(str, WINDOWS)])
     models_json = storage.read_json(storage.join(models, schema.MODELS_INDEX))
     result = tables(annotated, f"{data}/videos/labeled", models_json)
     plain = storage.join(out, "annotate")
-    if args.flip_test and storage.exists(storage.join(plain, "summary.json")):
+    if args.flip_test and not args.adapt_bn and storage.exists(storage.join(plain, "summary.json")):
         result["flip_test_effect"] = flip_differences(plain, annotated, f"{data}/videos/labeled")
+    if args.adapt_bn:  # against the same run without it, when there is one
+        plain = storage.join(out, "annotate" + ("_flip" if args.flip_test else ""))
+        if storage.exists(storage.join(plain, "summary.json")):
+            result["adapt_bn_effect"] = flip_differences(plain, annotated, f"{data}/videos/labeled",
+                                                         "per-video normalisation")
     wall = time.perf_counter() - start
     print_report(result)
-    for row in result.get("flip_test_effect", []):
+    for row in result.get("flip_test_effect", []) + result.get("adapt_bn_effect", []):
         print(f"  {row['step']:<36} {row['diff']:+.4f}  [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]  better in "
               f"{row['p_b_better']:.0%} of {row['n_boot']} resamples of {row['groups']} segments (against {plain})")
     print_targets(result["targets"])
@@ -477,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         "table2": result["table2"].to_dict(orient="records"),
         "segment_errors": result["segment_errors"], "differences": result.get("differences", []),
         "flip_test_effect": result.get("flip_test_effect", []),
+        "adapt_bn_effect": result.get("adapt_bn_effect", []),
         "targets": result["targets"],
         **{key: (value.to_dict(orient="records") if hasattr(value, "to_dict") else value)
            for key, value in result.items() if key.endswith("_prior") or key.endswith("_prior_held_out")},

@@ -3,6 +3,7 @@
 
     python benchmarks/images.py [--data ../shared/data] [--output images_out] [--config configs/demo.yaml]
         [--model expr_cnn[,expr_cnn_b]] [--fer2013-limit 12000] [--epochs N] [--seed N] [--score-only]
+        [--adapt-bn S]
 
 Trains one 8-class model of --config (default configs/demo.yaml's `expr_cnn`, RECIPES.md's FerCNN; every face
 in FER2013's framing at 48 px) on:
@@ -22,10 +23,14 @@ as Other); the prediction is the arg-max over those 7 logits. Each figure has a 
 (resampling performers for the photos and CK+, single faces for fer2013) and stands beside the
 majority-class and chance figures of the same faces. Every set is scored twice: as annotate does by default,
 and with annotate's flip test (each face also scored mirrored, the two softmaxes averaged). Not part of
-`make test`. Writes <output>/images.json. A rerun on the same --output reuses the faces and the trained model;
+`make test`. Writes <output>/images.json (with --adapt-bn S: images_adapt<S>.json). A rerun on the same --output reuses the faces and the trained model;
 --score-only scores the model an earlier run left in <output>/models without touching its training faces.
 --model with several names (an accuracy.py run's two pretraining seeds) scores their ensemble: the mean of
 their softmax probabilities, as annotate's expr ensemble sums them.
+--adapt-bn S scores each performer's faces (a set's `subject` column) as annotate --adapt-bn S scores a
+video: with BatchNorm statistics S their own (fer_ray.infer.adapt; a performer with fewer than 16 faces, and
+every face of a set without subject ids, keeps the trained ones). Annotate itself scores a photo alone, so
+this is what normalising a photo collection per person would give, not yet what annotate does with photos.
 """
 
 from __future__ import annotations
@@ -114,18 +119,23 @@ def ensemble_logits(per_model: list[np.ndarray]) -> np.ndarray:
 
 def predict(stage: LogitsStage, models: list[ModelEntry], faces: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(labels, 8-class logits of the models' ensemble, subjects) of every labelled row of a faces output;
-    rows without a face get NaN logits."""
+    rows without a face get NaN logits. A stage with per-video normalisation gets each subject's rows in one
+    call (one "video"), and the rows without a subject one at a time (each its own, too small to adapt)."""
     table = shards.read_table(faces, schema.FACES_TABLE, schema.FACES_SCHEMA,
                               columns=[schema.FACE, schema.LABEL, schema.SUBJECT])
     truth = np.asarray(table.column(schema.LABEL).to_pylist(), dtype=np.int64)
     # the bootstrap's unit: the performer; a face of a set without subject ids (fer2013) is its own
     subjects = [s or f"face{i}" for i, s in enumerate(table.column(schema.SUBJECT).to_pylist())]
-    logits = []
-    for start in range(0, table.num_rows, BATCH):
-        chunk = table.slice(start, BATCH)
-        out = stage({schema.FACE: np.asarray(chunk.column(schema.FACE).to_pylist(), dtype=object)})
-        logits.append(ensemble_logits([np.asarray(out[column(entry)], dtype=np.float64) for entry in models]))
-    return truth, np.concatenate(logits), subjects
+    face = np.asarray(table.column(schema.FACE).to_pylist(), dtype=object)
+    if stage.adapt_bn:
+        groups = [np.flatnonzero(np.asarray(subjects, dtype=object) == s) for s in dict.fromkeys(subjects)]
+    else:
+        groups = [np.arange(start, min(start + BATCH, table.num_rows)) for start in range(0, table.num_rows, BATCH)]
+    logits = np.full((table.num_rows, labels.NUM_CLASSES), np.nan)
+    for rows in groups:
+        out = stage({schema.FACE: face[rows]})
+        logits[rows] = ensemble_logits([np.asarray(out[column(entry)], dtype=np.float64) for entry in models])
+    return truth, logits, subjects
 
 
 def set_predictions(truth: np.ndarray, logits: np.ndarray, groups: list[str]) -> tuple:
@@ -230,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score-only", dest="score_only", action="store_true",
                         help="score the model an earlier run trained under --output (no preprocessing of training "
                              "faces, no training)")
+    parser.add_argument("--adapt-bn", dest="adapt_bn", type=float, default=0.0, metavar="S",
+                        help="score each performer's faces with BatchNorm statistics S their own (default 0: off)")
     args = parser.parse_args(argv)
     start, host = time.perf_counter(), machine_info()
     data, out = Path(args.data).resolve(), args.output
@@ -257,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [model_entry(models, name) for name in args.model]
     scored = {}
     for flip in (False, True):
-        stage = LogitsStage(chosen, threads=os.cpu_count() or 1, flip_test=flip)
+        stage = LogitsStage(chosen, threads=os.cpu_count() or 1, flip_test=flip, adapt_bn=args.adapt_bn)
         scored[flip] = {name: predict(stage, chosen, storage.join(out, "score", name)) for name in TARGETS}
     results = {flip: {name: score(*got) for name, got in sets.items()} for flip, sets in scored.items()}
     effect = {name: flip_effect(truth, logits, scored[True][name][1], groups)
@@ -265,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     timings["score"] = time.perf_counter() - t0
     wall = time.perf_counter() - start
     seen = not_held_out(train_faces, {name: storage.join(out, "score", name) for name in TARGETS})
+    if args.adapt_bn:
+        print(f"\nEach performer's faces normalised together at strength {args.adapt_bn:g} (--adapt-bn; faces "
+              "without a subject id as they are)")
     print_table(results[False], "Each face scored once (annotate's default):", seen)
     print_table(results[True], "With the flip test (annotate --flip-test: each face also scored mirrored):", seen)
     print("\nThe flip test's effect (paired: the same resamples of each set's groups):")
@@ -278,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                "args": vars(args), "results": results[False], "results_flip_test": results[True],
                "flip_test_effect": effect, "targets": TARGETS, "trained_on_scored_sets": seen,
                "models": {name: read_index(models)["models"][name] for name in args.model}}
-    target = storage.join(out, "images.json")
+    target = storage.join(out, f"images_adapt{args.adapt_bn:g}.json" if args.adapt_bn else "images.json")
     storage.write_text(target, json.dumps(summary, indent=2, default=float))
     print(f"results: {target}")
     return 0

@@ -55,6 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--flip-test", dest="flip_test", action=argparse.BooleanOptionalAction, default=None,
                         help="also score each face mirrored left-right and average the two (frame models; twice "
                         "the model time); default: what jobs/calibrate.py recorded, else off")
+    parser.add_argument("--adapt-bn", dest="adapt_bn", type=float, metavar="S",
+                        help="0 to 1: score each video (each face track) with BatchNorm statistics this much its own "
+                        "faces' (test-time adaptation; no labels read); 0 off, 0.5 recommended (1 misreads a clip "
+                        "of one expression); default: what jobs/calibrate.py recorded, else 0")
     parser.add_argument("--since", help="only videos modified after this ISO time, or 'last'")
     parser.add_argument("--subjects", type=lambda text: text.split(","),
                         help="name each video's main face tracks, left to right (Aff-Wild2: left,right); "

@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="video prior strengths to choose from (default 0 0.25 0.5 0.75; 0 alone: off)")
     parser.add_argument("--flip-test", dest="flip_tests", action="store_const", const=[False, True],
                         help="also try annotate's flip test (each face scored mirrored too), keep the better")
+    parser.add_argument("--adapt-bn", dest="adapt_bn", type=float, nargs="*", metavar="S",
+                        help="also try annotate's per-video normalisation at these strengths (no value: 0 and 0.5; "
+                             "each video scored with BatchNorm statistics partly its own), keep the better")
     for flag in ("stride", "max-frames", "track-every"):
         parser.add_argument(f"--{flag}", dest=flag.replace("-", "_"), type=int, help=f"annotate's --{flag}")
     parser.add_argument("--allow-root", dest="allowed_roots", action="append", metavar="URI",
@@ -54,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(parse_args(argv))
     setup_logging(verbose=args.pop("verbose"))
     source = args.pop("config")
+    if args["adapt_bn"] is not None:  # "also try": always beside off; no value: half strength
+        args["adapt_bn"] = sorted({0.0, *(args["adapt_bn"] or [0.5])})
     options = {k: args.pop(k) for k in ("stride", "max_frames", "track_every", "allowed_roots")}
     if any(v is not None for v in options.values()):
         args["annotate"] = {k: v for k, v in options.items() if v is not None}
@@ -66,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(str(exc)) from None
     valid = chosen["validation"]
     print(f"{cfg.system}: window {chosen['window']}, prior correction {chosen['prior_correction']}, video prior "
-          f"{chosen['video_prior']:g}, flip test {chosen['flip_test']}; macro-F1 "
+          f"{chosen['video_prior']:g}, flip test {chosen['flip_test']}, per-video normalisation "
+          f"{chosen['adapt_bn']:g}; macro-F1 "
           f"{valid['f1']:.3f} on {len(valid['videos'])} validation videos ({valid['annotated_frames']} frames; "
           f"majority class {valid['majority_f1']:.3f}, chance {valid['chance_f1']:.3f}); recorded in "
           f"{storage.join(cfg.models, 'models.json')}")

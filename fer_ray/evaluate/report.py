@@ -139,6 +139,7 @@ def _headline_rows(headline: Mapping) -> list[tuple[str, str]]:
             f"window {chosen['window']}, prior correction {'on' if chosen['prior_correction'] else 'off'}"
             + (f", video prior {chosen['video_prior']:g}" if chosen.get("video_prior") else "")
             + (", flip test on" if chosen.get("flip_test") else "")
+            + (f", per-video normalisation {chosen['adapt_bn']:g}" if chosen.get("adapt_bn") else "")
             + (", weights " + ", ".join(f"{k} {v:g}" for k, v in sorted(chosen["weights"].items()))
                if chosen.get("weights") else "") + ": "
             f"macro-F1 {_format(chosen.get('validation_f1'))} on {len(chosen.get('validation_videos', []))} "

@@ -14,6 +14,11 @@ frame's scores are the log of the two softmaxes' mean, so a face and its mirror 
 Training mirrors faces at random (augment `flip`), so the mirror is a view the model knows; it costs a
 second forward pass. Clip/sequence models keep their plain features: their temporal heads were trained on
 single views.
+
+Per-video normalisation (`adapt_bn` > 0, fer_ray.infer.adapt): each call is one whole video (the annotate
+step groups faces by video first) and every face track of it is scored with BatchNorm statistics that are
+`adapt_bn` its own faces' and the rest the trained ones. It costs one more forward pass per model over a
+sample of the track's faces (adapt.SAMPLE), and a second decode of those faces.
 """
 
 from __future__ import annotations
@@ -49,13 +54,18 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
+def has_face(faces) -> np.ndarray:
+    """bool (n,): which entries of a column of encoded faces hold one (empty or None: no face)."""
+    return np.array([face is not None and len(face) > 0 for face in faces], dtype=bool)
+
+
 def decode_faces(faces) -> tuple[torch.Tensor, np.ndarray]:
     """(uint8 (k,3,H,W) images, bool (n,) has-face mask) from a column of encoded faces (empty: no face)."""
     import torch
 
     from fer_ray import codec
 
-    present = np.array([face is not None and len(face) > 0 for face in faces], dtype=bool)
+    present = has_face(faces)
     images = [codec.decode_face(faces[i]) for i in np.flatnonzero(present)]
     if not images:
         return torch.zeros((0, 3, 1, 1), dtype=torch.uint8), present
@@ -66,7 +76,7 @@ class LogitsStage:
     """`__call__(batch) -> batch`: adds one scores column per model; frames without a face get NaN rows."""
 
     def __init__(self, models: list[ModelEntry], device: str = "auto", threads: int = 1,
-                 prior_correction: bool = False, flip_test: bool = False):
+                 prior_correction: bool = False, flip_test: bool = False, adapt_bn: float = 0.0):
         import torch
 
         from fer_ray.models import data_config, load_checkpoint
@@ -76,6 +86,7 @@ class LogitsStage:
         self.device = pick_device(device)
         self.entries = list(models)
         self.flip_test = flip_test
+        self.adapt_bn = float(adapt_bn)
         self.models = {}
         for entry in self.entries:
             model, _ = load_checkpoint(entry.checkpoint, device=self.device)
@@ -135,6 +146,8 @@ class LogitsStage:
             return self._scores(batch)
 
     def _scores(self, batch: dict) -> dict:
+        if self.adapt_bn:
+            return self._adapted_scores(batch)
         images, present = decode_faces(batch[schema.FACE])
         inputs = self._inputs(images) if present.any() else None
         out = {k: v for k, v in batch.items() if k != schema.FACE}
@@ -145,3 +158,48 @@ class LogitsStage:
                 full[present] = self._model_scores(entry, inputs[entry.key]) - self.log_prior.get(entry.key, 0.0)
             out[column(entry)] = full
         return out
+
+    def _adapted_scores(self, batch: dict) -> dict:
+        """One whole video: each face track's rows scored with normalisation statistics partly its faces'."""
+        faces = batch[schema.FACE]
+        present = has_face(faces)
+        tracks = np.asarray(batch[schema.TRACK_ID]) if schema.TRACK_ID in batch else np.zeros(len(faces), int)
+        full = {e.key: np.full((len(faces), self.widths[e.key]), np.nan, dtype=np.float32) for e in self.entries}
+        for track in np.unique(tracks[present]):
+            rows = np.flatnonzero(present & (tracks == track))
+            for key, values in self._track_scores(faces, rows).items():
+                full[key][rows] = values
+        out = {k: v for k, v in batch.items() if k != schema.FACE}
+        out[schema.FACE_FOUND] = present
+        for entry in self.entries:
+            out[column(entry)] = full[entry.key]
+        return out
+
+    def _track_scores(self, faces, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """model key -> scores of these rows (faces all present), with statistics partly the rows' own when
+        there are enough of them (adapt.MIN_FACES). Faces are decoded chunk by chunk: a video may not fit
+        decoded."""
+        from fer_ray.infer import adapt
+
+        def inputs(chunk: np.ndarray) -> dict:
+            return self._inputs(decode_faces([faces[i] for i in chunk])[0])
+
+        def score(chunk: np.ndarray) -> dict[str, np.ndarray]:
+            tensors = inputs(chunk)
+            return {e.key: self._model_scores(e, tensors[e.key]) - self.log_prior.get(e.key, 0.0)
+                    for e in self.entries}
+
+        def forward(tensors: dict) -> None:  # what scoring runs, so the statistics are of the same views
+            for entry in self.entries:
+                self._run(entry, tensors[entry.key])
+                if self.flip_test and entry.kind == "frame":
+                    self._run(entry, tensors[entry.key].flip(-1))
+
+        in_order = np.array_split(rows, max(1, -(-len(rows) // adapt.CHUNK)))
+        if len(rows) < adapt.MIN_FACES:
+            parts = [score(chunk) for chunk in in_order]
+        else:
+            sample = (inputs(rows[chunk]) for chunk in adapt.chunk_rows(len(rows), sample=adapt.SAMPLE))
+            with adapt.video_statistics(list(self.models.values()), sample, forward, float(self.adapt_bn)):
+                parts = [score(chunk) for chunk in in_order]
+        return {e.key: np.concatenate([p[e.key] for p in parts]) for e in self.entries}

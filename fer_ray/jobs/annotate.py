@@ -70,6 +70,10 @@ class AnnotateConfig:
     video_prior: float | None = None
     flip_test: bool | None = None  # also score each face mirrored and average (frame models; 2 forward passes);
     # None: what models.json's calibration chose for this system, else off
+    # score each video (each face track) with BatchNorm statistics this much its own faces' and the rest the
+    # training faces' (fer_ray.infer.adapt; 0 off, 1 all its own; 0.5 keeps a one-expression clip readable).
+    # None: what models.json's calibration chose for this system, else off
+    adapt_bn: float | None = None
     since: str | None = None  # only videos modified after this ISO time, or "last" (previous run's start)
     max_attempts: int = 3  # a video that failed this many runs in a row on the same input is given up
     # Name the main face tracks of every video with these subjects, left to right (Aff-Wild2: left,right),
@@ -80,7 +84,7 @@ class AnnotateConfig:
     num_workers: int = 1  # logits actors
     worker_cpus: float = 0.5  # per logits actor; fractional so decode/shuffle stages keep room on small nodes
     threads: int = 1  # torch threads per logits actor
-    shuffle_partitions: int = 16  # group-by-video partitions (logits rows only, never images)
+    shuffle_partitions: int = 16  # group-by-video partitions (logits rows; with adapt_bn the faces too)
     worker_gpus: float = 0.0  # per logits actor: > 0 on GPU clusters (the actor then runs on CUDA, bf16)
     preprocess: FacesConfig = field(default_factory=_faces_defaults)  # for video inputs
     strict: bool = False
@@ -99,6 +103,8 @@ class AnnotateConfig:
             raise cfg.ConfigError(f"window must be >= 0 (0 disables Smooth Predicting), got {self.window}")
         if self.video_prior is not None and not 0.0 <= self.video_prior < 1.0:
             raise cfg.ConfigError(f"video_prior must lie in [0, 1) (0 off), got {self.video_prior}")
+        if self.adapt_bn is not None and not 0.0 <= self.adapt_bn <= 1.0:
+            raise cfg.ConfigError(f"adapt_bn must lie in [0, 1] (0 off), got {self.adapt_bn}")
         if self.batch_size < 1 or self.num_workers < 1:
             raise cfg.ConfigError("batch_size and num_workers must be >= 1")
         if self.worker_gpus < 0:
@@ -163,7 +169,7 @@ def calibrated(config: AnnotateConfig) -> AnnotateConfig:
     index = systems.read_index(config.models)
     config = trained_geometry(config, index)
     if config.window is not None and config.prior_correction is not None and config.flip_test is not None \
-            and config.video_prior is not None and config.weights:
+            and config.video_prior is not None and config.adapt_bn is not None and config.weights:
         return config
     chosen = recorded_calibration(config, index)
     window = config.window if config.window is not None else int(chosen.get("window", DEFAULT_WINDOW))
@@ -171,14 +177,15 @@ def calibrated(config: AnnotateConfig) -> AnnotateConfig:
         else bool(chosen.get("prior_correction", False))
     flip = config.flip_test if config.flip_test is not None else bool(chosen.get("flip_test", False))
     video_prior = config.video_prior if config.video_prior is not None else float(chosen.get("video_prior", 0.0))
+    adapt_bn = config.adapt_bn if config.adapt_bn is not None else float(chosen.get("adapt_bn", 0.0))
     weights = config.weights or dict(chosen.get("weights") or {})
     if chosen:
         log.info("%s: calibrated on %d validation videos: window %d, prior correction %s, video prior %g, "
-                 "flip test %s, weights %s (flags override)", config.system,
-                 len(chosen.get("validation", {}).get("videos", [])), window, prior, video_prior, flip,
+                 "flip test %s, per-video normalisation %g, weights %s (flags override)", config.system,
+                 len(chosen.get("validation", {}).get("videos", [])), window, prior, video_prior, flip, adapt_bn,
                  weights or "equal")
     return replace(config, window=window, prior_correction=prior, flip_test=flip, weights=weights,
-                   video_prior=video_prior)
+                   video_prior=video_prior, adapt_bn=adapt_bn)
 
 
 def trained_geometry(config: AnnotateConfig, index: dict) -> AnnotateConfig:
@@ -207,9 +214,11 @@ def calibration_used(config: AnnotateConfig) -> dict | None:
     used = chosen.get("window") == config.window and chosen.get("prior_correction") == config.prior_correction \
         and float(chosen.get("video_prior", 0.0)) == float(config.video_prior or 0.0) \
         and bool(chosen.get("flip_test", False)) == bool(config.flip_test) \
+        and float(chosen.get("adapt_bn", 0.0)) == float(config.adapt_bn or 0.0) \
         and dict(chosen.get("weights") or {}) == dict(config.weights or {})
     return {"window": chosen.get("window"), "prior_correction": chosen.get("prior_correction"),
             "video_prior": float(chosen.get("video_prior", 0.0)), "flip_test": bool(chosen.get("flip_test", False)),
+            "adapt_bn": float(chosen.get("adapt_bn", 0.0)),
             "weights": chosen.get("weights") or {}, "used": used,
             "validation_videos": valid.get("videos", []), "validation_f1": valid.get("f1"),
             "validation_majority_f1": valid.get("majority_f1"), "validation_chance_f1": valid.get("chance_f1")}
@@ -264,17 +273,21 @@ def steps(config: AnnotateConfig, entries, extras, version: str, sources: dict[s
     """Face rows -> logits rows -> one call per video (or photo)."""
     kwargs = postprocess_kwargs(config, entries, extras, version, sources) | {"subjects": subjects or {},
                                                                               "photos": list(photos)}
-    return [logits_step(config, entries + extras),
+    return [logits_step(config, entries + extras, parts),
             SafeVideoPostprocess.step(kwargs, partitions=max(1, min(parts, config.shuffle_partitions)))]
 
 
-def logits_step(config: AnnotateConfig, models) -> Step:
-    """LogitsStage actors: every model loaded once per actor, `batch_size` faces per call."""
+def logits_step(config: AnnotateConfig, models, parts: int = 1) -> Step:
+    """LogitsStage actors: every model loaded once per actor, `batch_size` faces per call; with per-video
+    normalisation one whole video per call (a group-by-video shuffle of the encoded faces first)."""
     kwargs = {"models": models, "device": config.device, "threads": config.threads,
-              "prior_correction": config.prior_correction, "flip_test": bool(config.flip_test)}
-    resources = Resources(num_cpus=config.worker_cpus, num_gpus=config.worker_gpus, batch_size=config.batch_size,
-                          concurrency=config.num_workers)
-    return Step(LogitsStage, kwargs, resources, name="logits actors")
+              "prior_correction": config.prior_correction, "flip_test": bool(config.flip_test),
+              "adapt_bn": float(config.adapt_bn or 0.0)}
+    whole = bool(config.adapt_bn)
+    resources = Resources(num_cpus=config.worker_cpus, num_gpus=config.worker_gpus,
+                          batch_size=None if whole else config.batch_size, concurrency=config.num_workers)
+    return Step(LogitsStage, kwargs, resources, name="logits actors", group_by=schema.VIDEO_ID if whole else None,
+                partitions=max(1, min(parts, config.shuffle_partitions)))
 
 
 def postprocess_kwargs(config: AnnotateConfig, entries, extras, version: str, sources: dict[str, str] | None):

@@ -49,6 +49,8 @@ class DemoConfig:
     # calibration also tries annotate's flip test (each face scored mirrored too; only model time) and keeps
     # it when it scores better on the validation videos
     flip_tests: list[bool] = field(default_factory=lambda: [False, True])
+    # and annotate's per-video normalisation at half strength (BatchNorm statistics half each video's own)
+    adapt_bn: list[float] = field(default_factory=lambda: [0.0, 0.5])
     render_frames: int = 300
     max_frames: int | None = None  # annotate only the first N frames of each video (tests; None: all)
     stride: int = 1  # decode every N-th frame of the scored videos (the others are filled from them)
@@ -164,6 +166,7 @@ def _calibrate(cfg: DemoConfig, manifest: str, paths: DemoPaths) -> dict:
     options = {"allowed_roots": [data], "track_every": cfg.track_every, "max_frames": cfg.calibration_frames}
     job = calibrate.CalibrateConfig(input=manifest, labels=f"{data}/videos/labeled", models=paths.models,
                                     output=paths.calibration, system=cfg.system, flip_tests=cfg.flip_tests,
+                                    adapt_bn=cfg.adapt_bn,
                                     annotate={k: v for k, v in options.items() if v is not None})
     job.validate()
     config.save(job, storage.join(paths.calibration, "calibrate.yaml"))

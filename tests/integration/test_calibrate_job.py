@@ -1,12 +1,15 @@
 """jobs/calibrate.py on the session's reference faces (tests/golden.py: three labelled dev videos and an
 unlabelled one, every 5th of the first 120 frames): it annotates them with logits kept, with and without the
-flip test, chooses the window, prior correction, video prior and flip test on their labels, and records the choice in
-models.json, which annotate then uses."""
+flip test and per-video normalisation, chooses the window, prior correction, video prior, flip test and
+normalisation on their labels, and records the choice in models.json, which annotate then uses."""
 
 from __future__ import annotations
 
-from fer_ray import storage
+import numpy as np
+
+from fer_ray import schema, storage
 from fer_ray.evaluate import calibrate as calibration
+from fer_ray.infer.readers import read_logits
 from fer_ray.jobs import annotate
 from tests.helpers import load_job
 
@@ -17,7 +20,7 @@ def test_calibration_is_recorded_and_annotate_uses_it(dev_reference, ray_local):
         storage.write_bytes(models + uri[len(f"{dev_reference}/models"):], storage.read_bytes(uri))
     output = f"{dev_reference}/calibration"
     argv = ["--input", f"{dev_reference}/ref/pre", "--labels", f"{dev_reference}/videos/", "--models", models,
-            "--output", output, "--windows", "0", "4", "16", "--flip-test"]
+            "--output", output, "--windows", "0", "4", "16", "--flip-test", "--adapt-bn"]  # strengths 0 and 0.5
     assert load_job("calibrate").main(argv) == 0
 
     chosen = storage.read_json(f"{output}/calibration.json")
@@ -35,14 +38,25 @@ def test_calibration_is_recorded_and_annotate_uses_it(dev_reference, ray_local):
     # the flip test run scored the same faces: the better of the two is kept, the plain one on a tie
     assert valid["flip_test_f1"][{True: "on", False: "off"}[chosen["flip_test"]]] == valid["f1"]
     assert chosen["flip_test"] == (valid["flip_test_f1"]["on"] > valid["flip_test_f1"]["off"])
-    plain, flipped = (storage.read_json(f"{output}/{run}/summary.json")["model_version"]
-                      for run in ("annotate", "annotate_flip"))
-    assert plain != flipped and chosen["model_version"] == (flipped if chosen["flip_test"] else plain)
+    assert valid["adapt_bn_f1"][f"{chosen['adapt_bn']:g}"] == valid["f1"]
+    assert chosen["adapt_bn"] == (0.5 if valid["adapt_bn_f1"]["0.5"] > valid["adapt_bn_f1"]["0"] else 0.0)
+    # four runs of the same faces, each its own model version; the chosen one's is recorded
+    runs = {(flip, adapt): storage.read_json(f"{output}/{name}/summary.json")["model_version"]
+            for flip, adapt, name in ((False, 0.0, "annotate"), (True, 0.0, "annotate_flip"),
+                                      (False, 0.5, "annotate_adapt0.5"), (True, 0.5, "annotate_flip_adapt0.5"))}
+    assert len(set(runs.values())) == 4 and chosen["model_version"] == runs[chosen["flip_test"], chosen["adapt_bn"]]
+    # the normalised run scored every face the plain run did, once, and with other scores (its own statistics)
+    key = [schema.VIDEO_ID, schema.FRAME_INDEX, schema.MODEL]
+    plain, adapted = (read_logits(f"{output}/{name}").to_pandas().set_index(key).sort_index()
+                      for name in ("annotate", "annotate_adapt0.5"))
+    assert adapted.index.equals(plain.index) and adapted.index.is_unique
+    moved = [np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in zip(adapted[schema.SCORES], plain[schema.SCORES])]
+    assert np.median(moved) > 1e-3
     assert set(calibration.WINDOWS) >= {0, 16}
     # annotate takes the recorded choice unless its flags say otherwise
     config = annotate.calibrated(annotate.load_config({"input": "x", "models": models, "output": "y"}))
-    assert (config.window, config.prior_correction, config.video_prior, config.flip_test) == (
-        chosen["window"], chosen["prior_correction"], chosen["video_prior"], chosen["flip_test"])
+    assert (config.window, config.prior_correction, config.video_prior, config.flip_test, config.adapt_bn) == (
+        chosen["window"], chosen["prior_correction"], chosen["video_prior"], chosen["flip_test"], chosen["adapt_bn"])
     flag = annotate.calibrated(annotate.load_config({"input": "x", "models": models, "output": "y",
                                                      "flip_test": not chosen["flip_test"]}))
     assert flag.flip_test is not chosen["flip_test"] and flag.window == chosen["window"]

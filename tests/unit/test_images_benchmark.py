@@ -112,3 +112,44 @@ def test_an_ensemble_scores_the_mean_of_its_models_probabilities():
     np.testing.assert_allclose(np.exp(both[:2]), [[0.475, 0.3, 0.225], [0.25, 0.55, 0.2]], atol=1e-8)
     assert both[:2].argmax(axis=1).tolist() == [0, 1]  # not the sum of logits' answer on row 0 (class 1)
     assert np.isnan(both[2]).all()  # no face stays no face
+
+
+def test_adapt_bn_normalises_each_performers_faces_together(tmp_path):
+    """--adapt-bn: a performer's faces are one group, as a video's are in annotate; faces without a subject
+    id keep the trained statistics (each is its own group, too small to measure)."""
+    import io
+
+    import pyarrow as pa
+    from PIL import Image
+
+    from fer_ray import schema, shards
+    from fer_ray.infer import systems
+    from fer_ray.infer.logits import LogitsStage, column
+    from tests.helpers import SMOKE_MODELS, write_untrained_models
+
+    root = need_shared("images/taiwanese_dev")
+    rows = list(csv.DictReader((root / "labels.csv").open(newline="")))
+    faces, subjects = [], []
+    for subject, count in (("TW01", 20), ("TW07", 20), ("", 3)):  # "": a set without subject ids
+        for row in [r for r in rows if r["subject"] == (subject or "TW11")][:count]:
+            buf = io.BytesIO()
+            Image.open(root / row["path"]).convert("RGB").resize((112, 112)).save(buf, format="JPEG")
+            faces.append(buf.getvalue())
+            subjects.append(subject or None)
+    table = pa.Table.from_pylist([{
+        schema.VIDEO_ID: f"photos/{i}", schema.FRAME_INDEX: 0, schema.TIMESTAMP: 0.0, schema.FACE: face,
+        schema.BBOX: [0.0, 0.0, 112.0, 112.0], schema.LANDMARKS: [0.0] * 10, schema.DET_SCORE: 1.0,
+        schema.LABEL: NEUTRAL, schema.REASON: None, schema.SUBJECT: subject, schema.NUM_FRAMES: 1,
+    } for i, (face, subject) in enumerate(zip(faces, subjects))], schema=schema.FACES_SCHEMA)
+    out = str(tmp_path / "faces")
+    shards.mark_done(out, schema.FACES_TABLE, "photos", [shards.write_part(out, schema.FACES_TABLE, "photos", 0, table)])
+    models = str(tmp_path / "models")
+    model = systems.entries(write_untrained_models(models, [m for m in SMOKE_MODELS if m[0] == "baseline"]), models)
+    _, plain, groups = IMAGES["predict"](LogitsStage(model), model, out)
+    adapted_stage = LogitsStage(model, adapt_bn=1.0)
+    _, adapted, _ = IMAGES["predict"](adapted_stage, model, out)
+    assert groups[:40] == ["TW01"] * 20 + ["TW07"] * 20
+    alone = adapted_stage({schema.FACE: np.asarray(faces[20:40], dtype=object)})[column(model[0])]
+    np.testing.assert_allclose(adapted[20:40], alone, atol=1e-4)  # TW07's faces: their own statistics
+    assert np.abs(adapted[:40] - plain[:40]).max() > 1e-3
+    np.testing.assert_allclose(adapted[40:], plain[40:], atol=1e-5)  # no subject: as they are
