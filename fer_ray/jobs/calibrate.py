@@ -1,5 +1,5 @@
-"""The calibrate job: choose a system's Smooth Predicting window, prior corrections and (when asked) flip test on
-labelled validation videos and record them in models.json, where annotate takes them by default.
+"""The calibrate job: choose a system's Smooth Predicting window, prior corrections and (when asked) flip test and
+per-video normalisation on labelled validation videos and record them in models.json, where annotate takes them by default.
 
 `run(config)` annotates the validation videos (window 0, no correction, logits kept) under
 `<output>/annotate` (resumable, as annotate is), scores every (correction, window) on their stored logits
