@@ -105,12 +105,14 @@ def _preprocess_one(config: AnnotateConfig) -> str:
 
 
 def _logits(faces, entries, config: AnnotateConfig) -> dict[str, np.ndarray]:
-    """LogitsStage over the face rows in batches, concatenated into one video's batch."""
+    """LogitsStage over the face rows in batches, concatenated into one video's batch (with per-video
+    normalisation in one call: its statistics are the whole video's)."""
     step = annotate.logits_step(config, entries)
     stage = step.stage(**step.kwargs)
+    size = max(1, faces.num_rows if config.adapt_bn else config.batch_size)
     outputs = []
-    for start in range(0, faces.num_rows, config.batch_size):
-        chunk = faces.slice(start, config.batch_size)
+    for start in range(0, faces.num_rows, size):
+        chunk = faces.slice(start, size)
         batch = {name: chunk.column(name).to_numpy(zero_copy_only=False) for name in chunk.column_names}
         outputs.append(stage(batch))
     return {key: np.concatenate([out[key] for out in outputs]) for key in outputs[0]}
