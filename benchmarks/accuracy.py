@@ -314,7 +314,7 @@ def tables(annotated: str, label_dir: str, index: dict | None = None) -> dict:
     return out
 
 
-def flip_differences(plain: str, flipped: str, label_dir: str, what: str = "flip test") -> list[dict]:
+def option_differences(plain: str, flipped: str, label_dir: str, what: str = "flip test") -> list[dict]:
     """An annotate option's paired effect in macro-F1 on the baseline and the cascade (no SP): the same
     models' run without it (`plain`) against the run with it (`flipped`; the flip test, or per-video
     normalisation), on the same frames and resampled segments."""
@@ -454,11 +454,11 @@ def main(argv: list[str] | None = None) -> int:
     result = tables(annotated, f"{data}/videos/labeled", models_json)
     plain = storage.join(out, "annotate")
     if args.flip_test and not args.adapt_bn and storage.exists(storage.join(plain, "summary.json")):
-        result["flip_test_effect"] = flip_differences(plain, annotated, f"{data}/videos/labeled")
+        result["flip_test_effect"] = option_differences(plain, annotated, f"{data}/videos/labeled")
     if args.adapt_bn:  # against the same run without it, when there is one
         plain = storage.join(out, "annotate" + ("_flip" if args.flip_test else ""))
         if storage.exists(storage.join(plain, "summary.json")):
-            result["adapt_bn_effect"] = flip_differences(plain, annotated, f"{data}/videos/labeled",
+            result["adapt_bn_effect"] = option_differences(plain, annotated, f"{data}/videos/labeled",
                                                          "per-video normalisation")
     wall = time.perf_counter() - start
     print_report(result)

@@ -54,14 +54,11 @@ def annotate_adapted(run: str, annotated: str, strength: float) -> tuple[str, fl
 
 def systems_of(videos) -> dict:
     """name -> (system, how its window and video prior are chosen)."""
-    full = ablations.full_system(videos)
-    out = {"baseline single model (no SP)": (ablations.System(expr=tuple(baseline_models(videos))), "none"),
-           "CFC-SP, held-out window (the target row)": (full, "window"),
-           "CFC-SP, held-out window and video prior": (full, "both"),
-           f"CFC-SP at w = {WINDOW}": (full, "paper")}
-    if not baseline_models(videos):
-        out.pop("baseline single model (no SP)")
-    return out
+    full, base = ablations.full_system(videos), baseline_models(videos)
+    out = {"baseline single model (no SP)": (ablations.System(expr=tuple(base)), "none")} if base else {}
+    return out | {"CFC-SP, held-out window (the target row)": (full, "window"),
+                  "CFC-SP, held-out window and video prior": (full, "both"),
+                  f"CFC-SP at w = {WINDOW}": (full, "paper")}
 
 
 def settings(videos, truth, system, how: str):

@@ -23,8 +23,8 @@ as Other); the prediction is the arg-max over those 7 logits. Each figure has a 
 (resampling performers for the photos and CK+, single faces for fer2013) and stands beside the
 majority-class and chance figures of the same faces. Every set is scored twice: as annotate does by default,
 and with annotate's flip test (each face also scored mirrored, the two softmaxes averaged). Not part of
-`make test`. Writes <output>/images.json (with --adapt-bn S: images_adapt<S>.json). A rerun on the same --output reuses the faces and the trained model;
---score-only scores the model an earlier run left in <output>/models without touching its training faces.
+`make test`. Writes <output>/images.json (with --adapt-bn S: images_adapt<S>.json). A rerun on the same
+--output reuses the faces and the trained model; --score-only scores the model an earlier run left in <output>/models without touching its training faces.
 --model with several names (an accuracy.py run's two pretraining seeds) scores their ensemble: the mean of
 their softmax probabilities, as annotate's expr ensemble sums them.
 --adapt-bn S scores each performer's faces (a set's `subject` column) as annotate --adapt-bn S scores a
@@ -119,23 +119,25 @@ def ensemble_logits(per_model: list[np.ndarray]) -> np.ndarray:
 
 def predict(stage: LogitsStage, models: list[ModelEntry], faces: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(labels, 8-class logits of the models' ensemble, subjects) of every labelled row of a faces output;
-    rows without a face get NaN logits. A stage with per-video normalisation gets each subject's rows in one
-    call (one "video"), and the rows without a subject one at a time (each its own, too small to adapt)."""
+    rows without a face get NaN logits. A stage with per-video normalisation gets the set in one call, each
+    subject's faces one face track (a face without a subject is a track of its own, too small to adapt)."""
     table = shards.read_table(faces, schema.FACES_TABLE, schema.FACES_SCHEMA,
                               columns=[schema.FACE, schema.LABEL, schema.SUBJECT])
     truth = np.asarray(table.column(schema.LABEL).to_pylist(), dtype=np.int64)
     # the bootstrap's unit: the performer; a face of a set without subject ids (fer2013) is its own
     subjects = [s or f"face{i}" for i, s in enumerate(table.column(schema.SUBJECT).to_pylist())]
-    face = np.asarray(table.column(schema.FACE).to_pylist(), dtype=object)
-    if stage.adapt_bn:
-        groups = [np.flatnonzero(np.asarray(subjects, dtype=object) == s) for s in dict.fromkeys(subjects)]
+    if stage.adapt_bn:  # the set as one video whose face tracks are its subjects
+        tracks = np.unique(np.asarray(subjects, dtype=str), return_inverse=True)[1]
+        batches = [{schema.FACE: np.asarray(table.column(schema.FACE).to_pylist(), dtype=object),
+                    schema.TRACK_ID: tracks}]
     else:
-        groups = [np.arange(start, min(start + BATCH, table.num_rows)) for start in range(0, table.num_rows, BATCH)]
-    logits = np.full((table.num_rows, labels.NUM_CLASSES), np.nan)
-    for rows in groups:
-        out = stage({schema.FACE: face[rows]})
-        logits[rows] = ensemble_logits([np.asarray(out[column(entry)], dtype=np.float64) for entry in models])
-    return truth, logits, subjects
+        batches = [{schema.FACE: np.asarray(table.slice(start, BATCH).column(schema.FACE).to_pylist(), dtype=object)}
+                   for start in range(0, table.num_rows, BATCH)]
+    logits = []
+    for batch in batches:
+        out = stage(batch)
+        logits.append(ensemble_logits([np.asarray(out[column(entry)], dtype=np.float64) for entry in models]))
+    return truth, np.concatenate(logits), subjects
 
 
 def set_predictions(truth: np.ndarray, logits: np.ndarray, groups: list[str]) -> tuple:

@@ -149,57 +149,57 @@ class LogitsStage:
         if self.adapt_bn:
             return self._adapted_scores(batch)
         images, present = decode_faces(batch[schema.FACE])
-        inputs = self._inputs(images) if present.any() else None
+        parts = [(np.flatnonzero(present), self._entry_scores(self._inputs(images)))] if present.any() else []
+        return self._output(batch, present, parts)
+
+    def _entry_scores(self, inputs: dict) -> dict[str, np.ndarray]:
+        """model key -> its scores (flip test and prior correction applied) of one set of model inputs."""
+        return {e.key: self._model_scores(e, inputs[e.key]) - self.log_prior.get(e.key, 0.0) for e in self.entries}
+
+    def _output(self, batch: dict, present: np.ndarray, parts: list[tuple[np.ndarray, dict]]) -> dict:
+        """The batch without its faces, its face-found mask and a scores column per model: each (rows, model
+        key -> scores of those rows) part filled in, NaN where no part has a row."""
         out = {k: v for k, v in batch.items() if k != schema.FACE}
         out[schema.FACE_FOUND] = present
         for entry in self.entries:
             full = np.full((len(present), self.widths[entry.key]), np.nan, dtype=np.float32)
-            if inputs is not None:
-                full[present] = self._model_scores(entry, inputs[entry.key]) - self.log_prior.get(entry.key, 0.0)
+            for rows, scores in parts:
+                full[rows] = scores[entry.key]
             out[column(entry)] = full
         return out
 
     def _adapted_scores(self, batch: dict) -> dict:
-        """One whole video: each face track's rows scored with normalisation statistics partly its faces'."""
+        """One whole video: each face track with enough faces (adapt.MIN_FACES) scored with normalisation
+        statistics partly its own; the faces of the smaller tracks together with the trained ones."""
+        from fer_ray.infer import adapt
+
         faces = batch[schema.FACE]
         present = has_face(faces)
         tracks = np.asarray(batch[schema.TRACK_ID]) if schema.TRACK_ID in batch else np.zeros(len(faces), int)
-        full = {e.key: np.full((len(faces), self.widths[e.key]), np.nan, dtype=np.float32) for e in self.entries}
-        for track in np.unique(tracks[present]):
-            rows = np.flatnonzero(present & (tracks == track))
-            for key, values in self._track_scores(faces, rows).items():
-                full[key][rows] = values
-        out = {k: v for k, v in batch.items() if k != schema.FACE}
-        out[schema.FACE_FOUND] = present
-        for entry in self.entries:
-            out[column(entry)] = full[entry.key]
-        return out
+        ids, counts = np.unique(tracks[present], return_counts=True)
+        small = np.flatnonzero(present & np.isin(tracks, ids[counts < adapt.MIN_FACES]))
+        parts = [(small, self._rows_scores(faces, small, adapted=False))] if small.size else []
+        parts += [(rows, self._rows_scores(faces, rows, adapted=True))
+                  for rows in (np.flatnonzero(present & (tracks == t)) for t in ids[counts >= adapt.MIN_FACES])]
+        return self._output(batch, present, parts)
 
-    def _track_scores(self, faces, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """model key -> scores of these rows (faces all present), with statistics partly the rows' own when
-        there are enough of them (adapt.MIN_FACES). Faces are decoded chunk by chunk: a video may not fit
-        decoded."""
+    def _rows_scores(self, faces, rows: np.ndarray, adapted: bool) -> dict[str, np.ndarray]:
+        """model key -> scores of these rows (faces all present); `adapted`: with normalisation statistics
+        partly theirs (adapt.video_statistics over a sample of them). Faces are decoded chunk by chunk: a video
+        may not fit decoded."""
         from fer_ray.infer import adapt
 
         def inputs(chunk: np.ndarray) -> dict:
             return self._inputs(decode_faces([faces[i] for i in chunk])[0])
 
-        def score(chunk: np.ndarray) -> dict[str, np.ndarray]:
-            tensors = inputs(chunk)
-            return {e.key: self._model_scores(e, tensors[e.key]) - self.log_prior.get(e.key, 0.0)
-                    for e in self.entries}
+        def score_all() -> dict[str, np.ndarray]:
+            parts = [self._entry_scores(inputs(chunk))
+                     for chunk in np.array_split(rows, max(1, -(-len(rows) // adapt.CHUNK)))]
+            return {e.key: np.concatenate([p[e.key] for p in parts]) for e in self.entries}
 
-        def forward(tensors: dict) -> None:  # what scoring runs, so the statistics are of the same views
-            for entry in self.entries:
-                self._run(entry, tensors[entry.key])
-                if self.flip_test and entry.kind == "frame":
-                    self._run(entry, tensors[entry.key].flip(-1))
-
-        in_order = np.array_split(rows, max(1, -(-len(rows) // adapt.CHUNK)))
-        if len(rows) < adapt.MIN_FACES:
-            parts = [score(chunk) for chunk in in_order]
-        else:
-            sample = (inputs(rows[chunk]) for chunk in adapt.chunk_rows(len(rows), sample=adapt.SAMPLE))
-            with adapt.video_statistics(list(self.models.values()), sample, forward, float(self.adapt_bn)):
-                parts = [score(chunk) for chunk in in_order]
-        return {e.key: np.concatenate([p[e.key] for p in parts]) for e in self.entries}
+        if not adapted:
+            return score_all()
+        sample = (inputs(rows[chunk]) for chunk in adapt.chunk_rows(len(rows), sample=adapt.SAMPLE))
+        # the statistics are measured on the views scoring runs (both, with the flip test)
+        with adapt.video_statistics(list(self.models.values()), sample, self._entry_scores, self.adapt_bn):
+            return score_all()

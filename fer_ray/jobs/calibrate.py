@@ -1,5 +1,6 @@
-"""The calibrate job: choose a system's Smooth Predicting window, prior corrections and (when asked) flip test and
-per-video normalisation on labelled validation videos and record them in models.json, where annotate takes them by default.
+"""The calibrate job: choose a system's Smooth Predicting window, prior corrections and (when asked) flip test
+and per-video normalisation on labelled validation videos and record them in models.json, where annotate takes
+them by default.
 
 `run(config)` annotates the validation videos (window 0, no correction, logits kept) under
 `<output>/annotate` (resumable, as annotate is), scores every (correction, window) on their stored logits
@@ -7,8 +8,8 @@ per-video normalisation on labelled validation videos and record them in models.
 `<output>/calibration.json` and to `<models>/models.json` under `calibration.<system>`. With `flip_tests:
 [false, true]` it also scores the faces of that run with the flip test (`<output>/annotate_flip`, model time
 only: no second decode or detection) and keeps the better; `adapt_bn: [0, 0.5]` does the same for
-per-video normalisation at those strengths (`<output>/annotate_adapt0.5`, `annotate_flip_adapt0.5`). Pick validation videos of performers that are
-neither in the training set nor among the videos you will score.
+per-video normalisation at those strengths (`<output>/annotate_adapt0.5`, `annotate_flip_adapt0.5`). Pick
+validation videos of performers that are neither in the training set nor among the videos you will score.
 """
 
 from __future__ import annotations
