@@ -27,10 +27,9 @@ and with annotate's flip test (each face also scored mirrored, the two softmaxes
 --output reuses the faces and the trained model; --score-only scores the model an earlier run left in <output>/models without touching its training faces.
 --model with several names (an accuracy.py run's two pretraining seeds) scores their ensemble: the mean of
 their softmax probabilities, as annotate's expr ensemble sums them.
---adapt-bn S scores each performer's faces (a set's `subject` column) as annotate --adapt-bn S scores a
-video: with BatchNorm statistics S their own (fer_ray.infer.adapt; a performer with fewer than 16 faces, and
-every face of a set without subject ids, keeps the trained ones). Annotate itself scores a photo alone, so
-this is what normalising a photo collection per person would give, not yet what annotate does with photos.
+--adapt-bn S scores the sets as annotate --adapt-bn S does: each performer's faces (a set's `subject` column)
+with BatchNorm statistics S their own (fer_ray.infer.adapt; a performer with fewer than 16 faces, and every
+face of a set without subject ids, keeps the trained ones).
 """
 
 from __future__ import annotations
@@ -119,17 +118,17 @@ def ensemble_logits(per_model: list[np.ndarray]) -> np.ndarray:
 
 def predict(stage: LogitsStage, models: list[ModelEntry], faces: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(labels, 8-class logits of the models' ensemble, subjects) of every labelled row of a faces output;
-    rows without a face get NaN logits. A stage with per-video normalisation gets the set in one call, each
-    subject's faces one face track (a face without a subject is a track of its own, too small to adapt)."""
+    rows without a face get NaN logits. A stage with per-video normalisation gets the whole set in one call
+    and groups it as annotate does (fer_ray.infer.adapt.groups: each subject's photos together; a face
+    without a subject alone, too few to adapt)."""
     table = shards.read_table(faces, schema.FACES_TABLE, schema.FACES_SCHEMA,
-                              columns=[schema.FACE, schema.LABEL, schema.SUBJECT])
+                              columns=[schema.VIDEO_ID, schema.FACE, schema.LABEL, schema.SUBJECT, schema.NUM_FRAMES])
     truth = np.asarray(table.column(schema.LABEL).to_pylist(), dtype=np.int64)
     # the bootstrap's unit: the performer; a face of a set without subject ids (fer2013) is its own
     subjects = [s or f"face{i}" for i, s in enumerate(table.column(schema.SUBJECT).to_pylist())]
-    if stage.adapt_bn:  # the set as one video whose face tracks are its subjects
-        tracks = np.unique(np.asarray(subjects, dtype=str), return_inverse=True)[1]
-        batches = [{schema.FACE: np.asarray(table.column(schema.FACE).to_pylist(), dtype=object),
-                    schema.TRACK_ID: tracks}]
+    if stage.adapt_bn:
+        batches = [{k: np.asarray(table.column(k).to_pylist(), dtype=object)
+                    for k in (schema.VIDEO_ID, schema.FACE, schema.SUBJECT, schema.NUM_FRAMES)}]
     else:
         batches = [{schema.FACE: np.asarray(table.slice(start, BATCH).column(schema.FACE).to_pylist(), dtype=object)}
                    for start in range(0, table.num_rows, BATCH)]

@@ -5,6 +5,7 @@ operations. Plain Python: stages and plans are built and tested without Ray.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -29,4 +30,7 @@ class Step:
     resources: Resources = Resources()
     name: str = ""  # what its actors are, for messages ("face detector actors")
     group_by: str | None = None  # each call gets all rows of one value of this column (a shuffle first)
+    # with group_by: a function batch -> batch that adds the group_by column before the shuffle (run as
+    # light tasks, no actors); None when the rows already carry it
+    group_key: Callable[[dict], dict] | None = None
     partitions: int = 1  # shuffle partitions when grouping

@@ -40,6 +40,7 @@ PLAN_SETTINGS = {
 # trainers hold most CPUs of a small node; the v1 parquet reader runs with our fractional read CPUs (we list
 # the files ourselves, from the done markers).
 READ_SETTINGS = {"use_datasource_v2": False}
+KEY_CPUS = 0.1  # a step's group_key tasks (a column computed per batch before a group-by)
 
 
 @contextlib.contextmanager
@@ -92,6 +93,8 @@ def apply(dataset, steps: list[Step]):
             "num_cpus": r.num_cpus, "num_gpus": r.num_gpus or None,
         }
         if step.group_by:
+            if step.group_key:  # a fraction of a CPU: it must not wait behind the actors of the steps around it
+                dataset = dataset.map_batches(step.group_key, batch_format=r.batch_format, num_cpus=KEY_CPUS)
             grouped = dataset.groupby(step.group_by, num_partitions=step.partitions)
             dataset = grouped.map_groups(step.stage, **options)
         else:

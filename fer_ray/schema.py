@@ -53,6 +53,9 @@ NUM_FRAMES = "num_frames"  # frames the source video has (same on every row of a
 # no-face row. Downstream work (Smooth Predicting, the cascade, gap fill) runs per (video, track).
 TRACK_ID = "track_id"
 NO_TRACK = -1
+# annotate --adapt-bn, between reading faces and the logits stage only (never written): the normalisation group
+# a face row is shuffled with (fer_ray.infer.adapt.groups)
+NORM_GROUP = "norm_group"
 
 # Failures table
 STAGE = "stage"

@@ -12,10 +12,12 @@ expression. A clip of one expression only is pulled towards the others: at stren
 one-expression stretches, scored as clips of their own, lost most of their accuracy, at 0.5 little, while
 on the whole videos 0.5 gave nearly all of 1's gain (benchmarks/README.md, "Per-video normalisation").
 
-Used by the logits stage (fer_ray.infer.logits) when annotate runs with --adapt-bn S, per video, or per face
-track with --all-faces. A group of fewer than MIN_FACES faces (a photo, a face seen for a moment) keeps
-the trained statistics: a handful of faces is not a distribution. Models without BatchNorm layers (Swin's
-LayerNorm) are unchanged.
+Used by the logits stage (fer_ray.infer.logits) when annotate runs with --adapt-bn S, per normalisation
+group (`groups`): a video, or each face track of it with --all-faces; photos with a subject (an image set's
+labels.csv `subject` column, a manifest's) are normalised per person, all that person's photos in the set
+together, as a video is: a person's photo collection, like a video, shows one face in several expressions.
+A group of fewer than MIN_FACES faces (a lone photo, a face seen for a moment) keeps the trained statistics:
+a handful of faces is not a distribution. Models without BatchNorm layers (Swin's LayerNorm) are unchanged.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fer_ray import schema
+
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["MIN_FACES", "SAMPLE", "CHUNK", "batchnorms", "chunk_rows", "video_statistics"]
+__all__ = ["MIN_FACES", "SAMPLE", "CHUNK", "batchnorms", "chunk_rows", "groups", "with_groups", "video_statistics"]
 
 MIN_FACES = 16  # fewer faces than this (a photo, a face seen for half a second) keep the trained statistics
 # The statistics come from a seeded random sample of at most this many of a group's faces: a few hundred faces
@@ -39,19 +43,46 @@ SAMPLE = 512
 CHUNK = 256  # faces per statistics forward pass: each chunk a random sample of the group (see chunk_rows)
 
 
+def groups(batch: dict, tracks: bool = True) -> np.ndarray:
+    """Each face row's normalisation group, a string: a photo (a one-frame item) with a subject is grouped
+    with that subject's other photos of its set (the set: its video id up to the first "/", as image sets
+    name their photos); any other row with its video and, when `tracks`, its face track in that video.
+
+    Annotate shuffles whole videos / subjects together (tracks=False, `with_groups`); the logits stage then
+    splits what it gets by track. Rows without a subject or frame count (a batch of one video) are videos."""
+    n = len(batch[schema.FACE]) if schema.FACE in batch else len(batch[schema.VIDEO_ID])
+    videos = batch.get(schema.VIDEO_ID, [""] * n)
+    subjects = batch.get(schema.SUBJECT, [None] * n)
+    frames = batch.get(schema.NUM_FRAMES, [0] * n)
+    track_ids = batch.get(schema.TRACK_ID, [0] * n) if tracks else [None] * n
+    keys = []
+    for video, subject, count, track in zip(videos, subjects, frames, track_ids):
+        if subject and int(count) == 1:
+            keys.append(f"photos:{str(video).split('/', 1)[0]}/{subject}")
+        else:
+            keys.append(f"video:{video}" if track is None else f"video:{video}#{int(track)}")
+    return np.asarray(keys, dtype=object)
+
+
+def with_groups(batch: dict) -> dict:
+    """The batch with its rows' normalisation groups (NORM_GROUP), for annotate's group-by."""
+    return {**batch, schema.NORM_GROUP: groups(batch, tracks=False)}
+
+
 def batchnorms(model: torch.nn.Module) -> list[torch.nn.Module]:
     import torch
 
     return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 
 
-def chunk_rows(count: int, size: int = CHUNK, seed: int = 0, sample: int | None = None) -> list[np.ndarray]:
-    """Row indices 0..count-1 (or a random `sample` of them) in chunks of at most `size` (of near-equal sizes:
-    never a chunk of one face, which a train-mode BatchNorm refuses), in a seeded random order.
+def chunk_rows(count: int, size: int | None = None, seed: int = 0, sample: int | None = None) -> list[np.ndarray]:
+    """Row indices 0..count-1 (or a random `sample` of them) in chunks of at most `size` (default CHUNK) of
+    near-equal sizes (never a chunk of one face, which a train-mode BatchNorm refuses), in a seeded random order.
 
     A train-mode forward normalises each layer with its chunk's own statistics before the next layer sees
     them; in frame order a chunk would hold one or two expressions, so each chunk is drawn from the whole
     group instead. Seeded: the same video gets the same statistics on every run."""
+    size = size or CHUNK
     order = np.random.default_rng(seed).permutation(count)[:sample]
     return np.array_split(order, max(1, -(-order.size // size))) if order.size else []
 

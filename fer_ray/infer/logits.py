@@ -15,10 +15,11 @@ Training mirrors faces at random (augment `flip`), so the mirror is a view the m
 second forward pass. Clip/sequence models keep their plain features: their temporal heads were trained on
 single views.
 
-Per-video normalisation (`adapt_bn` > 0, fer_ray.infer.adapt): each call is one whole video (the annotate
-step groups faces by video first) and every face track of it is scored with BatchNorm statistics that are
-`adapt_bn` its own faces' and the rest the trained ones. It costs one more forward pass per model over a
-sample of the track's faces (adapt.SAMPLE), and a second decode of those faces.
+Per-video normalisation (`adapt_bn` > 0, fer_ray.infer.adapt): each call holds whole normalisation groups
+(the annotate step groups faces by video, photos by person, first) and every group (a video's face track, a
+person's photos) is scored with BatchNorm statistics that are `adapt_bn` its own faces' and the rest the
+trained ones. It costs one more forward pass per model over a sample of the group's faces (adapt.SAMPLE),
+and a second decode of those faces.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ class LogitsStage:
     def _output(self, batch: dict, present: np.ndarray, parts: list[tuple[np.ndarray, dict]]) -> dict:
         """The batch without its faces, its face-found mask and a scores column per model: each (rows, model
         key -> scores of those rows) part filled in, NaN where no part has a row."""
-        out = {k: v for k, v in batch.items() if k != schema.FACE}
+        out = {k: v for k, v in batch.items() if k not in (schema.FACE, schema.NORM_GROUP)}
         out[schema.FACE_FOUND] = present
         for entry in self.entries:
             full = np.full((len(present), self.widths[entry.key]), np.nan, dtype=np.float32)
@@ -169,19 +170,28 @@ class LogitsStage:
         return out
 
     def _adapted_scores(self, batch: dict) -> dict:
-        """One whole video: each face track with enough faces (adapt.MIN_FACES) scored with normalisation
-        statistics partly its own; the faces of the smaller tracks together with the trained ones."""
+        """Whole normalisation groups (adapt.groups: a video's face tracks, a person's photos): each group with
+        enough faces (adapt.MIN_FACES) scored with normalisation statistics partly its own; the faces of the
+        smaller groups together with the trained ones."""
         from fer_ray.infer import adapt
 
         faces = batch[schema.FACE]
         present = has_face(faces)
-        tracks = np.asarray(batch[schema.TRACK_ID]) if schema.TRACK_ID in batch else np.zeros(len(faces), int)
-        ids, counts = np.unique(tracks[present], return_counts=True)
-        small = np.flatnonzero(present & np.isin(tracks, ids[counts < adapt.MIN_FACES]))
+        units = adapt.groups(batch).astype(str)
+        ids, counts = np.unique(units[present], return_counts=True)
+        small = np.flatnonzero(present & np.isin(units, ids[counts < adapt.MIN_FACES]))
         parts = [(small, self._rows_scores(faces, small, adapted=False))] if small.size else []
         parts += [(rows, self._rows_scores(faces, rows, adapted=True))
-                  for rows in (np.flatnonzero(present & (tracks == t)) for t in ids[counts >= adapt.MIN_FACES])]
+                  for rows in (self._in_order(batch, present & (units == u)) for u in ids[counts >= adapt.MIN_FACES])]
         return self._output(batch, present, parts)
+
+    @staticmethod
+    def _in_order(batch: dict, mask: np.ndarray) -> np.ndarray:
+        """The rows of `mask` by video id, then frame: a shuffle delivers a group's rows in any order, and the
+        statistics' sample and chunks are drawn by position, so the same group must get the same positions."""
+        rows = np.flatnonzero(mask)
+        keys = [np.asarray(batch[k])[rows] for k in (schema.FRAME_INDEX, schema.VIDEO_ID) if k in batch]
+        return rows[np.lexsort([k.astype(str) if k.dtype == object else k for k in keys])] if keys else rows
 
     def _rows_scores(self, faces, rows: np.ndarray, adapted: bool) -> dict[str, np.ndarray]:
         """model key -> scores of these rows (faces all present); `adapted`: with normalisation statistics

@@ -2,7 +2,8 @@
 
 `run(config)` preprocesses the input videos itself (the face stages, `config.preprocess`) unless the input
 is a preprocess output, then runs read faces -> LogitsStage actors -> group by video (logits rows only,
-never images) -> VideoPostprocess through fer_ray.raydata, and writes `<output>/summary.json`. The rest of
+never images; with --adapt-bn the faces are grouped by video / by person's photos before the logits actors)
+-> VideoPostprocess through fer_ray.raydata, and writes `<output>/summary.json`. The rest of
 this module is Ray-free bookkeeping: what to run, what is already done, what was given up.
 """
 
@@ -17,7 +18,7 @@ from tqdm import tqdm
 
 from fer_ray import config as cfg
 from fer_ray import schema, shards, storage
-from fer_ray.infer import systems
+from fer_ray.infer import adapt, systems
 from fer_ray.infer.logits import LogitsStage
 from fer_ray.infer.postprocess import LOGITS, PREDICTIONS, SafeVideoPostprocess
 from fer_ray.plan import Resources, Step
@@ -29,13 +30,15 @@ FACES = schema.FACES_TABLE
 FACE_COLUMNS = [schema.VIDEO_ID, schema.FRAME_INDEX, schema.TIMESTAMP, schema.FACE, schema.NUM_FRAMES]
 
 
-def face_columns(markers: list[dict]) -> list[str]:
+def face_columns(markers: list[dict], subjects: bool = False) -> list[str]:
     """FACE_COLUMNS, plus the track id when a video was preprocessed with every face (its done marker lists
     its tracks). Faces written in one-face mode, including those from before track ids existed, are read
-    without it: their rows are track 0 (fer_ray.infer.postprocess.track_ids)."""
+    without it: their rows are track 0 (fer_ray.infer.postprocess.track_ids). `subjects`: the subject column
+    too (per-video normalisation groups photos by person)."""
+    columns = [*FACE_COLUMNS, *([schema.SUBJECT] if subjects else [])]
     if any(shards.has_tracks(m) for m in markers):  # the boxes too: subjects are named by position
-        return [*FACE_COLUMNS, schema.TRACK_ID, schema.BBOX]
-    return list(FACE_COLUMNS)
+        return [*columns, schema.TRACK_ID, schema.BBOX]
+    return columns
 
 
 # Where annotate's face stages differ from the preprocess job's defaults: one detector actor unless asked
@@ -70,8 +73,9 @@ class AnnotateConfig:
     video_prior: float | None = None
     flip_test: bool | None = None  # also score each face mirrored and average (frame models; 2 forward passes);
     # None: what models.json's calibration chose for this system, else off
-    # score each video (each face track) with BatchNorm statistics this much its own faces' and the rest the
-    # training faces' (fer_ray.infer.adapt; 0 off, 1 all its own; 0.5 keeps a one-expression clip readable).
+    # score each video (each face track; a person's photos) with BatchNorm statistics this much its own faces'
+    # and the rest the training faces' (fer_ray.infer.adapt; 0 off, 1 all its own; 0.5 keeps a one-expression
+    # clip readable).
     # None: what models.json's calibration chose for this system, else off
     adapt_bn: float | None = None
     since: str | None = None  # only videos modified after this ISO time, or "last" (previous run's start)
@@ -250,7 +254,7 @@ def run(config: AnnotateConfig) -> dict:
     photos = sorted(u for k in todo if faces_markers[k].get("kind") == "image" for u in units[k])
     plan = steps(config, entries, extras, version, {u: sources[u] for k in todo for u in units[k]}, len(parts),
                  {v: names for v, names in subjects.items() if names}, photos)
-    columns = face_columns([faces_markers[v] for v in todo])
+    columns = face_columns([faces_markers[v] for v in todo], subjects=bool(config.adapt_bn))
     rows = _annotate(parts, columns, plan, sum(len(units[k]) for k in todo)) if parts else []
     return write_summary(config, rows, finished, version, time.perf_counter() - start, started_at, gave_up)
 
@@ -279,15 +283,16 @@ def steps(config: AnnotateConfig, entries, extras, version: str, sources: dict[s
 
 def logits_step(config: AnnotateConfig, models, parts: int = 1) -> Step:
     """LogitsStage actors: every model loaded once per actor, `batch_size` faces per call; with per-video
-    normalisation one whole video per call (a group-by-video shuffle of the encoded faces first)."""
+    normalisation one whole normalisation group per call (a video, a person's photos: adapt.groups; a
+    group-by shuffle of the encoded faces first)."""
     kwargs = {"models": models, "device": config.device, "threads": config.threads,
               "prior_correction": config.prior_correction, "flip_test": bool(config.flip_test),
               "adapt_bn": float(config.adapt_bn or 0.0)}
     whole = bool(config.adapt_bn)
     resources = Resources(num_cpus=config.worker_cpus, num_gpus=config.worker_gpus,
                           batch_size=None if whole else config.batch_size, concurrency=config.num_workers)
-    return Step(LogitsStage, kwargs, resources, name="logits actors", group_by=schema.VIDEO_ID if whole else None,
-                partitions=max(1, min(parts, config.shuffle_partitions)))
+    return Step(LogitsStage, kwargs, resources, name="logits actors", group_by=schema.NORM_GROUP if whole else None,
+                group_key=adapt.with_groups if whole else None, partitions=max(1, min(parts, config.shuffle_partitions)))
 
 
 def postprocess_kwargs(config: AnnotateConfig, entries, extras, version: str, sources: dict[str, str] | None):

@@ -167,3 +167,51 @@ def test_the_stage_adapts_each_track_and_leaves_small_groups_alone(entries, phot
     adapted.adapt_bn = False
     for key in keys:
         np.testing.assert_allclose(adapted(_batch(first))[key], plain(_batch(first))[key], atol=1e-5)
+
+
+def test_photos_are_grouped_by_person_and_videos_by_video_and_track():
+    batch = {schema.VIDEO_ID: np.asarray(["tw/TW01/a", "tw/TW01/b", "tw/TW02/a", "ck/TW01/a", "v1", "v1", "tw/x"],
+                                         dtype=object),
+             schema.SUBJECT: np.asarray(["TW01", "TW01", "TW02", "TW01", "TW01", "TW01", None], dtype=object),
+             schema.NUM_FRAMES: np.asarray([1, 1, 1, 1, 300, 300, 1]),
+             schema.TRACK_ID: np.asarray([-1, -1, -1, -1, 0, 1, -1])}
+    # one person's photos together, per set; a video (even with a subject) by itself, split by face track;
+    # a photo without a subject alone
+    assert adapt.groups(batch).tolist() == ["photos:tw/TW01", "photos:tw/TW01", "photos:tw/TW02", "photos:ck/TW01",
+                                            "video:v1#0", "video:v1#1", "video:tw/x#-1"]
+    assert adapt.with_groups(batch)[schema.NORM_GROUP].tolist() == [
+        "photos:tw/TW01", "photos:tw/TW01", "photos:tw/TW02", "photos:ck/TW01", "video:v1", "video:v1", "video:tw/x"]
+    # a batch of one video's faces only (what fer_ray.api passes): one group
+    assert set(adapt.groups({schema.VIDEO_ID: np.asarray(["v"] * 3)}).tolist()) == {"video:v#0"}
+
+
+def test_the_stage_adapts_a_persons_photos_together(entries, photos):
+    """Photos (one-frame items) of one person in one call are one normalisation group, as the frames of one
+    video are; the same photos without their subject are each alone and keep the trained statistics."""
+    plain, adapted = LogitsStage(entries), LogitsStage(entries, adapt_bn=True)
+    first = photos[:20]
+    as_video = adapted(_batch(first))
+    column_ = np.empty(20, dtype=object)
+    column_[:] = first
+    as_photos = {schema.VIDEO_ID: np.asarray([f"tw/TW01/{i}" for i in range(20)], dtype=object),
+                 schema.FACE: column_, schema.NUM_FRAMES: np.ones(20, int),
+                 schema.SUBJECT: np.asarray(["TW01"] * 20, dtype=object)}
+    person = adapted(as_photos)
+    alone = adapted(as_photos | {schema.SUBJECT: np.asarray([None] * 20, dtype=object)})
+    for key in (column(e) for e in entries):
+        np.testing.assert_allclose(person[key], as_video[key], atol=1e-4)
+        np.testing.assert_allclose(alone[key], plain(_batch(first))[key], atol=1e-5)
+        assert np.abs(person[key] - alone[key]).max() > 1e-3
+    assert schema.NORM_GROUP not in adapted(adapt.with_groups(as_photos))
+
+
+def test_a_group_gets_the_same_scores_in_any_row_order(entries, photos, monkeypatch):
+    """A shuffle hands the stage a group's rows in any order; the statistics' chunks are drawn by position, so
+    the stage puts the rows in frame order first: shuffled rows get the same scores, row for row."""
+    monkeypatch.setattr(adapt, "CHUNK", 8)  # several chunks of 40 faces: their makeup depends on the order
+    stage = LogitsStage(entries, adapt_bn=True)
+    ordered = stage(_batch(photos))
+    shuffle = np.random.default_rng(0).permutation(len(photos))
+    shuffled = stage({k: v[shuffle] for k, v in _batch(photos).items()})
+    for key in (column(e) for e in entries):
+        np.testing.assert_allclose(shuffled[key], ordered[key][shuffle], atol=1e-5)
