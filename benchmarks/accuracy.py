@@ -4,6 +4,7 @@ dev videos and print the CFC-SP Table 1 / Table 4 analogues, per-class F1 and ma
     python benchmarks/accuracy.py [--data ../shared/data] [--output accuracy_out] [--config configs/accuracy.yaml]
         [--videos tw_TW01 tw_TW07 ...] [--fer2013-limit N] [--ckplus-limit N] [--epochs N|NAME=N,...] [--seed N]
         [--geometry arcface|fer --face-size N] [--precision auto|float32|bfloat16] [--flip-test] [--adapt-bn S]
+        [--crop-test]
     # the recipe (~48 min on 2 cores): every source in FER2013's framing, two small CNNs pretrained side by side
     # and fine-tuned into the cascade's coarse ensemble and negative nets; expr_cnn alone is the baseline
     python benchmarks/accuracy.py --config configs/accuracy_fer.yaml --geometry fer --face-size 48 \
@@ -411,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapt-bn", dest="adapt_bn", type=float, default=0.0, metavar="S",
                         help="annotate with per-video normalisation at strength S (each video scored with BatchNorm "
                              "statistics S its own faces'; default 0: off)")
+    parser.add_argument("--crop-test", dest="crop_test", action="store_true",
+                        help="annotate with the crop test (five crops of each face scored as well)")
     args = parser.parse_args(argv)
     start, host = time.perf_counter(), machine_info()
     data, out = str(Path(args.data).resolve()), args.output
@@ -424,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     train_cfg = DemoConfig(data=data, output=out, videos=held_out, validation_videos=[])
     train_cfg.validate()
     faces, models = storage.join(out, "faces"), storage.join(out, "models")
-    suffix = ("_flip" if args.flip_test else "") + (f"_adapt{args.adapt_bn:g}" if args.adapt_bn else "")
+    suffix = ("_flip" if args.flip_test else "") + ("_crop" if args.crop_test else "") + \
+        (f"_adapt{args.adapt_bn:g}" if args.adapt_bn else "")
     annotated, report = storage.join(out, f"annotate{suffix}"), storage.join(out, f"evaluate{suffix}")
     init_ray()
     step = TimedSteps()
@@ -447,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     step("annotate", ["--input", manifest, "--allow-root", data, "--models", models, "--output", annotated, "--system", "cfc_sp",
                       "--window", str(WINDOW), "--keep-logits", "--stride", "1", "--track-every", "5",
                       "--flip-test" if args.flip_test else "--no-flip-test",
-                      "--adapt-bn", str(args.adapt_bn)])
+                      "--adapt-bn", str(args.adapt_bn), *(["--crop-test"] if args.crop_test else [])])
     step("evaluate", ["--predictions", annotated, "--labels", f"{data}/videos/labeled", "--output", report,
                       "--logits", annotated, "--window", str(WINDOW), "--windows", *map(str, WINDOWS)])
     models_json = storage.read_json(storage.join(models, schema.MODELS_INDEX))
@@ -456,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.flip_test and not args.adapt_bn and storage.exists(storage.join(plain, "summary.json")):
         result["flip_test_effect"] = option_differences(plain, annotated, f"{data}/videos/labeled")
     if args.adapt_bn:  # against the same run without it, when there is one
-        plain = storage.join(out, "annotate" + ("_flip" if args.flip_test else ""))
+        plain = storage.join(out, "annotate" + ("_flip" if args.flip_test else "") + ("_crop" if args.crop_test else ""))
         if storage.exists(storage.join(plain, "summary.json")):
             result["adapt_bn_effect"] = option_differences(plain, annotated, f"{data}/videos/labeled",
                                                          "per-video normalisation")

@@ -3,6 +3,7 @@ annotated faces scored again with each video's own BatchNorm statistics (model t
 
     python benchmarks/adapt_bn.py /tmp/acc22 /tmp/acc23 [--annotated annotate_flip] [--strength 0.5]
     python benchmarks/adapt_bn.py /tmp/acc22 --clips 0 0.5 1     # the one-expression worst case
+    python benchmarks/adapt_bn.py /tmp/acc22 --annotated annotate_flip_adapt0.5 --crop-test  # the crop test
 
 For each run: jobs/annotate.py on <run>/<annotated> (its faces; the same flip test) into
 <run>/<annotated>_adapt (resumable), then, without and with the adaptation, on the same frames: the
@@ -35,20 +36,24 @@ from fer_ray import storage  # noqa: E402
 from fer_ray.evaluate import ablations, metrics  # noqa: E402
 from fer_ray.evaluate import calibrate as calibration  # noqa: E402
 from fer_ray.infer import readers  # noqa: E402
+from fer_ray.jobs.annotate import is_faces_output  # noqa: E402
 from fer_ray.runtime import init_ray, setup_logging  # noqa: E402
 
 LABELS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / "labeled"
 
 
-def annotate_adapted(run: str, annotated: str, strength: float) -> tuple[str, float]:
-    """<run>/<annotated>'s faces annotated again with --adapt-bn (its other options kept); (output, seconds)."""
+def annotate_adapted(run: str, annotated: str, strength: float, crop_test: bool = False) -> tuple[str, float]:
+    """<run>/<annotated>'s faces annotated again with --adapt-bn (and --crop-test; its other options kept);
+    (output, seconds). <annotated> may be a run that read its faces from another one (annotate_flip_adapt0.5)."""
     source = storage.join(run, annotated)
     used = yaml.safe_load(storage.read_bytes(storage.join(source, "annotate.yaml")))
-    output = f"{source}_adapt{strength:g}"
+    faces = source if is_faces_output(source) else used["input"]
+    output = f"{source}{'_crop' if crop_test else ''}_adapt{strength:g}"
     start = time.perf_counter()
-    run_job("annotate", ["--input", source, "--models", used["models"], "--output", output,
+    run_job("annotate", ["--input", faces, "--models", used["models"], "--output", output,
                          "--system", used["system"], "--window", str(used["window"]), "--keep-logits",
-                         "--flip-test" if used.get("flip_test") else "--no-flip-test", "--adapt-bn", str(strength)])
+                         "--flip-test" if used.get("flip_test") else "--no-flip-test", "--adapt-bn", str(strength),
+                         *(["--crop-test"] if crop_test else [])])
     return output, time.perf_counter() - start
 
 
@@ -70,15 +75,15 @@ def settings(videos, truth, system, how: str):
     return ablations.held_out_settings(videos, truth, system, WINDOWS, priors)
 
 
-def report(run: str, annotated: str, label_dir: str, strength: float) -> None:
-    output, seconds = annotate_adapted(run, annotated, strength)
+def report(run: str, annotated: str, label_dir: str, strength: float, crop_test: bool = False) -> None:
+    output, seconds = annotate_adapted(run, annotated, strength, crop_test)
     runs = [ablations.group_logits(readers.read_logits(uri)) for uri in (storage.join(run, annotated), output)]
     truth = load_truth(label_dir, sorted(runs[0]))
     names = sorted(set(runs[0]) & set(runs[1]) & set(truth))
     y, groups = pooled_truth(truth, names)
     reference = metrics.reference_scores(y)
     print(f"\n{run}: {len(names)} videos, {y.size:,} frames; majority class {reference['majority_f1']:.3f}, chance "
-          f"{reference['chance_f1']:.3f}; strength {strength:g}: the annotate run took {seconds / 60:.1f} min "
+          f"{reference['chance_f1']:.3f}; strength {strength:g}{', crop test' if crop_test else ''}: the annotate run took {seconds / 60:.1f} min "
           "(model time only)")
     for what, (system, how) in systems_of(runs[0]).items():
         predicted = [pooled_predictions(videos, truth, system, settings(videos, truth, system, how), names)
@@ -142,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strength", type=float, default=0.5, help="annotate's --adapt-bn (default 0.5)")
     parser.add_argument("--clips", type=float, nargs="+", metavar="S",
                         help="instead: the one-expression clips at these strengths (no annotate run)")
+    parser.add_argument("--crop-test", dest="crop_test", action="store_true",
+                        help="annotate with --crop-test too; with --annotated annotate_flip_adapt0.5 and --strength "
+                        "0.5 this measures the crop test alone")
     args = parser.parse_args(argv)
     if args.clips:
         for run in args.runs:
@@ -149,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     init_ray()
     for run in args.runs:
-        report(run, args.annotated, args.labels, args.strength)
+        report(run, args.annotated, args.labels, args.strength, args.crop_test)
     return 0
 
 

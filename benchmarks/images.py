@@ -3,7 +3,7 @@
 
     python benchmarks/images.py [--data ../shared/data] [--output images_out] [--config configs/demo.yaml]
         [--model expr_cnn[,expr_cnn_b]] [--fer2013-limit 12000] [--epochs N] [--seed N] [--score-only]
-        [--adapt-bn S]
+        [--adapt-bn S] [--crop-test]
 
 Trains one 8-class model of --config (default configs/demo.yaml's `expr_cnn`, RECIPES.md's FerCNN; every face
 in FER2013's framing at 48 px) on:
@@ -23,7 +23,8 @@ as Other); the prediction is the arg-max over those 7 logits. Each figure has a 
 (resampling performers for the photos and CK+, single faces for fer2013) and stands beside the
 majority-class and chance figures of the same faces. Every set is scored twice: as annotate does by default,
 and with annotate's flip test (each face also scored mirrored, the two softmaxes averaged). Not part of
-`make test`. Writes <output>/images.json (with --adapt-bn S: images_adapt<S>.json). A rerun on the same
+`make test`. Writes <output>/images.json (with --crop-test images_crop.json, with --adapt-bn S
+images[_crop]_adapt<S>.json). A rerun on the same
 --output reuses the faces and the trained model; --score-only scores the model an earlier run left in <output>/models without touching its training faces.
 --model with several names (an accuracy.py run's two pretraining seeds) scores their ensemble: the mean of
 their softmax probabilities, as annotate's expr ensemble sums them.
@@ -243,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
                              "faces, no training)")
     parser.add_argument("--adapt-bn", dest="adapt_bn", type=float, default=0.0, metavar="S",
                         help="score each performer's faces with BatchNorm statistics S their own (default 0: off)")
+    parser.add_argument("--crop-test", dest="crop_test", action="store_true",
+                        help="score every face with annotate's crop test too (five crops, averaged)")
     args = parser.parse_args(argv)
     start, host = time.perf_counter(), machine_info()
     data, out = Path(args.data).resolve(), args.output
@@ -270,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [model_entry(models, name) for name in args.model]
     scored = {}
     for flip in (False, True):
-        stage = LogitsStage(chosen, threads=os.cpu_count() or 1, flip_test=flip, adapt_bn=args.adapt_bn)
+        stage = LogitsStage(chosen, threads=os.cpu_count() or 1, flip_test=flip, adapt_bn=args.adapt_bn,
+                            crop_test=args.crop_test)
         scored[flip] = {name: predict(stage, chosen, storage.join(out, "score", name)) for name in TARGETS}
     results = {flip: {name: score(*got) for name, got in sets.items()} for flip, sets in scored.items()}
     effect = {name: flip_effect(truth, logits, scored[True][name][1], groups)
@@ -278,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     timings["score"] = time.perf_counter() - t0
     wall = time.perf_counter() - start
     seen = not_held_out(train_faces, {name: storage.join(out, "score", name) for name in TARGETS})
+    if args.crop_test:
+        print("\nEvery face scored with the crop test (annotate --crop-test: five crops of it as well, averaged)")
     if args.adapt_bn:
         print(f"\nEach performer's faces normalised together at strength {args.adapt_bn:g} (--adapt-bn; faces "
               "without a subject id as they are)")
@@ -294,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
                "args": vars(args), "results": results[False], "results_flip_test": results[True],
                "flip_test_effect": effect, "targets": TARGETS, "trained_on_scored_sets": seen,
                "models": {name: read_index(models)["models"][name] for name in args.model}}
-    target = storage.join(out, f"images_adapt{args.adapt_bn:g}.json" if args.adapt_bn else "images.json")
+    suffix = ("_crop" if args.crop_test else "") + (f"_adapt{args.adapt_bn:g}" if args.adapt_bn else "")
+    target = storage.join(out, f"images{suffix}.json")
     storage.write_text(target, json.dumps(summary, indent=2, default=float))
     print(f"results: {target}")
     return 0

@@ -15,6 +15,13 @@ Training mirrors faces at random (augment `flip`), so the mirror is a view the m
 second forward pass. Clip/sequence models keep their plain features: their temporal heads were trained on
 single views.
 
+Crop test (`crop_test=True`, frame models only): the face is also scored as five crops of CROP_SIDE its side
+(its four corners and its centre), each resized back to the model's input: training crops faces at random
+(augment `crop_scale`, area 0.8-1.0 in the recipes), so a model has seen its faces framed that way far more
+often than whole. The scores are the log of the views' mean softmax; with the flip test every view is also
+mirrored (twelve views: the "ten-crop" test of the FER2013 records, plus the whole face and its mirror).
+Six (twelve) forward passes instead of one (two).
+
 Per-video normalisation (`adapt_bn` > 0, fer_ray.infer.adapt): each call holds whole normalisation groups
 (the annotate step groups faces by video, photos by person, first) and every group (a video's face track, a
 person's photos) is scored with BatchNorm statistics that are `adapt_bn` its own faces' and the rest the
@@ -38,6 +45,8 @@ if TYPE_CHECKING:
 # torch, torchvision and timm (through codec and fer_ray.models) are imported where they run, in the actor:
 # the annotate job's driver only needs this class to name the stage, and importing them costs it ~4 s.
 
+CROP_SIDE = 11 / 12  # the crop test's crops: 44 of 48 px, area 0.84, inside the recipes' training crop_scale
+
 # Ray Data column names can't hold "/"; per-model columns are "scores:<task>:<run name>".
 COLUMN_PREFIX = schema.LOGITS_COLUMN_PREFIX
 key_of_column = schema.model_key_of_column
@@ -45,6 +54,21 @@ key_of_column = schema.model_key_of_column
 
 def column(entry: ModelEntry) -> str:
     return schema.logits_column(entry.key)
+
+
+def crops(inputs: torch.Tensor, side: float = CROP_SIDE) -> list[torch.Tensor]:
+    """The crop test's five views of a (k, C, H, W) batch: its four corners and its centre, each about `side`
+    of the image's sides, resized back to (H, W). The margins are even, so the centre crop of a mirrored face
+    is the mirror of its centre crop (and the corners swap): with the flip test a face and its mirror image
+    get the same twelve views."""
+    import torch.nn.functional as F
+
+    height, width = inputs.shape[-2:]
+    h, w = (max(1, n - 2 * round(n * (1 - side) / 2)) for n in (height, width))
+    corners = [(0, 0), (0, width - w), (height - h, 0), (height - h, width - w),
+               ((height - h) // 2, (width - w) // 2)]
+    return [F.interpolate(inputs[..., y:y + h, x:x + w], size=(height, width), mode="bilinear", align_corners=False)
+            for y, x in corners]
 
 
 def pick_device(device: str = "auto") -> str:
@@ -77,7 +101,8 @@ class LogitsStage:
     """`__call__(batch) -> batch`: adds one scores column per model; frames without a face get NaN rows."""
 
     def __init__(self, models: list[ModelEntry], device: str = "auto", threads: int = 1,
-                 prior_correction: bool = False, flip_test: bool = False, adapt_bn: float = 0.0):
+                 prior_correction: bool = False, flip_test: bool = False, adapt_bn: float = 0.0,
+                 crop_test: bool = False):
         import torch
 
         from fer_ray.models import data_config, load_checkpoint
@@ -87,6 +112,7 @@ class LogitsStage:
         self.device = pick_device(device)
         self.entries = list(models)
         self.flip_test = flip_test
+        self.crop_test = crop_test
         self.adapt_bn = float(adapt_bn)
         self.models = {}
         for entry in self.entries:
@@ -132,13 +158,17 @@ class LogitsStage:
         return out.float().cpu().numpy()
 
     def _model_scores(self, entry: ModelEntry, inputs: torch.Tensor) -> np.ndarray:
-        """The model's scores; with the flip test, the log of the mean softmax of the face and its mirror."""
-        scores = self._run(entry, inputs)
-        if not self.flip_test or entry.kind != "frame":
-            return scores
-        mirrored = self._run(entry, inputs.flip(-1))
-        both = np.logaddexp(log_softmax(scores), log_softmax(mirrored)) - np.log(2.0)
-        return both.astype(np.float32)
+        """The model's scores; with the flip / crop test, the log of the mean softmax of the face's views."""
+        if entry.kind != "frame" or not (self.flip_test or self.crop_test):
+            return self._run(entry, inputs)
+        views = [inputs, *(crops(inputs) if self.crop_test else [])]
+        if self.flip_test:
+            views += [v.flip(-1) for v in views]
+        total = None
+        for view in views:  # one view at a time: twelve copies of a large batch need not fit at once
+            logp = log_softmax(self._run(entry, view))
+            total = logp if total is None else np.logaddexp(total, logp)
+        return (total - np.log(len(views))).astype(np.float32)
 
     def __call__(self, batch: dict) -> dict:
         import torch

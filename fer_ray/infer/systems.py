@@ -134,9 +134,10 @@ def check_prior_correction(chosen: list[ModelEntry]) -> None:
 
 def model_version(index: dict, chosen: list[ModelEntry], system: str, window: int,
                   weights: dict[str, float] | None = None, prior_correction: bool = False,
-                  flip_test: bool = False, video_prior: float = 0.0, adapt_bn: float = 0.0) -> str:
+                  flip_test: bool = False, video_prior: float = 0.0, adapt_bn: float = 0.0,
+                  crop_test: bool = False) -> str:
     """A short stable id of what produced a prediction: the index version, the models, system, window,
-    prior corrections, flip test and per-video normalisation."""
+    prior corrections, flip and crop tests and per-video normalisation."""
     fields = {
         "index": index.get("version", ""), "system": system, "window": window,
         "models": [(e.name, e.checkpoint.rsplit("/", 2)[-2:]) for e in chosen],
@@ -150,6 +151,8 @@ def model_version(index: dict, chosen: list[ModelEntry], system: str, window: in
         fields["video_prior"] = float(video_prior)
     if adapt_bn:
         fields["adapt_bn"] = float(adapt_bn)
+    if crop_test:
+        fields["crop_test"] = True
     payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
@@ -162,7 +165,7 @@ def resolve(config) -> tuple[list[ModelEntry], list[ModelEntry], str]:
     chosen = select(available, config.system, config.model_names)
     version = model_version(index, chosen, config.system, config.window, config.weights, config.prior_correction,
                             bool(config.flip_test), float(config.video_prior or 0.0),
-                            float(config.adapt_bn or 0.0))
+                            float(config.adapt_bn or 0.0), bool(config.crop_test))
     extras = ablation_extras(available, config.system, chosen) if config.keep_logits else []
     if config.prior_correction:
         check_prior_correction(chosen + extras)

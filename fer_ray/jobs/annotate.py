@@ -78,6 +78,9 @@ class AnnotateConfig:
     # clip readable).
     # None: what models.json's calibration chose for this system, else off
     adapt_bn: float | None = None
+    # also score five crops of each face (its corners and centre, 11/12 of its side) and average (frame models;
+    # 6 forward passes, 12 with the flip test): training crops faces at random, so models know them cropped
+    crop_test: bool = False
     since: str | None = None  # only videos modified after this ISO time, or "last" (previous run's start)
     max_attempts: int = 3  # a video that failed this many runs in a row on the same input is given up
     # Name the main face tracks of every video with these subjects, left to right (Aff-Wild2: left,right),
@@ -287,7 +290,7 @@ def logits_step(config: AnnotateConfig, models, parts: int = 1) -> Step:
     group-by shuffle of the encoded faces first)."""
     kwargs = {"models": models, "device": config.device, "threads": config.threads,
               "prior_correction": config.prior_correction, "flip_test": bool(config.flip_test),
-              "adapt_bn": float(config.adapt_bn or 0.0)}
+              "adapt_bn": float(config.adapt_bn or 0.0), "crop_test": bool(config.crop_test)}
     whole = bool(config.adapt_bn)
     resources = Resources(num_cpus=config.worker_cpus, num_gpus=config.worker_gpus,
                           batch_size=None if whole else config.batch_size, concurrency=config.num_workers)
