@@ -4,6 +4,7 @@ annotated faces scored again with each video's own BatchNorm statistics (model t
     python benchmarks/adapt_bn.py /tmp/acc22 /tmp/acc23 [--annotated annotate_flip] [--strength 0.5]
     python benchmarks/adapt_bn.py /tmp/acc22 --clips 0 0.5 1     # the one-expression worst case
     python benchmarks/adapt_bn.py /tmp/acc22 --annotated annotate_flip_adapt0.5 --crop-test  # the crop test
+    python benchmarks/adapt_bn.py /tmp/acc22 --crop-effect   # the crop test, baseline model only, in-process
 
 For each run: jobs/annotate.py on <run>/<annotated> (its faces; the same flip test) into
 <run>/<annotated>_adapt (resumable), then, without and with the adaptation, on the same frames: the
@@ -137,6 +138,51 @@ def one_expression_clips(run: str, annotated: str, label_dir: str, strengths: li
               + ", ".join(f"{k} {v:.2f}" for k, v in per.items()))
 
 
+def crop_effect(run: str, annotated: str, label_dir: str, strength: float) -> None:
+    """The crop test on the baseline single model (expr_cnn, no SP), in this process on the run's faces: each
+    video scored whole at normalisation `strength`, flip test as the run's, without and with the crop test;
+    frames without a face count as Neutral in both. Paired over ground-truth segments."""
+    import numpy as np
+
+    from fer_ray import schema, shards
+    from fer_ray.infer import systems
+    from fer_ray.infer.logits import LogitsStage
+
+    source = storage.join(run, annotated)
+    used = yaml.safe_load(storage.read_bytes(storage.join(source, "annotate.yaml")))
+    model = [e for e in systems.entries(systems.read_index(used["models"]), used["models"]) if e.name == "expr_cnn"]
+    table = shards.read_table(source, schema.FACES_TABLE, schema.FACES_SCHEMA,
+                              columns=[schema.VIDEO_ID, schema.FRAME_INDEX, schema.FACE]).to_pandas()
+    truth = load_truth(label_dir, sorted(table[schema.VIDEO_ID].unique()))
+    names = sorted(set(truth) & set(table[schema.VIDEO_ID]))
+    predicted, seconds = [], []
+    for crop in (False, True):
+        start = time.perf_counter()
+        stage = LogitsStage(model, flip_test=bool(used.get("flip_test")), adapt_bn=strength, crop_test=crop, threads=2)
+        labels_of = []
+        for video in names:
+            rows = table[table[schema.VIDEO_ID] == video]
+            scores = next(v for k, v in stage({k: rows[k].to_numpy() for k in rows}).items()
+                          if k.startswith(schema.LOGITS_COLUMN_PREFIX))
+            found = ~np.isnan(scores).any(axis=1)
+            full = np.zeros(len(truth[video]), dtype=np.int64)
+            full[rows[schema.FRAME_INDEX].to_numpy()[found]] = scores[found].argmax(axis=1)
+            labels_of.append(full)
+        predicted.append(np.concatenate(labels_of))
+        seconds.append(time.perf_counter() - start)
+    y, groups = pooled_truth(truth, names)
+    keep = y >= 0
+    y, groups, predicted = y[keep], groups[keep], [p[keep] for p in predicted]
+    before, after = (metrics.bootstrap_f1(y, p, groups) for p in predicted)
+    d = metrics.paired_bootstrap(y, *predicted, groups)
+    reference = metrics.reference_scores(y)
+    print(f"\n{run}: {len(names)} videos, {y.size:,} frames; majority class {reference['majority_f1']:.3f}, chance "
+          f"{reference['chance_f1']:.3f}; expr_cnn, strength {strength:g}, flip test {bool(used.get('flip_test'))}")
+    print(f"  without the crop test {before['f1']:.3f} [{before['ci_low']:.3f}, {before['ci_high']:.3f}] "
+          f"({seconds[0]:.0f} s) -> with it {after['f1']:.3f} [{after['ci_low']:.3f}, {after['ci_high']:.3f}] "
+          f"({seconds[1]:.0f} s): {d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -150,7 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop-test", dest="crop_test", action="store_true",
                         help="annotate with --crop-test too; with --annotated annotate_flip_adapt0.5 and --strength "
                         "0.5 this measures the crop test alone")
+    parser.add_argument("--crop-effect", dest="crop_effect", action="store_true",
+                        help="instead: the crop test's effect on the baseline model, in this process (no annotate "
+                        "run)")
     args = parser.parse_args(argv)
+    if args.crop_effect:
+        for run in args.runs:
+            crop_effect(run, args.annotated, args.labels, args.strength)
+        return 0
     if args.clips:
         for run in args.runs:
             one_expression_clips(run, args.annotated, args.labels, args.clips)
