@@ -400,7 +400,7 @@ def write_summary(config: AnnotateConfig, rows: list[dict], skipped: list[str], 
     frames = sum(int(r["frames"]) for r in processed)
     failures = shards.read_failures(config.output).to_pylist()
     summary = {
-        "system": config.system, "window": config.window, "model_version": version,
+        "system": config.system, "window": config.window, "model_version": version, "crop_test": bool(config.crop_test),
         "started_at": started_at, "seconds": round(seconds, 3),
         "videos_annotated": len(processed), "videos_skipped": len(skipped), "videos_failed": len(failures),
         "videos_given_up": len(gave_up), "given_up": sorted(gave_up),

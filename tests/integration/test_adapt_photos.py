@@ -1,6 +1,7 @@
 """Per-video normalisation of photos (annotate --adapt-bn): the annotate job on a labelled photo set groups
 one person's photos as it groups a video's frames, across the Ray shuffle, and leaves a person with too few
-photos to measure as they were."""
+photos to measure as they were. The job runs with the crop test too (annotate --crop-test), which its logits
+actors apply as the stage does in-process."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def test_annotate_normalises_each_persons_photos_together(tmp_path, ray_local):
     write_untrained_models(models)
     output = str(tmp_path / "out")
     argv = ["--input", str(folder), "--output", output, "--models", models, "--system", "cfc_sp", "--adapt-bn", "1",
-            "--keep-logits", "--strict"]
+            "--crop-test", "--keep-logits", "--strict"]
     assert load_job("annotate").main(argv) == 0
 
     logits = _logits(output)
@@ -55,7 +56,8 @@ def test_annotate_normalises_each_persons_photos_together(tmp_path, ray_local):
     faces = shards.read_table(output, schema.FACES_TABLE, schema.FACES_SCHEMA).to_pandas()
     entries = [e for e in systems.entries(storage.read_json(f"{models}/{schema.MODELS_INDEX}"), models)
                if e.key in set(logits.index.get_level_values(1))]
-    plain, adapted = LogitsStage(entries), LogitsStage(entries, adapt_bn=1.0)
+    assert storage.read_json(f"{output}/summary.json")["crop_test"] is True
+    plain, adapted = LogitsStage(entries, crop_test=True), LogitsStage(entries, adapt_bn=1.0, crop_test=True)
     for subject in PEOPLE:
         # in-process, one call holding all of this person's photos and nothing else
         mine = faces[faces[schema.SUBJECT] == subject]
