@@ -57,7 +57,7 @@ def groups(batch: dict, tracks: bool = True) -> np.ndarray:
     track_ids = batch.get(schema.TRACK_ID, [0] * n) if tracks else [None] * n
     keys = []
     for video, subject, count, track in zip(videos, subjects, frames, track_ids):
-        if subject and int(count) == 1:
+        if subject and count == 1:  # a null frame count (NaN / None) is not 1: a video
             keys.append(f"photos:{str(video).split('/', 1)[0]}/{subject}")
         else:
             keys.append(f"video:{video}" if track is None else f"video:{video}#{int(track)}")

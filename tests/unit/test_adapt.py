@@ -181,6 +181,9 @@ def test_photos_are_grouped_by_person_and_videos_by_video_and_track():
                                             "video:v1#0", "video:v1#1", "video:tw/x#-1"]
     assert adapt.with_groups(batch)[schema.NORM_GROUP].tolist() == [
         "photos:tw/TW01", "photos:tw/TW01", "photos:tw/TW02", "photos:ck/TW01", "video:v1", "video:v1", "video:tw/x"]
+    # a frame count the table left empty is no photo's
+    nulls = batch | {schema.NUM_FRAMES: np.asarray([1.0, np.nan, 1.0, 1.0, 300.0, 300.0, 1.0])}
+    assert adapt.groups(nulls).tolist()[:2] == ["photos:tw/TW01", "video:tw/TW01/b#-1"]
     # a batch of one video's faces only (what fer_ray.api passes): one group
     assert set(adapt.groups({schema.VIDEO_ID: np.asarray(["v"] * 3)}).tolist()) == {"video:v#0"}
 
