@@ -54,6 +54,7 @@ from fer_ray.evaluate import ablations, metrics  # noqa: E402
 from fer_ray.evaluate import calibrate as calibration  # noqa: E402
 from fer_ray.evaluate.run import load_truth  # noqa: E402
 from fer_ray.infer import readers  # noqa: E402
+from fer_ray.jobs.annotate import options_suffix  # noqa: E402
 from fer_ray.jobs.demo import DemoConfig, write_inputs  # noqa: E402
 from fer_ray.runtime import (  # noqa: E402
     init_ray,
@@ -427,8 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     train_cfg = DemoConfig(data=data, output=out, videos=held_out, validation_videos=[])
     train_cfg.validate()
     faces, models = storage.join(out, "faces"), storage.join(out, "models")
-    suffix = ("_flip" if args.flip_test else "") + ("_crop" if args.crop_test else "") + \
-        (f"_adapt{args.adapt_bn:g}" if args.adapt_bn else "")
+    suffix = options_suffix(args.flip_test, args.crop_test, args.adapt_bn)
     annotated, report = storage.join(out, f"annotate{suffix}"), storage.join(out, f"evaluate{suffix}")
     init_ray()
     step = TimedSteps()
@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.flip_test and not args.adapt_bn and storage.exists(storage.join(plain, "summary.json")):
         result["flip_test_effect"] = option_differences(plain, annotated, f"{data}/videos/labeled")
     if args.adapt_bn:  # against the same run without it, when there is one
-        plain = storage.join(out, "annotate" + ("_flip" if args.flip_test else "") + ("_crop" if args.crop_test else ""))
+        plain = storage.join(out, "annotate" + options_suffix(args.flip_test, args.crop_test))
         if storage.exists(storage.join(plain, "summary.json")):
             result["adapt_bn_effect"] = option_differences(plain, annotated, f"{data}/videos/labeled",
                                                          "per-video normalisation")

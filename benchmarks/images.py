@@ -58,6 +58,7 @@ from fer_ray.evaluate import metrics  # noqa: E402
 from fer_ray.infer import cascade  # noqa: E402
 from fer_ray.infer.logits import LogitsStage, column  # noqa: E402
 from fer_ray.infer.systems import ModelEntry, entries, read_index  # noqa: E402
+from fer_ray.jobs.annotate import options_suffix  # noqa: E402
 from fer_ray.runtime import init_ray, machine_info, setup_logging  # noqa: E402
 from fer_ray.train.data import source_of  # noqa: E402
 
@@ -300,8 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                "args": vars(args), "results": results[False], "results_flip_test": results[True],
                "flip_test_effect": effect, "targets": TARGETS, "trained_on_scored_sets": seen,
                "models": {name: read_index(models)["models"][name] for name in args.model}}
-    suffix = ("_crop" if args.crop_test else "") + (f"_adapt{args.adapt_bn:g}" if args.adapt_bn else "")
-    target = storage.join(out, f"images{suffix}.json")
+    target = storage.join(out, f"images{options_suffix(crop_test=args.crop_test, adapt_bn=args.adapt_bn)}.json")
     storage.write_text(target, json.dumps(summary, indent=2, default=float))
     print(f"results: {target}")
     return 0

@@ -298,6 +298,13 @@ def logits_step(config: AnnotateConfig, models, parts: int = 1) -> Step:
                 group_key=adapt.with_groups if whole else None, partitions=max(1, min(parts, config.shuffle_partitions)))
 
 
+def options_suffix(flip_test: bool = False, crop_test: bool = False, adapt_bn: float = 0.0) -> str:
+    """How runs of the same faces that differ in these scoring options name their folders and files
+    (calibrate's validation runs, the benchmarks'): "_flip", "_crop", "_adapt<S>", in that order, each only
+    when on; "" for none."""
+    return ("_flip" if flip_test else "") + ("_crop" if crop_test else "") + (f"_adapt{adapt_bn:g}" if adapt_bn else "")
+
+
 def postprocess_kwargs(config: AnnotateConfig, entries, extras, version: str, sources: dict[str, str] | None):
     return {"output": config.output, "entries": entries, "extras": extras, "system": config.system,
             "window": config.window, "version": version, "weights": config.weights,

@@ -105,7 +105,7 @@ def run_folder(flip: bool, adapt: float, first: bool) -> str:
     run, which decodes them, is `annotate`; the others, which read its faces, are named by what they add."""
     if first:
         return "annotate"
-    return "annotate" + ("_flip" if flip else "") + (f"_adapt{adapt:g}" if adapt else "")
+    return "annotate" + annotate.options_suffix(flip_test=flip, adapt_bn=adapt)
 
 
 def compared(found: dict) -> dict:
