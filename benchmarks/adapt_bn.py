@@ -96,21 +96,28 @@ def report(run: str, annotated: str, label_dir: str, strength: float, crop_test:
               f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
 
 
-def one_expression_clips(run: str, annotated: str, label_dir: str, strengths: list[float]) -> None:
-    import numpy as np
-
-    from fer_ray import labels, schema, shards
+def baseline_faces(run: str, annotated: str, label_dir: str) -> tuple[dict, list, object, dict]:
+    """What the in-process measurements score: <run>/<annotated>'s annotate options, the baseline model (the
+    first expr model: expr_cnn), the faces table (video id, frame, face) and the videos' labels."""
+    from fer_ray import schema, shards
     from fer_ray.infer import systems
-    from fer_ray.infer.logits import LogitsStage
 
     source = storage.join(run, annotated)
     used = yaml.safe_load(storage.read_bytes(storage.join(source, "annotate.yaml")))
-    index = systems.read_index(used["models"])
-    model = [e for e in systems.entries(index, used["models"]) if e.task == "expr"][:1]  # the baseline
-    stage = LogitsStage(model, flip_test=bool(used.get("flip_test")), threads=2)
+    model = [e for e in systems.entries(systems.read_index(used["models"]), used["models"]) if e.task == "expr"][:1]
     table = shards.read_table(source, schema.FACES_TABLE, schema.FACES_SCHEMA,
                               columns=[schema.VIDEO_ID, schema.FRAME_INDEX, schema.FACE]).to_pandas()
-    truth = load_truth(label_dir, sorted(table[schema.VIDEO_ID].unique()))
+    return used, model, table, load_truth(label_dir, sorted(table[schema.VIDEO_ID].unique()))
+
+
+def one_expression_clips(run: str, annotated: str, label_dir: str, strengths: list[float]) -> None:
+    import numpy as np
+
+    from fer_ray import labels, schema
+    from fer_ray.infer.logits import LogitsStage
+
+    used, model, table, truth = baseline_faces(run, annotated, label_dir)
+    stage = LogitsStage(model, flip_test=bool(used.get("flip_test")), threads=2)
     clips = []  # (class, frames, share right per strength)
     for video, rows in table.groupby(schema.VIDEO_ID):
         if video not in truth:
@@ -144,16 +151,10 @@ def crop_effect(run: str, annotated: str, label_dir: str, strength: float) -> No
     frames without a face count as Neutral in both. Paired over ground-truth segments."""
     import numpy as np
 
-    from fer_ray import schema, shards
-    from fer_ray.infer import systems
+    from fer_ray import schema
     from fer_ray.infer.logits import LogitsStage
 
-    source = storage.join(run, annotated)
-    used = yaml.safe_load(storage.read_bytes(storage.join(source, "annotate.yaml")))
-    model = [e for e in systems.entries(systems.read_index(used["models"]), used["models"]) if e.name == "expr_cnn"]
-    table = shards.read_table(source, schema.FACES_TABLE, schema.FACES_SCHEMA,
-                              columns=[schema.VIDEO_ID, schema.FRAME_INDEX, schema.FACE]).to_pandas()
-    truth = load_truth(label_dir, sorted(table[schema.VIDEO_ID].unique()))
+    used, model, table, truth = baseline_faces(run, annotated, label_dir)
     names = sorted(set(truth) & set(table[schema.VIDEO_ID]))
     predicted, seconds = [], []
     for crop in (False, True):
@@ -177,7 +178,7 @@ def crop_effect(run: str, annotated: str, label_dir: str, strength: float) -> No
     d = metrics.paired_bootstrap(y, *predicted, groups)
     reference = metrics.reference_scores(y)
     print(f"\n{run}: {len(names)} videos, {y.size:,} frames; majority class {reference['majority_f1']:.3f}, chance "
-          f"{reference['chance_f1']:.3f}; expr_cnn, strength {strength:g}, flip test {bool(used.get('flip_test'))}")
+          f"{reference['chance_f1']:.3f}; {model[0].name}, strength {strength:g}, flip test {bool(used.get('flip_test'))}")
     print(f"  without the crop test {before['f1']:.3f} [{before['ci_low']:.3f}, {before['ci_high']:.3f}] "
           f"({seconds[0]:.0f} s) -> with it {after['f1']:.3f} [{after['ci_low']:.3f}, {after['ci_high']:.3f}] "
           f"({seconds[1]:.0f} s): {d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
