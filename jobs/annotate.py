@@ -56,9 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also score each face mirrored left-right and average the two (frame models; twice "
                         "the model time); default: what jobs/calibrate.py recorded, else off")
     parser.add_argument("--adapt-bn", dest="adapt_bn", type=float, metavar="S",
-                        help="0 to 1: score each video (each face track) with BatchNorm statistics this much its own "
-                        "faces' (test-time adaptation; no labels read); 0 off, 0.5 recommended (1 misreads a clip "
-                        "of one expression); default: what jobs/calibrate.py recorded, else 0")
+                        help="0 to 1: score each video (each face track; each person's photos together) with "
+                        "BatchNorm statistics this much its own faces' (test-time adaptation; no labels read); 0 "
+                        "off, 0.5 recommended (1 misreads a clip of one expression); default: what "
+                        "jobs/calibrate.py recorded, else 0")
     parser.add_argument("--crop-test", dest="crop_test", action="store_true", default=None,
                         help="also score five crops of each face (corners and centre, 11/12 of its side) and "
                         "average (frame models; 6x the model time, 12x with --flip-test); off by default")

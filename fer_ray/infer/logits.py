@@ -240,6 +240,6 @@ class LogitsStage:
         if not adapted:
             return score_all()
         sample = (inputs(rows[chunk]) for chunk in adapt.chunk_rows(len(rows), sample=adapt.SAMPLE))
-        # the statistics are measured on the views scoring runs (both, with the flip test)
+        # the statistics are measured on the views scoring runs (mirrored and cropped too, with the flip / crop test)
         with adapt.video_statistics(list(self.models.values()), sample, self._entry_scores, self.adapt_bn):
             return score_all()
