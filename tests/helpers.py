@@ -19,6 +19,27 @@ def load_job(name: str):
     return module
 
 
+def photo_set(folder, pick) -> None:
+    """A user's own labelled photos: the taiwanese_dev photos that `pick(rows)` chooses from its labels.csv
+    rows, copied under <folder>/images with a labels.csv (path, label, subject) beside them."""
+    import csv
+    import shutil
+
+    from fer_ray import storage
+    from tests.conftest import need_shared
+
+    source = need_shared("images", "taiwanese_dev")
+    rows = pick(list(csv.DictReader(open(source / "labels.csv", newline=""))))
+    (folder / "images").mkdir(parents=True)
+    with open(folder / "labels.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "label", "subject"])
+        writer.writeheader()
+        for row in rows:
+            name = storage.basename(row["path"])
+            shutil.copy(source / row["path"], folder / "images" / name)
+            writer.writerow({"path": f"images/{name}", "label": row["label"], "subject": row["subject"]})
+
+
 def upload_videos(bucket: str, videos: dict[str, str]) -> None:
     """Shared dev videos (video_id -> file path under shared/data/videos) and their EXPR txt files
     into s3://<bucket>/videos/ on the test S3 server."""

@@ -5,9 +5,6 @@ actors apply as the stage does in-process."""
 
 from __future__ import annotations
 
-import csv
-import shutil
-
 import numpy as np
 import pytest
 
@@ -15,25 +12,15 @@ from fer_ray import schema, shards, storage
 from fer_ray.infer import adapt, systems
 from fer_ray.infer.logits import LogitsStage, column
 from fer_ray.infer.readers import read_logits
-from tests.conftest import need_shared
-from tests.helpers import load_job, write_untrained_models
+from tests.helpers import load_job, photo_set, write_untrained_models
 
 pytestmark = pytest.mark.shared_data
 PEOPLE = {"TW01": 20, "TW07": adapt.MIN_FACES - 12}  # photos each: one person enough to measure, one not
 
 
-def _photo_set(folder) -> None:
-    source = need_shared("images", "taiwanese_dev")
-    rows = list(csv.DictReader(open(source / "labels.csv", newline="")))
-    (folder / "images").mkdir(parents=True)
-    with open(folder / "labels.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["path", "label", "subject"])
-        writer.writeheader()
-        for subject, count in PEOPLE.items():
-            for row in sorted((r for r in rows if r["subject"] == subject), key=lambda r: r["path"])[:count]:
-                name = storage.basename(row["path"])
-                shutil.copy(source / row["path"], folder / "images" / name)
-                writer.writerow({"path": f"images/{name}", "label": row["label"], "subject": subject})
+def _people(rows: list[dict]) -> list[dict]:
+    return [row for subject, count in PEOPLE.items()
+            for row in sorted((r for r in rows if r["subject"] == subject), key=lambda r: r["path"])[:count]]
 
 
 def _logits(output: str):
@@ -43,7 +30,7 @@ def _logits(output: str):
 
 def test_annotate_normalises_each_persons_photos_together(tmp_path, ray_local):
     folder = tmp_path / "photos"
-    _photo_set(folder)
+    photo_set(folder, _people)
     models = str(tmp_path / "models")
     write_untrained_models(models)
     output = str(tmp_path / "out")

@@ -88,23 +88,6 @@ def test_one_face_video_in_every_face_mode_is_one_track_like_one_face_mode(video
 PHOTOS = 6
 
 
-def _photo_set(folder) -> None:
-    """Six taiwanese_dev photos with their labels.csv under `folder`, as a user's own labelled photos."""
-    import csv
-    import shutil
-
-    source = need_shared("images", "taiwanese_dev")
-    (folder / "images").mkdir(parents=True)
-    rows = list(csv.DictReader(open(source / "labels.csv")))[:PHOTOS]
-    with open(folder / "labels.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["path", "label", "subject"])
-        writer.writeheader()
-        for row in rows:
-            name = storage.basename(row["path"])
-            shutil.copy(source / row["path"], folder / "images" / name)
-            writer.writerow({"path": f"images/{name}", "label": row["label"], "subject": row["subject"]})
-
-
 def test_the_annotate_job_names_the_two_people_annotates_photos_and_evaluate_scores_both(
         videos, pair, tmp_path, ray_local):
     """One folder, one annotate job: pair.mp4 with Aff-Wild2's label pair pair_left.txt / pair_right.txt
@@ -118,7 +101,7 @@ def test_the_annotate_job_names_the_two_people_annotates_photos_and_evaluate_sco
     from fer_ray.evaluate import metrics
     from fer_ray.infer.postprocess import submission_uri
     from fer_ray.infer.readers import read_predictions, sorted_frames
-    from tests.helpers import load_job, stage_actors
+    from tests.helpers import load_job, photo_set, stage_actors
 
     folder = tmp_path / "videos"
     folder.mkdir()
@@ -127,7 +110,7 @@ def test_the_annotate_job_names_the_two_people_annotates_photos_and_evaluate_sco
     for side, name in (("left", "tw_TW01"), ("right", "tw_TW07")):
         truth[side] = labels.read_expr(str(need_shared("videos", "labeled", f"{name}.txt")))[:FRAMES]
         labels.write_expr(str(folder / f"pair_{side}.txt"), truth[side])
-    _photo_set(folder / "photos")
+    photo_set(folder / "photos", lambda rows: rows[:PHOTOS])  # six photos, as a user's own labelled ones
     output = str(tmp_path / "job")
     argv = ["--input", str(folder), "--models", videos["models"], "--output", output, "--system", "cfc_sp",
             "--window", str(OPTIONS["window"]), "--track-every", "5", "--all-faces", "--strict"]
