@@ -24,7 +24,8 @@ as Other); the prediction is the arg-max over those 7 logits. Each figure has a 
 majority-class and chance figures of the same faces. Every set is scored twice: as annotate does by default,
 and with annotate's flip test (each face also scored mirrored, the two softmaxes averaged). Not part of
 `make test`. Writes <output>/images.json (with --crop-test images_crop.json, with --adapt-bn S
-images[_crop]_adapt<S>.json). A rerun on the same
+images[_crop]_adapt<S>.json; a --model other than expr_cnn names itself first: images_expr_cnn+expr_cnn_b_crop.json),
+so scoring one run's models several ways keeps every result. A rerun on the same
 --output reuses the faces and the trained model; --score-only scores the model an earlier run left in <output>/models without touching its training faces.
 --model with several names (an accuracy.py run's two pretraining seeds) scores their ensemble: the mean of
 their softmax probabilities, as annotate's expr ensemble sums them.
@@ -228,6 +229,12 @@ def print_table(results: dict, title: str, seen: dict[str, str] | None = None) -
               f"| {verdict} |")
 
 
+def result_name(models: list[str], crop_test: bool, adapt_bn: float) -> str:
+    """images[_<models>][_crop][_adapt<S>].json: the default model is not named, so earlier runs' names hold."""
+    named = "" if models == ["expr_cnn"] else "_" + "+".join(models)
+    return f"images{named}{options_suffix(crop_test=crop_test, adapt_bn=adapt_bn)}.json"
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -301,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                "args": vars(args), "results": results[False], "results_flip_test": results[True],
                "flip_test_effect": effect, "targets": TARGETS, "trained_on_scored_sets": seen,
                "models": {name: read_index(models)["models"][name] for name in args.model}}
-    target = storage.join(out, f"images{options_suffix(crop_test=args.crop_test, adapt_bn=args.adapt_bn)}.json")
+    target = storage.join(out, result_name(args.model, args.crop_test, args.adapt_bn))
     storage.write_text(target, json.dumps(summary, indent=2, default=float))
     print(f"results: {target}")
     return 0

@@ -153,3 +153,11 @@ def test_adapt_bn_normalises_each_performers_faces_together(tmp_path):
     np.testing.assert_allclose(adapted[20:40], alone, atol=1e-4)  # TW07's faces: their own statistics
     assert np.abs(adapted[:40] - plain[:40]).max() > 1e-3
     np.testing.assert_allclose(adapted[40:], plain[40:], atol=1e-5)  # no subject: as they are
+
+
+def test_result_names_keep_each_way_of_scoring_a_run_apart():
+    name = IMAGES["result_name"]
+    assert name(["expr_cnn"], False, 0.0) == "images.json"  # earlier runs' names hold
+    assert name(["expr_cnn"], True, 0.5) == "images_crop_adapt0.5.json"
+    assert name(["expr_cnn", "expr_cnn_b"], True, 0.5) == "images_expr_cnn+expr_cnn_b_crop_adapt0.5.json"
+    assert len({name(m, True, 0.5) for m in (["expr_cnn"], ["expr_cnn_b"], ["expr_cnn", "expr_cnn_b"])}) == 3
