@@ -114,7 +114,7 @@ def device_batches(images, task_y, video_ids, trainer: Trainer, epoch: int, seed
 @torch.inference_mode()
 def logits_of(trainer: Trainer, x: list) -> np.ndarray:
     """8-class logits of each face (NaN where the set has none), as annotate's LogitsStage gives them."""
-    model, out = trainer.core.eval(), np.full((len(x), 8), np.nan, dtype=np.float32)
+    model, out = trainer.deployed.eval(), np.full((len(x), 8), np.nan, dtype=np.float32)
     found = [i for i, face in enumerate(x) if face is not None]
     for start in range(0, len(found), 1024):
         pick = found[start:start + 1024]

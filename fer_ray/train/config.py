@@ -139,6 +139,10 @@ class ModelSpec:
     # Which epoch becomes checkpoint.pt: the best validation macro-F1, or the last (a fixed schedule, for
     # validation splits too small to rank epochs: a few subjects pick a noisy early epoch).
     keep: Literal["best", "last"] = "best"
+    # Per-step decay of an exponential moving average of the weights (fer_ray.train.average), which is then
+    # what validation scores and the checkpoint holds; 0 off. 0.999 with its warm-up averages about the last
+    # tenth of a run of a few thousand steps (benchmarks/README.md, "Weight average").
+    ema: float = 0.0
 
     @property
     def ignored_labels(self) -> list[int]:
@@ -174,6 +178,8 @@ class ModelSpec:
         for name in ("epochs", "batch_size", "num_workers", "input_size", "clip_length"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model {self.name!r}: {name} must be >= 1")
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"model {self.name!r}: ema is a decay in [0, 1) (0 off), got {self.ema}")
         if self.cpus_per_worker <= 0:
             raise ConfigError(f"model {self.name!r}: cpus_per_worker must be > 0")
         if any(not 0 < float(w) <= 100 for w in self.source_weights.values()):

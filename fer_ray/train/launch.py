@@ -147,7 +147,8 @@ def _write_outputs(run: TrainRun, spec_dict: dict, result, started_at: float) ->
     history = last_state["history"]
     best = {k: v for k, v in best_state["history"][-1].items() if k != "confusion"}
     model = create_model(spec.arch, spec.num_classes, **spec.model_kwargs)
-    model.load_state_dict(best_state["model"])
+    average = best_state.get("average")  # the weight average is what the run validated: export it
+    model.load_state_dict(average["weights"] if average else best_state["model"])
     meta = {
         # load_checkpoint rebuilds the model from meta["name"]: the registry name; run_name is ours
         "name": spec.arch, "run_name": spec.name, "arch": spec.arch, "task": spec.task,

@@ -33,6 +33,7 @@ import torch.nn as nn
 
 from fer_ray.safe_load import as_plain, load_data
 from fer_ray.train import data, sampler
+from fer_ray.train.average import WeightAverage
 from fer_ray.train.config import ModelSpec, spec_from_dict
 from fer_ray.train.losses import build_loss, class_weights
 
@@ -127,6 +128,7 @@ class Trainer:
         if self.amp and spec.kind == "frame":
             model = model.to(memory_format=torch.channels_last)
         self.model = wrap(model) if wrap is not None else model
+        self.average = WeightAverage(model, spec.ema) if spec.ema else None
         params = [p for p in self.model.parameters() if p.requires_grad]
         if spec.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum,
@@ -150,6 +152,11 @@ class Trainer:
     def core(self) -> nn.Module:
         """The model without a DistributedDataParallel wrapper."""
         return getattr(self.model, "module", self.model)
+
+    @property
+    def deployed(self) -> nn.Module:
+        """The weights a run validates and exports: the weight average when the spec keeps one, else the model."""
+        return self.core if self.average is None else self.average.module
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
@@ -184,6 +191,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if self.average is not None:
+                self.average.update(self.core)
             total_loss += float(loss.detach())
             steps += 1
             images += int(x.shape[0] * (x.shape[1] if x.ndim == 5 else 1))
@@ -196,11 +205,10 @@ class Trainer:
     @torch.inference_mode()
     def evaluate(self, batches: Iterable, max_steps: int | None = None) -> tuple[dict, np.ndarray]:
         """Validation metrics (summed over ranks when distributed) and the confusion matrix."""
-        self.model.eval()
+        model = self.deployed.eval()  # no DDP forward: ranks may see different numbers of batches
         k = self.spec.num_classes
         cm = torch.zeros(k * k, dtype=torch.float64)
         loss_sum = torch.zeros(2, dtype=torch.float64)
-        model = self.core  # no DDP forward: ranks may see different numbers of batches
         for step, (x, y) in enumerate(batches):
             if max_steps is not None and step >= max_steps:
                 break
@@ -218,12 +226,18 @@ class Trainer:
         return metrics, cm_np
 
     def state(self, epoch: int, history: list, best: dict | None) -> dict:
+        """Everything a resume needs; "model" is the trained weights, "average" their average (or None)."""
         return {"model": self.core.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "average": self.average.state_dict() if self.average is not None else None,
                 "epoch": epoch, "history": history, "best": best}
 
     def load_state(self, state: dict) -> None:
         self.core.load_state_dict(state["model"])
+        if self.average is not None:
+            if state.get("average") is None:
+                raise ValueError(f"{self.spec.name}: the checkpoint has no weight average to resume (ema is on)")
+            self.average.load_state_dict(state["average"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -433,4 +447,4 @@ def train_local(spec: ModelSpec | dict, train_rows, val_rows, *, seed: int = 0, 
     history = fit(trainer, make(trainer, train_rows, val_rows),
                   on_epoch=None if on_epoch is None else lambda epoch, row, history, best: on_epoch(row, trainer))
     # contiguous again, as a model built from the checkpoint is: the same kernels, the same outputs
-    return trainer.core.to(memory_format=torch.contiguous_format).eval(), history
+    return trainer.deployed.to(memory_format=torch.contiguous_format).eval(), history
