@@ -263,7 +263,8 @@ def test_sized_architectures_are_built_for_the_configured_input_size():
 
 @pytest.mark.parametrize("path", ["configs/smoke.yaml", "configs/cfc_sp.yaml", "configs/mao.yaml",
                                   "configs/prl.yaml", "configs/all.yaml", "configs/accuracy.yaml",
-                                  "configs/demo.yaml", "configs/accuracy_fer.yaml"])
+                                  "configs/demo.yaml", "configs/accuracy_fer.yaml",
+                                  "configs/accuracy_fer_single.yaml"])
 def test_shipped_configs_load(path):
     from pathlib import Path
 
