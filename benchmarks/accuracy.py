@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' own helpers
 
 from cli_jobs import TimedSteps  # noqa: E402
+from peers import read_figures  # noqa: E402
 
 from fer_ray import labels, schema, storage  # noqa: E402
 from fer_ray.evaluate import ablations, metrics  # noqa: E402
@@ -260,7 +261,12 @@ def targets(videos, truth, base, full, cascade_windows: dict) -> list[dict]:
     return rows
 
 
-def print_targets(rows: list[dict]) -> None:
+def print_targets(rows: list[dict], peer: dict[str, dict] | None = None) -> None:
+    """Each target's figure beside the majority-class and chance figures, and the off-the-shelf peer's on the
+    same videos (benchmarks/peers.py, every video_stride-th frame) when its peers.json is there."""
+    videos = (peer or {}).get("dev_videos")
+    beside = (f"; the peer (`fer`, one frame in {videos['video_stride']}) {videos['f1']:.3f}" if videos
+              else "; no peer figure: run benchmarks/peers.py")
     print("\nTargets (issue #13), figure [95 % interval]:")
     for row in rows:
         if row["f1"] is None:
@@ -269,7 +275,7 @@ def print_targets(rows: list[dict]) -> None:
         verdict = "met" if row["met"] else f"missed by {row['threshold'] - row['f1']:.2f}"
         print(f"  {row['target']:<74} {row['f1']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]  "
               f"target >= {row['threshold']:.2f}: {verdict} (majority class {row['majority_f1']:.3f}, "
-              f"chance {row['chance_f1']:.3f})")
+              f"chance {row['chance_f1']:.3f}{beside})")
 
 
 def baseline_models(videos) -> list[str]:
@@ -415,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
                              "statistics S its own faces'; default 0: off)")
     parser.add_argument("--crop-test", dest="crop_test", action="store_true",
                         help="annotate with the crop test (five crops of each face scored as well)")
+    parser.add_argument("--peers", default=str(ROOT / "peers_out" / "peers.json"),
+                        help="benchmarks/peers.py's output: the off-the-shelf peer's figure beside each target")
     args = parser.parse_args(argv)
     start, host = time.perf_counter(), machine_info()
     data, out = str(Path(args.data).resolve()), args.output
@@ -469,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in result.get("flip_test_effect", []) + result.get("adapt_bn_effect", []):
         print(f"  {row['step']:<36} {row['diff']:+.4f}  [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]  better in "
               f"{row['p_b_better']:.0%} of {row['n_boot']} resamples of {row['groups']} segments (against {plain})")
-    print_targets(result["targets"])
+    print_targets(result["targets"], read_figures(args.peers))
     verdict = {}
     t1 = result["table1"].set_index("method")["f1"]
     if "baseline" in t1 and "baseline + C-F" in t1:

@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' own 
 
 from accuracy import labelled_videos, train_config  # noqa: E402
 from cli_jobs import TimedSteps  # noqa: E402
+from peers import read_figures  # noqa: E402
 
 from fer_ray import labels, schema, shards, storage  # noqa: E402
 from fer_ray.evaluate import metrics  # noqa: E402
@@ -64,6 +65,8 @@ from fer_ray.runtime import init_ray, machine_info, setup_logging  # noqa: E402
 from fer_ray.train.data import source_of  # noqa: E402
 
 TARGETS = {"photos": ("macro_f1", 0.70), "ckplus48": ("macro_f1", 0.60), "fer2013_test": ("accuracy", 0.66)}
+# each set's name in benchmarks/peers.py's peers.json (the same faces; the peer scores CK+ without its Other)
+PEER_SETS = {"photos": "taiwanese_dev_held_out_performers", "ckplus48": "ckplus48", "fer2013_test": "fer2013_test"}
 BATCH = 512
 
 
@@ -213,9 +216,20 @@ def not_held_out(train_faces: str, scored: dict[str, str]) -> dict[str, str]:
     return why
 
 
-def print_table(results: dict, title: str, seen: dict[str, str] | None = None) -> None:
-    print(f"\n{title}\n\n| set | faces | macro-F1 [95 % CI] | accuracy [95 % CI] | majority F1 / acc | chance F1 / acc | target |")
-    print("|---|---|---|---|---|---|---|")
+def peer_cell(peer: dict[str, dict] | None, name: str) -> str:
+    """The off-the-shelf peer's macro-F1 / accuracy on set `name` (benchmarks/peers.py; its own face count
+    where it differs: it has no Other class), or "-" without a peers.json."""
+    figures = (peer or {}).get(PEER_SETS[name])
+    if figures is None:
+        return "-"
+    return f"{figures['f1']:.3f} / {figures['accuracy']:.3f} ({figures['frames']})"
+
+
+def print_table(results: dict, title: str, seen: dict[str, str] | None = None,
+                peer: dict[str, dict] | None = None) -> None:
+    print(f"\n{title}\n\n| set | faces | macro-F1 [95 % CI] | accuracy [95 % CI] | peer (`fer`) F1 / acc | "
+          "majority F1 / acc | chance F1 / acc | target |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         metric, bar = TARGETS[name]
         gap = r[metric] - bar
@@ -224,7 +238,7 @@ def print_table(results: dict, title: str, seen: dict[str, str] | None = None) -
         else:
             verdict = f"{metric} >= {bar:.2f}: " + ("met" if gap >= 0 else f"missed by {-gap:.2f}")
         print(f"| {name} | {r['faces']} | {r['macro_f1']:.3f} [{r['macro_f1_ci'][0]:.3f}, {r['macro_f1_ci'][1]:.3f}] "
-              f"| {r['accuracy']:.3f} [{r['accuracy_ci'][0]:.3f}, {r['accuracy_ci'][1]:.3f}] "
+              f"| {r['accuracy']:.3f} [{r['accuracy_ci'][0]:.3f}, {r['accuracy_ci'][1]:.3f}] | {peer_cell(peer, name)} "
               f"| {r['majority_f1']:.3f} / {r['majority_accuracy']:.3f} | {r['chance_f1']:.3f} / {r['chance_accuracy']:.3f} "
               f"| {verdict} |")
 
@@ -254,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="score each performer's faces with BatchNorm statistics S their own (default 0: off)")
     parser.add_argument("--crop-test", dest="crop_test", action="store_true",
                         help="score every face with annotate's crop test too (five crops, averaged)")
+    parser.add_argument("--peers", default=str(ROOT / "peers_out" / "peers.json"),
+                        help="benchmarks/peers.py's output: the off-the-shelf peer's column (default peers_out/peers.json)")
     args = parser.parse_args(argv)
     start, host = time.perf_counter(), machine_info()
     data, out = Path(args.data).resolve(), args.output
@@ -295,8 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.adapt_bn:
         print(f"\nEach performer's faces normalised together at strength {args.adapt_bn:g} (--adapt-bn; faces "
               "without a subject id as they are)")
-    print_table(results[False], "Each face scored once (annotate's default):", seen)
-    print_table(results[True], "With the flip test (annotate --flip-test: each face also scored mirrored):", seen)
+    peer = read_figures(args.peers)
+    if peer is None:
+        print(f"\nNo peer column: {args.peers} not found (benchmarks/peers.py writes it, in its own environment)")
+    print_table(results[False], "Each face scored once (annotate's default):", seen, peer)
+    print_table(results[True], "With the flip test (annotate --flip-test: each face also scored mirrored):", seen,
+                peer)
     print("\nThe flip test's effect (paired: the same resamples of each set's groups):")
     for name, e in effect.items():
         print(f"- {name}: macro-F1 {e['macro_f1_diff']:+.3f} [{e['macro_f1_diff_ci'][0]:+.3f}, "
@@ -305,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwall time {wall / 60:.1f} min ({', '.join(f'{k} {v / 60:.1f}' for k, v in timings.items())} min); "
           f"machine: {host['cpus']} CPUs, {host['cpu_model']}, load avg at start {host['load_average_at_start'][0]:.1f}")
     summary = {"command": " ".join(sys.argv), "wall_s": wall, "step_s": timings, "machine": host,
-               "args": vars(args), "results": results[False], "results_flip_test": results[True],
+               "args": vars(args), "results": results[False], "results_flip_test": results[True], "peer": peer,
                "flip_test_effect": effect, "targets": TARGETS, "trained_on_scored_sets": seen,
                "models": {name: read_index(models)["models"][name] for name in args.model}}
     target = storage.join(out, result_name(args.model, args.crop_test, args.adapt_bn))

@@ -44,6 +44,17 @@ HELD_OUT = ("TW01", "TW07", "TW11", "TW14", "TW18", "TW21", "TW29")
 NO_FACE = labels.class_index("Neutral")
 
 
+def read_figures(path: str | Path) -> dict[str, dict] | None:
+    """The figures a peers.py run wrote (set -> frames, f1, accuracy, ...; sets as in --sets, the photos of
+    the held-out performers as taiwanese_dev_held_out_performers, the videos as dev_videos), or None where no
+    run has written `path`: the accuracy benchmarks print them as their peer column."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return {name: {**figures, "video_stride": record.get("video_stride")} for name, figures in record["results"].items()}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))

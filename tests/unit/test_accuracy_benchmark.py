@@ -79,7 +79,11 @@ def test_targets_give_each_measured_figure_its_interval_and_verdict(capsys):
     ACCURACY["print_targets"](rows)
     printed = capsys.readouterr().out
     assert "see benchmarks/images.py" in printed and ("met" in printed or "missed by" in printed)
-    assert printed.count(f"(majority class {reference['majority_f1']:.3f}, chance {reference['chance_f1']:.3f})") == 3
+    references = f"(majority class {reference['majority_f1']:.3f}, chance {reference['chance_f1']:.3f}"
+    assert printed.count(f"{references}; no peer figure: run benchmarks/peers.py)") == 3
+    # with a peers.py run's figures, the peer's on the same videos stands beside each video figure
+    ACCURACY["print_targets"](rows, {"dev_videos": {"f1": 0.4641, "video_stride": 3}})
+    assert capsys.readouterr().out.count(f"{references}; the peer (`fer`, one frame in 3) 0.464)") == 3
 
 
 def test_epochs_override_every_model_or_the_named_ones(tmp_path):

@@ -161,3 +161,24 @@ def test_result_names_keep_each_way_of_scoring_a_run_apart():
     assert name(["expr_cnn"], True, 0.5) == "images_crop_adapt0.5.json"
     assert name(["expr_cnn", "expr_cnn_b"], True, 0.5) == "images_expr_cnn+expr_cnn_b_crop_adapt0.5.json"
     assert len({name(m, True, 0.5) for m in (["expr_cnn"], ["expr_cnn_b"], ["expr_cnn", "expr_cnn_b"])}) == 3
+
+
+def test_the_peer_column_reads_what_peers_py_wrote(tmp_path, capsys):
+    import json
+
+    read = runpy.run_path(str(Path(__file__).resolve().parents[2] / "benchmarks" / "peers.py"),
+                          run_name="peers")["read_figures"]
+    assert read(tmp_path / "peers.json") is None  # no peer run: no column values
+    record = {"peer": "fer", "video_stride": 3, "results": {
+        "ckplus48": {"frames": 927, "f1": 0.398, "accuracy": 0.611},
+        "fer2013_test": {"frames": 3589, "f1": 0.342, "accuracy": 0.432}}}
+    (tmp_path / "peers.json").write_text(json.dumps(record))
+    peer = read(tmp_path / "peers.json")
+    assert peer["fer2013_test"]["accuracy"] == 0.432 and peer["ckplus48"]["video_stride"] == 3
+    result = {"faces": 3589, "macro_f1": 0.6, "macro_f1_ci": [0.5, 0.7], "accuracy": 0.68, "accuracy_ci": [0.66, 0.7],
+              "majority_f1": 0.056, "majority_accuracy": 0.245, "chance_f1": 0.133, "chance_accuracy": 0.143}
+    IMAGES["print_table"]({"fer2013_test": result, "photos": {**result, "faces": 312}}, "t", None, peer)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert "peer (`fer`) F1 / acc" in rows[0]
+    assert rows[1].split(" | ")[4] == "0.342 / 0.432 (3589)"  # the peer's figures on the same faces
+    assert rows[2].split(" | ")[4] == "-"  # a set the peer run did not score
