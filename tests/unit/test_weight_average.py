@@ -15,7 +15,7 @@ from tests.unit.test_train_data import _two_class_faces
 def test_the_average_follows_the_warm_up_then_the_decay():
     model = nn.Sequential(nn.Linear(1, 1, bias=False), nn.BatchNorm1d(1))
     average = WeightAverage(model, decay=0.28)
-    weight, mean = float(model[0].weight), 0.0  # BatchNorm's running mean starts at 0
+    weight, mean = float(model[0].weight.detach()), 0.0  # BatchNorm's running mean starts at 0
     for n, value in enumerate([2.0, -1.0, 4.0, 3.0], start=1):
         with torch.no_grad():
             model[0].weight.fill_(value)
