@@ -86,9 +86,19 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+# Spec options added after runs were trained, left out of the hashes while they keep their default: an
+# upgraded fer-ray then skips a finished model (and keeps its version) instead of training it again.
+LATER_DEFAULTS = {"ema": 0.0}
+
+
+def _without_later_defaults(spec_dict: dict) -> dict:
+    return {k: v for k, v in spec_dict.items() if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
+
+
 def data_version(config: TrainConfig, splits: dict[int, tuple[list[str], list[str]]], parts: list[str]) -> str:
     """Hash of the configs and the data (the complete face parts and the splits)."""
     run = {k: v for k, v in config_mod.to_dict(config).items() if k not in ("output", "max_concurrent_trials")}
+    run["models"] = [_without_later_defaults(m) for m in run.get("models", [])]
     return _hash({"config": run, "parts": [storage.basename(storage.join(p, "..")) + "/" + storage.basename(p)
                                            for p in parts], "splits": sorted(splits.items())})[:16]
 
@@ -108,7 +118,8 @@ def model_splits(config: TrainConfig, summary) -> dict[int, tuple[list[str], lis
 
 
 def _spec_hash(spec_dict: dict, data_hash: str) -> str:
-    relevant = {k: v for k, v in spec_dict.items() if k not in ("num_workers", "cpus_per_worker", "use_gpu")}
+    relevant = {k: v for k, v in _without_later_defaults(spec_dict).items()
+                if k not in ("num_workers", "cpus_per_worker", "use_gpu")}
     return _hash({"spec": relevant, "data": data_hash})[:16]
 
 

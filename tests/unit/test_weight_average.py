@@ -100,3 +100,22 @@ def test_a_resumed_run_ends_with_the_same_average():
     without = trainer()
     with pytest.raises(ValueError, match="no weight average"):
         without.load_state({**saved[0], "average": None})
+
+
+def test_runs_trained_before_ema_existed_keep_their_hashes():
+    """An upgrade must not retrain finished models: with ema at its default, a model's spec hash and the
+    run's version are those of a spec without the field (what runs before it recorded); ema on changes both."""
+    import dataclasses
+
+    from fer_ray.train import launch
+    from fer_ray.train.config import TrainConfig, spec_to_dict
+
+    spec = _spec()
+    config = TrainConfig(output="out", faces=["faces"], models=[spec])
+    splits, parts = {0: (["a"], ["b"])}, ["faces/part-0"]
+    as_before = {k: v for k, v in spec_to_dict(spec).items() if k != "ema"}
+    assert launch._spec_hash(spec_to_dict(spec), "data") == launch._spec_hash(as_before, "data")
+    with_ema = dataclasses.replace(spec, ema=0.999)
+    assert launch._spec_hash(spec_to_dict(with_ema), "data") != launch._spec_hash(as_before, "data")
+    assert launch.data_version(dataclasses.replace(config, models=[with_ema]), splits, parts) != \
+        launch.data_version(config, splits, parts)
