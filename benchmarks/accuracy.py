@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' own helpers
 
 from cli_jobs import TimedSteps  # noqa: E402
-from peers import read_figures  # noqa: E402
+from peers import PEERS_JSON, read_figures  # noqa: E402
 
 from fer_ray import labels, schema, storage  # noqa: E402
 from fer_ray.evaluate import ablations, metrics  # noqa: E402
@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
                              "statistics S its own faces'; default 0: off)")
     parser.add_argument("--crop-test", dest="crop_test", action="store_true",
                         help="annotate with the crop test (five crops of each face scored as well)")
-    parser.add_argument("--peers", default=str(ROOT / "peers_out" / "peers.json"),
+    parser.add_argument("--peers", default=str(PEERS_JSON),
                         help="benchmarks/peers.py's output: the off-the-shelf peer's figure beside each target")
     args = parser.parse_args(argv)
     start, host = time.perf_counter(), machine_info()

@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' own 
 
 from accuracy import labelled_videos, train_config  # noqa: E402
 from cli_jobs import TimedSteps  # noqa: E402
-from peers import read_figures  # noqa: E402
+from peers import PEERS_JSON, read_figures  # noqa: E402
 
 from fer_ray import labels, schema, shards, storage  # noqa: E402
 from fer_ray.evaluate import metrics  # noqa: E402
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="score each performer's faces with BatchNorm statistics S their own (default 0: off)")
     parser.add_argument("--crop-test", dest="crop_test", action="store_true",
                         help="score every face with annotate's crop test too (five crops, averaged)")
-    parser.add_argument("--peers", default=str(ROOT / "peers_out" / "peers.json"),
+    parser.add_argument("--peers", default=str(PEERS_JSON),
                         help="benchmarks/peers.py's output: the off-the-shelf peer's column (default peers_out/peers.json)")
     args = parser.parse_args(argv)
     start, host = time.perf_counter(), machine_info()

@@ -44,6 +44,10 @@ HELD_OUT = ("TW01", "TW07", "TW11", "TW14", "TW18", "TW21", "TW29")
 NO_FACE = labels.class_index("Neutral")
 
 
+# where the accuracy benchmarks look for a peers.py run's figures by default (`--output peers_out` from the checkout)
+PEERS_JSON = ROOT / "peers_out" / "peers.json"
+
+
 def read_figures(path: str | Path) -> dict[str, dict] | None:
     """The figures a peers.py run wrote (set -> frames, f1, accuracy, ...; sets as in --sets, the photos of
     the held-out performers as taiwanese_dev_held_out_performers, the videos as dev_videos), or None where no
